@@ -1,0 +1,161 @@
+"""The ``mtg`` command line."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import warnings
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rasterio.errors import NotGeoreferencedWarning
+from rich.console import Console
+from rich.logging import RichHandler
+
+from mtg.pipeline.catalogs import known_sources
+from mtg.pipeline.config import load_config, with_overrides
+from mtg.pipeline.errors import MtgError
+from mtg.pipeline.storage import parse_storage_options
+
+app = typer.Typer(help="mine-the-gap: satellite Earth observation to site-level mining indicators.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+console = Console(stderr=True)
+
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="Run-config file (YAML or TOML).")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors; no progress bars.")]
+SchedulerOpt = Annotated[Optional[str], typer.Option(
+    help="Dask scheduler: threads (default), local (a LocalCluster), tcp://HOST:PORT, or gateway.")]
+WorkersOpt = Annotated[Optional[int], typer.Option(help="Workers for --scheduler local or gateway.")]
+MemoryOpt = Annotated[Optional[str], typer.Option(help="Memory limit per LocalCluster worker, e.g. 2GiB.")]
+
+
+def _setup_logging(quiet: bool) -> None:
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s", datefmt="[%X]",
+                        handlers=[RichHandler(console=console, show_path=False)], force=True)
+    # odc-stac reprojects 20 m bands through in-memory rasters that GDAL calls "not georeferenced": harmless.
+    warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
+    for noisy in ("distributed", "botocore", "aiobotocore", "s3fs", "fsspec", "rasterio", "numba"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _user_errors(func):
+    """Report :class:`MtgError` as one clear line and exit with status 2 instead of a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except MtgError as err:
+            console.print(f"[bold red]error:[/] {err}")
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _bbox(text: Optional[str]) -> Optional[tuple[float, ...]]:
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.replace(" ", "").split(","))
+    except ValueError:
+        raise MtgError(f"--bbox {text!r} must be four numbers min_lon,min_lat,max_lon,max_lat") from None
+
+
+@app.command()
+@_user_errors
+def sample(
+    out: Annotated[Path, typer.Option(help="Folder for the sample region.")] = Path("mtg-run/sample"),
+    seed: Annotated[Optional[int], typer.Option(help="Random seed (sample.seed).")] = None,
+    size_km: Annotated[Optional[float], typer.Option(help="Side of the square region in km (sample.size_km).")] = None,
+    n_dates: Annotated[Optional[int], typer.Option(help="Sentinel-2 acquisitions (sample.n_dates).")] = None,
+    config: ConfigOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Write the embedded sample region: Sentinel-2 L2A-like COGs, two DEM epochs, a STAC catalog and truth."""
+    from mtg.pipeline.run import ensure_sample
+
+    _setup_logging(quiet)
+    cfg = with_overrides(load_config(config), {"sample.seed": seed, "sample.size_km": size_km,
+                                               "sample.n_dates": n_dates})
+    region = ensure_sample(out, cfg.sample, progress=not quiet)
+    console.print(f"sample region written: STAC catalog [bold]{region.catalog}[/], ground truth {region.truth}")
+
+
+@app.command()
+@_user_errors
+def ingest(
+    catalog: Annotated[Optional[str], typer.Option(
+        help=f"Catalog: a source name ({', '.join(known_sources())}), a static catalog path or URL, "
+             "or a STAC API URL.")] = None,
+    bbox: Annotated[Optional[str], typer.Option(help="min_lon,min_lat,max_lon,max_lat (EPSG:4326).")] = None,
+    aoi: Annotated[Optional[str], typer.Option(help="Vector file of the area of interest (any CRS).")] = None,
+    time: Annotated[Optional[str], typer.Option(help="START/END of the Sentinel-2 acquisitions.")] = None,
+    dem_time: Annotated[Optional[str], typer.Option(help="START/END of the DEM epochs (default: all).")] = None,
+    out: Annotated[Optional[str], typer.Option(help="Folder or URL (s3://...) for the Zarr cubes.")] = None,
+    loader: Annotated[Optional[str], typer.Option(help="odc-stac (default) or stackstac.")] = None,
+    crs: Annotated[Optional[str], typer.Option(help="Output CRS (default: the items' most common CRS).")] = None,
+    resolution: Annotated[Optional[float], typer.Option(help="Reflectance pixel size in metres.")] = None,
+    dem_resolution: Annotated[Optional[float], typer.Option(help="DEM pixel size in metres.")] = None,
+    time_chunk: Annotated[Optional[int], typer.Option(help="Time steps per Zarr chunk.")] = None,
+    space_chunk: Annotated[Optional[int], typer.Option(help="Pixels per Zarr chunk side.")] = None,
+    storage_options: Annotated[Optional[str], typer.Option(
+        help='fsspec storage options as JSON, e.g. \'{"endpoint_url": "http://127.0.0.1:9000"}\'.')] = None,
+    dem_references: Annotated[Optional[bool], typer.Option(
+        "--dem-references/--no-dem-references", help="Also write virtual Zarr references to the DEM files.")] = None,
+    overwrite: Annotated[Optional[bool], typer.Option(
+        "--overwrite/--no-overwrite", help="Replace cubes written by a different request.")] = None,
+    scheduler: SchedulerOpt = None,
+    workers: WorkersOpt = None,
+    memory_limit: MemoryOpt = None,
+    config: ConfigOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Load cloud-masked reflectance and DEM cubes from a STAC catalog and write them to Zarr."""
+    from mtg.pipeline.run import run_ingest
+
+    _setup_logging(quiet)
+    cfg = with_overrides(load_config(config), {
+        "ingest.catalog": catalog, "ingest.bbox": _bbox(bbox), "ingest.aoi": aoi, "ingest.time": time,
+        "ingest.dem_time": dem_time, "ingest.out": out, "ingest.loader": loader, "ingest.crs": crs,
+        "ingest.resolution": resolution, "ingest.dem_resolution": dem_resolution,
+        "ingest.chunks.time": time_chunk, "ingest.chunks.space": space_chunk,
+        "ingest.storage_options": parse_storage_options(storage_options) if storage_options else None,
+        "ingest.dem_references": dem_references, "ingest.overwrite": overwrite,
+        "dask.scheduler": scheduler, "dask.workers": workers, "dask.memory_limit": memory_limit,
+    })
+    result = run_ingest(cfg.ingest, cfg.dask, progress=not quiet)
+    console.print(
+        f"reflectance cube: [bold]{result.reflectance_url}[/] ({result.reflectance_status}; "
+        f"{result.n_dates} dates from {result.n_items} items)\nDEM cube: [bold]{result.dem_url}[/] "
+        f"({result.dem_status})\nsummary: {result.summary_url}; {result.bytes_written / 1e6:.1f} MB in "
+        f"{result.seconds:.1f} s"
+    )
+
+
+@app.command()
+@_user_errors
+def run(
+    out: Annotated[Optional[str], typer.Option(help="Run folder (default ./mtg-run).")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed of the sample region.")] = None,
+    scheduler: SchedulerOpt = None,
+    workers: WorkersOpt = None,
+    memory_limit: MemoryOpt = None,
+    config: ConfigOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Run every stage on the sample region (or the configured one): sample, then ingest."""
+    from mtg.pipeline.run import run_pipeline
+
+    _setup_logging(quiet)
+    cfg = with_overrides(load_config(config), {"out": out, "sample.seed": seed, "dask.scheduler": scheduler,
+                                               "dask.workers": workers, "dask.memory_limit": memory_limit})
+    result = run_pipeline(cfg, progress=not quiet)
+    console.print(
+        f"run complete in [bold]{result.out}[/]:\n"
+        f"  sample STAC catalog  {result.sample.catalog}\n"
+        f"  ground truth         {result.sample.truth}\n"
+        f"  reflectance cube     {result.ingest.reflectance_url}\n"
+        f"  DEM cube             {result.ingest.dem_url}\n"
+        f"  ingest summary       {result.ingest.summary_url}"
+    )

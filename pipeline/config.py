@@ -1,0 +1,120 @@
+"""The run configuration: one YAML or TOML file, validated on load. Every CLI option has a key here."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from mtg.pipeline.catalogs import format_validation_error
+from mtg.pipeline.errors import MtgError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DaskConfig(_Section):
+    """Where dask runs (``--scheduler``, ``--workers``, ``--memory-limit``)."""
+
+    scheduler: str = "threads"
+    workers: int | None = Field(default=None, ge=1)
+    memory_limit: str | None = None
+
+    @field_validator("scheduler")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value in ("threads", "local", "gateway") or value.startswith("tcp://"):
+            return value
+        raise ValueError("allowed values are 'threads', 'local', 'gateway' or a 'tcp://HOST:PORT' address")
+
+
+class SampleConfig(_Section):
+    """The embedded sample region (``mtg sample``)."""
+
+    seed: int = 0
+    size_km: float = Field(default=20.0, gt=0.5, le=100)
+    n_dates: int = Field(default=8, ge=6, le=48)
+
+
+class ChunkConfig(_Section):
+    """Zarr chunking of the cubes: ``time`` steps by ``space`` x ``space`` pixels."""
+
+    time: int = Field(default=8, ge=1)
+    space: int = Field(default=512, ge=64)
+
+
+class IngestConfig(_Section):
+    """Datacube ingest (``mtg ingest``)."""
+
+    catalog: str = "sample"
+    bbox: tuple[float, float, float, float] | None = None
+    aoi: str | None = None
+    time: str | None = None
+    dem_time: str | None = None
+    out: str | None = None
+    loader: Literal["odc-stac", "stackstac"] = "odc-stac"
+    crs: str | None = None
+    resolution: float = Field(default=10.0, gt=0)
+    dem_resolution: float = Field(default=30.0, gt=0)
+    chunks: ChunkConfig = ChunkConfig()
+    storage_options: dict[str, Any] = {}
+    dem_references: bool = False
+    overwrite: bool = False
+
+
+class RunConfig(_Section):
+    """Everything ``mtg run`` does, section by stage."""
+
+    out: str = "mtg-run"
+    sample: SampleConfig = SampleConfig()
+    ingest: IngestConfig = IngestConfig()
+    dask: DaskConfig = DaskConfig()
+
+
+def load_config(path: str | Path | None) -> RunConfig:
+    """Read and validate a run configuration (``.yaml``, ``.yml`` or ``.toml``); None gives the defaults.
+
+    Raises
+    ------
+    MtgError
+        Naming the file, and for each problem the key path, the message and the allowed values.
+    """
+    if path is None:
+        return RunConfig()
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise MtgError(f"cannot read the config file {path}: {err}") from None
+    try:
+        raw = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as err:
+        raise MtgError(f"config file {path} is not valid {path.suffix.lstrip('.').upper() or 'YAML'}: {err}") from None
+    try:
+        return RunConfig.model_validate(raw or {})
+    except ValidationError as err:
+        raise MtgError(f"config file {path}: {format_validation_error(err)}") from None
+
+
+def with_overrides(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
+    """A copy of ``config`` with dotted-key overrides (``{"ingest.loader": "stackstac"}``) applied and validated.
+
+    None values are ignored, so unset command-line options keep the file's values.
+    """
+    data = config.model_dump()
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        node = data
+        *parents, last = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[last] = value
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as err:
+        raise MtgError(f"option {format_validation_error(err)}") from None

@@ -1,0 +1,105 @@
+"""Where dask runs: local threads, a LocalCluster, an existing cluster by address, or dask-gateway."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+import sys
+from contextlib import contextmanager, nullcontext
+from typing import Any
+
+import dask
+
+from mtg.pipeline.errors import MtgError
+
+log = logging.getLogger(__name__)
+
+SCHEDULERS = "threads, local, tcp://HOST:PORT or gateway"
+
+
+@contextmanager
+def dask_scheduler(
+    scheduler: str = "threads", workers: int | None = None, memory_limit: str | None = None
+) -> Iterator[Any]:
+    """Run the enclosed dask computations on the chosen scheduler.
+
+    Parameters
+    ----------
+    scheduler : str
+        ``threads`` (the threaded scheduler of this process), ``local`` (a LocalCluster of worker processes),
+        ``tcp://HOST:PORT`` (an existing cluster) or ``gateway`` (a new cluster from the dask-gateway server set
+        in dask's config, ``gateway.address``).
+    workers : int, optional
+        Worker count for ``local`` (default 2) and ``gateway`` (default 2).
+    memory_limit : str, optional
+        Memory limit per worker for ``local``, for example ``"2GiB"``.
+
+    Yields
+    ------
+    distributed.Client or None
+        The client, or None for ``threads``.
+    """
+    if scheduler == "threads":
+        with dask.config.set(scheduler="threads"):
+            yield None
+        return
+    from distributed import Client, LocalCluster
+
+    if scheduler == "local":
+        n = workers or 2
+        log.info("starting a LocalCluster of %d worker processes (memory limit %s each)", n, memory_limit or "auto")
+        with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, memory_limit=memory_limit or "auto",
+                          dashboard_address=None) as cluster, Client(cluster) as client:
+            yield client
+        return
+    if scheduler.startswith("tcp://"):
+        try:
+            client = Client(scheduler, timeout="10s")
+        except (OSError, TimeoutError) as err:
+            raise MtgError(f"cannot reach the dask scheduler at {scheduler}: {err}") from None
+        with client:
+            log.info("connected to the dask cluster at %s (%d workers)", scheduler,
+                     len(client.scheduler_info()["workers"]))
+            yield client
+        return
+    if scheduler == "gateway":
+        from dask_gateway import Gateway
+
+        if not dask.config.get("gateway.address", None):
+            raise MtgError("scheduler 'gateway' needs a dask-gateway server: set DASK_GATEWAY__ADDRESS "
+                           "(or gateway.address in the dask config)")
+        try:
+            cluster = Gateway().new_cluster()
+        except OSError as err:
+            raise MtgError(f"cannot reach the dask-gateway server: {err}") from None
+        with cluster:
+            cluster.scale(workers or 2)
+            with cluster.get_client() as client:
+                yield client
+        return
+    raise MtgError(f"scheduler {scheduler!r} is not one of {SCHEDULERS}")
+
+
+class DaskProgress:
+    """Computes delayed dask work with dask's own progress bar of tasks, on whichever scheduler is active."""
+
+    def __init__(self, client: Any = None, enabled: bool = True) -> None:
+        self.client = client
+        self.enabled = enabled
+
+    def __call__(self, delayed: Any, label: str) -> None:
+        """Compute ``delayed``, announcing ``label`` and showing the share of finished tasks."""
+        if self.enabled:
+            print(label, file=sys.stderr, flush=True)
+        if self.client is not None:
+            from distributed import progress
+
+            future = self.client.compute(delayed)
+            if self.enabled:
+                progress(future, notebook=False)
+            future.result()
+            return
+        from dask.diagnostics import ProgressBar
+
+        with ProgressBar(out=sys.stderr) if self.enabled else nullcontext():
+            dask.compute(delayed)

@@ -1,0 +1,142 @@
+"""The stages of ``mtg run`` and the sample and ingest steps that the CLI commands share."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from odc.geo.geom import Geometry, box
+
+from mtg.pipeline.catalogs import CatalogSource, resolve_source
+from mtg.pipeline.config import IngestConfig, RunConfig, SampleConfig
+from mtg.pipeline.dask_cluster import DaskProgress, dask_scheduler
+from mtg.pipeline.errors import MtgError
+from mtg.pipeline.grid import aoi_geometry, bbox_geometry
+from mtg.pipeline.ingest import Chunking, IngestResult, build_cubes, write_cubes
+
+if TYPE_CHECKING:
+    from mtg.pipeline.sample import SampleRegion
+
+log = logging.getLogger(__name__)
+
+SAMPLE_MARKER = "sample.json"
+
+
+def ensure_sample(out: Path, cfg: SampleConfig, progress: bool = True) -> SampleRegion:
+    """Write the sample region into ``out``, or reuse it when ``out`` already holds the same complete sample.
+
+    The region is written to a temporary folder beside ``out`` and moved into place when complete, so
+    ``out`` never holds half a sample; the marker ``out/sample.json`` records the parameters.
+    """
+    from mtg.pipeline.sample import SampleRegion, write_sample_region
+
+    marker = out / SAMPLE_MARKER
+    params = cfg.model_dump()
+    if marker.exists():
+        recorded = json.loads(marker.read_text())
+        if recorded.get("parameters") == params:
+            log.info("reusing the sample region in %s (seed %d)", out, cfg.seed)
+            return SampleRegion(**{k: _restore(k, v) for k, v in recorded["region"].items()})
+    tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
+    log.info("writing the sample region (%.0f km x %.0f km, seed %d) to %s", cfg.size_km, cfg.size_km, cfg.seed, out)
+    try:
+        region = write_sample_region(tmp, seed=cfg.seed, size_km=cfg.size_km, n_dates=cfg.n_dates, progress=progress)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    region = _relocated(region, tmp, out)
+    record = {"parameters": params, "region": {k: str(v) if isinstance(v, Path) else v
+                                                for k, v in region.__dict__.items()}}
+    (out / SAMPLE_MARKER).write_text(json.dumps(record, indent=2))
+    return region
+
+
+def _restore(key: str, value):  # noqa: ANN001, ANN202 - JSON values back to SampleRegion field types
+    return Path(value) if key in ("root", "catalog", "truth") else tuple(value) if isinstance(value, list) else value
+
+
+def _relocated(region: SampleRegion, old: Path, new: Path) -> SampleRegion:
+    fields = {k: (new / Path(v).relative_to(old) if isinstance(v, Path) else v) for k, v in region.__dict__.items()}
+    return type(region)(**fields)
+
+
+def ingest_aoi(cfg: IngestConfig) -> Geometry:
+    """The area of interest of an ingest: ``aoi`` file or ``bbox``, exactly one of them."""
+    if (cfg.aoi is None) == (cfg.bbox is None):
+        raise MtgError("give exactly one of --bbox (ingest.bbox) and --aoi (ingest.aoi)")
+    return aoi_geometry(cfg.aoi) if cfg.aoi else bbox_geometry(cfg.bbox)
+
+
+def run_ingest(cfg: IngestConfig, dask_cfg, source: CatalogSource | None = None, aoi: Geometry | None = None,
+               progress: bool = True) -> IngestResult:
+    """Build the cubes of ``cfg`` and write them under ``cfg.out`` on the configured dask scheduler."""
+    if not cfg.out:
+        raise MtgError("ingest needs --out (ingest.out): a folder or URL for the Zarr cubes")
+    source = source or resolve_source(cfg.catalog)
+    aoi = aoi or ingest_aoi(cfg)
+    chunking = Chunking(time=cfg.chunks.time, space=cfg.chunks.space)
+    with dask_scheduler(dask_cfg.scheduler, dask_cfg.workers, dask_cfg.memory_limit) as client:
+        cubes = build_cubes(
+            source, aoi, cfg.time, loader=cfg.loader, crs=cfg.crs, resolution=cfg.resolution,
+            dem_resolution=cfg.dem_resolution, dem_time=cfg.dem_time, chunking=chunking,
+            storage_options=cfg.storage_options,
+        )
+        log.info("reflectance cube %s, DEM cube %s (lazy; reading starts with the write)",
+                 dict(cubes.reflectance.sizes), dict(cubes.dem.sizes))
+        result = write_cubes(cubes, cfg.out, chunking=chunking, storage_options=cfg.storage_options,
+                             overwrite=cfg.overwrite, compute=DaskProgress(client, enabled=progress))
+    if cfg.dem_references:
+        _write_dem_references(source, cubes.dem_items, cfg)
+    return result
+
+
+def _write_dem_references(source: CatalogSource, dem_items, cfg: IngestConfig) -> str:
+    from mtg.pipeline.storage import join
+    from mtg.pipeline.virtual_dem import write_references
+
+    if source.signing != "none":
+        raise MtgError(
+            f"DEM references (ingest.dem_references) cannot be made for catalog {source.name!r}: its hrefs need "
+            "signing, and signed URLs expire inside a reference file"
+        )
+    asset = source.dem.asset
+    url = join(cfg.out, "dem_references.json")
+    write_references([it.assets[asset].href for it in dem_items], url,
+                     times=[it.datetime.replace(tzinfo=None).isoformat() for it in dem_items],
+                     storage_options=cfg.storage_options)
+    log.info("wrote virtual Zarr references to the DEM tiles in place: %s", url)
+    return url
+
+
+@dataclass
+class RunResult:
+    """What ``mtg run`` produced."""
+
+    out: Path
+    sample: SampleRegion
+    ingest: IngestResult
+
+
+def run_pipeline(config: RunConfig, progress: bool = True) -> RunResult:
+    """Run every stage on the configured region: sample, then ingest."""
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    region = ensure_sample(out / "sample", config.sample, progress=progress)
+    ingest_cfg = config.ingest.model_copy(update={"out": config.ingest.out or str(out / "cubes")})
+    if ingest_cfg.catalog == "sample":
+        source = resolve_source("sample").model_copy(update={"url": str(region.catalog)})
+        aoi = box(*region.bounds, f"EPSG:{region.epsg}")
+        if ingest_cfg.time is None:
+            ingest_cfg = ingest_cfg.model_copy(update={"time": "/".join(region.time_range)})
+    else:
+        source, aoi = resolve_source(ingest_cfg.catalog), ingest_aoi(ingest_cfg)
+    result = run_ingest(ingest_cfg, config.dask, source=source, aoi=aoi, progress=progress)
+    return RunResult(out=out, sample=region, ingest=result)
