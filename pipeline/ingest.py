@@ -170,8 +170,8 @@ def build_cubes(
         reflectance = reflectance.combine_first(part)
     reflectance = reflectance.sortby("time").chunk({"time": min(chunking.time, reflectance.sizes["time"]), **space})
     for b, spec in refl_def.bands.items():
-        reflectance[b].attrs = {"long_name": f"{b} surface reflectance", "common_name": spec.common_name,
-                                "units": "1", "native_resolution_m": spec.resolution}
+        reflectance[b].attrs.update({"long_name": f"{b} surface reflectance", "common_name": spec.common_name,
+                                     "units": "1", "native_resolution_m": spec.resolution})
     reflectance.attrs = {
         "title": "cloud-masked surface reflectance",
         "source_collection": refl_def.id,
@@ -187,7 +187,7 @@ def build_cubes(
     )
     elevation = raw_dem[dem_def.asset]
     elevation = elevation.where(elevation != dem_def.nodata)
-    elevation.attrs = {"long_name": "surface elevation", "units": "m"}
+    elevation.attrs.update({"long_name": "surface elevation", "units": "m"})
     dem = xr.Dataset({"elevation": elevation}).chunk({"time": 1, **space})
     dem.attrs = {"title": "digital elevation model epochs", "source_collection": dem_def.id}
     dem = dem.odc.assign_crs(out_crs)

@@ -49,6 +49,9 @@ def store_state(url: str, storage_options: dict[str, Any]) -> tuple[str, str | N
 def open_cube(url: str, storage_options: dict[str, Any] | None = None) -> xr.Dataset:
     """Open a complete cube lazily, in the store's chunks, with its CRS attached and float32 variables.
 
+    The CRS is the CF grid mapping ``spatial_ref`` (``decode_coords="all"`` makes it a coordinate, which
+    rioxarray's ``.rio.crs`` and odc-geo's ``.odc.geobox`` read).
+
     Scaled integers (reflectance) decode to float64 in plain xarray, since Zarr keeps the scale factor as a
     JSON number; here they are cast to float32, which holds them exactly enough (1e-4 steps up to 6.5).
 
@@ -61,8 +64,9 @@ def open_cube(url: str, storage_options: dict[str, Any] | None = None) -> xr.Dat
     state, _ = store_state(url, storage_options)
     if state != "complete":
         raise MtgError(f"{url} is {'missing' if state == 'absent' else 'incomplete (an interrupted write)'}")
-    ds = xr.open_zarr(url, consolidated=True, storage_options=options_for(url, storage_options), chunks={})
-    return ds.astype({v: "float32" for v in ds.data_vars if ds[v].dtype == "float64"})
+    ds = xr.open_zarr(url, consolidated=True, storage_options=options_for(url, storage_options), chunks={},
+                      decode_coords="all")
+    return ds.assign({v: ds[v].astype("float32") for v in ds.data_vars if ds[v].dtype == "float64"})
 
 
 def write_cube(
@@ -100,6 +104,11 @@ def write_cube(
         ``"written"``, ``"resumed"`` or ``"skipped"`` (already complete for the same request).
     """
     compute = compute or (lambda delayed, label: dask.compute(delayed))
+    # Merge into the variables' own encoding (not to_zarr's `encoding=`, which would replace it): that keeps
+    # the CF `grid_mapping` link to `spatial_ref` that rioxarray and odc-geo read the CRS from.
+    ds = ds.copy()
+    for name, enc in encoding.items():
+        ds[name].encoding.update(enc)
     opts = options_for(url, storage_options)
     fs, path = filesystem(url, storage_options)
     progress_dir = _progress_dir(path)
@@ -127,8 +136,7 @@ def write_cube(
         fs.makedirs(progress_dir, exist_ok=True)
         template = ds.copy()
         template.attrs = {**ds.attrs, COMPLETE_ATTR: False, FINGERPRINT_ATTR: fingerprint}
-        template.to_zarr(url, mode="w", compute=False, encoding=encoding, consolidated=False, zarr_format=3,
-                         storage_options=opts)
+        template.to_zarr(url, mode="w", compute=False, consolidated=False, zarr_format=3, storage_options=opts)
 
     row_chunk = encoding[next(iter(encoding))]["chunks"][-2]
     n_regions = math.ceil(ds.sizes["y"] / row_chunk)

@@ -1,0 +1,115 @@
+"""Ground truth written under ``DIR/truth/``: mine polygons, site volumes, mine points, land cover, DEM
+registration and an acquisition log."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import geopandas as gpd
+import pandas as pd
+from shapely.geometry import Point
+
+from mtg.pipeline.sample.cog import write_cog
+from mtg.pipeline.sample.dem import site_volumes
+from mtg.pipeline.sample.landcover import cover_code_table
+from mtg.pipeline.sample.scene import EARLY_DEM_DATE, LATE_DEM_DATE, Scene
+from mtg.pipeline.sample.sentinel2 import WrittenScene
+from mtg.pipeline.sample.terrain import DEM_RES, FINE_RES
+
+
+def mine_polygons(scene: Scene) -> gpd.GeoDataFrame:
+    """Final footprints of all mine features (pits, dumps, tailings, plant pads and haul roads) in the UTM CRS."""
+    rows = []
+    for site in scene.sites:
+        for feat in site.features:
+            rows.append((site.site_id, feat.feature_id, feat.feature_type, feat.polygon()))
+        for road in site.roads:
+            rows.append((site.site_id, road.feature_id, road.feature_type, road.polygon))
+    frame = gpd.GeoDataFrame(rows, columns=["site_id", "feature_id", "feature_type", "geometry"], crs=f"EPSG:{scene.grid.epsg}")
+    frame.insert(3, "area_m2", frame.geometry.area)
+    return frame
+
+
+def volume_table(scene: Scene) -> pd.DataFrame:
+    """Per-site true volumes (m3): excavated and deposited (both positive) and net = deposited - excavated."""
+    volumes = site_volumes(scene)
+    frame = pd.DataFrame(
+        [(sid, exc, dep) for sid, (exc, dep) in volumes.items()], columns=["site_id", "excavated_m3", "deposited_m3"]
+    )
+    frame["net_m3"] = frame["deposited_m3"] - frame["excavated_m3"]
+    return frame
+
+
+def point_table(scene: Scene) -> gpd.GeoDataFrame:
+    """The mine-point database in EPSG:4326; ``site_id`` is null for prospects."""
+    lon, lat = scene.grid.to_lonlat([p.x for p in scene.points], [p.y for p in scene.points])
+    return gpd.GeoDataFrame(
+        {
+            "point_id": [p.point_id for p in scene.points],
+            "name": [p.name for p in scene.points],
+            "commodities": [list(p.commodities) for p in scene.points],
+            "site_id": pd.array([p.site_id for p in scene.points], dtype="string"),
+        },
+        geometry=[Point(round(float(x), 7), round(float(y), 7)) for x, y in zip(lon, lat)],
+        crs="EPSG:4326",
+    )
+
+
+def registration_record(scene: Scene) -> dict[str, object]:
+    """The true misregistration of the late DEM epoch relative to the early one."""
+    reg = scene.registration
+    return {
+        "reference_epoch": "2021",
+        "reference_date": EARLY_DEM_DATE.isoformat(),
+        "shifted_epoch": "2023",
+        "shifted_date": LATE_DEM_DATE.isoformat(),
+        "pixel_size_m": DEM_RES,
+        "shift_x_m": reg.shift_x_m,
+        "shift_y_m": reg.shift_y_m,
+        "shift_x_px": round(reg.shift_x_m / DEM_RES, 6),
+        "shift_y_px": round(reg.shift_y_m / DEM_RES, 6),
+        "vertical_bias_m": reg.bias_m,
+        "convention": "late_observed(x, y) = late_true(x - shift_x_m, y - shift_y_m) + vertical_bias_m + noise; "
+                      "x east, y north, in the UTM CRS; to co-register, move the late DEM by (-shift_x_m, -shift_y_m) "
+                      "and subtract vertical_bias_m",
+    }
+
+
+def acquisition_log(written: list[WrittenScene]) -> list[dict[str, object]]:
+    """One record per Sentinel-2 item: date, baseline, DN offset, sky role and SCL percentages."""
+    return [
+        {
+            "index": w.acquisition.index,
+            "item_id": w.names.item_id,
+            "datetime": w.acquisition.sensing.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "platform": w.acquisition.platform,
+            "processing_baseline": w.acquisition.baseline,
+            "dn_offset": w.acquisition.boa_offset,
+            "sky": w.acquisition.sky,
+            "cloud_cover_pct": w.statistics["eo:cloud_cover"],
+            "cloud_shadow_pct": w.statistics["s2:cloud_shadow_percentage"],
+            "thin_cirrus_pct": w.statistics["s2:thin_cirrus_percentage"],
+            "nodata_pct": w.statistics["s2:nodata_pixel_percentage"],
+        }
+        for w in written
+    ]
+
+
+def write_truth(scene: Scene, folder: Path, written: list[WrittenScene]) -> Path:
+    """Write all truth files into ``folder``; returns ``folder``.
+
+    Files: ``mine_polygons.parquet``, ``site_volumes.parquet``, ``mine_points.parquet``, ``landcover.tif`` (10 m
+    classes on the last acquisition date; the code table is in its tags), ``dem_registration.json`` and
+    ``acquisitions.json``.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    mine_polygons(scene).to_parquet(folder / "mine_polygons.parquet", index=False)
+    volume_table(scene).to_parquet(folder / "site_volumes.parquet", index=False)
+    point_table(scene).to_parquet(folder / "mine_points.parquet", index=False)
+    final = scene.acquisitions[-1].date
+    write_cog(folder / "landcover.tif", scene.cover(final).classes, scene.grid.transform(FINE_RES), scene.grid.epsg, 0,
+              resampling="nearest", tags={**cover_code_table(), "DATE": final.isoformat(), "NODATA_CLASS": "0"})
+    (folder / "dem_registration.json").write_text(json.dumps(registration_record(scene), indent=2) + "\n")
+    (folder / "acquisitions.json").write_text(json.dumps(acquisition_log(written), indent=2) + "\n")
+    return folder
