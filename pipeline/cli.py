@@ -12,6 +12,7 @@ import typer
 from rasterio.errors import NotGeoreferencedWarning
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 
 from mtg.pipeline.catalogs import known_sources
 from mtg.pipeline.config import load_config, with_overrides
@@ -20,7 +21,8 @@ from mtg.pipeline.storage import parse_storage_options
 
 app = typer.Typer(help="mine-the-gap: satellite Earth observation to site-level mining indicators.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # logs, progress and errors
+report = Console(soft_wrap=True)  # where the outputs are, on standard output
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="Run-config file (YAML or TOML).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors; no progress bars.")]
@@ -47,7 +49,7 @@ def _user_errors(func):
         try:
             return func(*args, **kwargs)
         except MtgError as err:
-            console.print(f"[bold red]error:[/] {err}")
+            console.print(f"[bold red]error:[/] {escape(str(err))}")
             raise typer.Exit(2) from None
 
     return wrapper
@@ -79,7 +81,7 @@ def sample(
     cfg = with_overrides(load_config(config), {"sample.seed": seed, "sample.size_km": size_km,
                                                "sample.n_dates": n_dates})
     region = ensure_sample(out, cfg.sample, progress=not quiet)
-    console.print(f"sample region written: STAC catalog [bold]{region.catalog}[/], ground truth {region.truth}")
+    report.print(f"sample region written: STAC catalog [bold]{region.catalog}[/], ground truth {region.truth}")
 
 
 @app.command()
@@ -125,7 +127,7 @@ def ingest(
         "dask.scheduler": scheduler, "dask.workers": workers, "dask.memory_limit": memory_limit,
     })
     result = run_ingest(cfg.ingest, cfg.dask, progress=not quiet)
-    console.print(
+    report.print(
         f"reflectance cube: [bold]{result.reflectance_url}[/] ({result.reflectance_status}; "
         f"{result.n_dates} dates from {result.n_items} items)\nDEM cube: [bold]{result.dem_url}[/] "
         f"({result.dem_status})\nsummary: {result.summary_url}; {result.bytes_written / 1e6:.1f} MB in "
@@ -151,7 +153,7 @@ def run(
     cfg = with_overrides(load_config(config), {"out": out, "sample.seed": seed, "dask.scheduler": scheduler,
                                                "dask.workers": workers, "dask.memory_limit": memory_limit})
     result = run_pipeline(cfg, progress=not quiet)
-    console.print(
+    report.print(
         f"run complete in [bold]{result.out}[/]:\n"
         f"  sample STAC catalog  {result.sample.catalog}\n"
         f"  ground truth         {result.sample.truth}\n"

@@ -157,6 +157,7 @@ def _load_stackstac(items, assets, geobox, dtype, nodata, resampling, chunks, si
             band_coords=False,
             reader=_READERS[signing],
         ).isel(band=0, drop=True)
+        arr.attrs = {}  # stackstac's RasterSpec and friends; the CRS is attached below as in odc-stac
         variables[asset] = _mosaic_solar_days(arr, items, nodata)
     ds = xr.Dataset(variables)
     return ds.assign_coords(x=geobox.coords["x"].values, y=geobox.coords["y"].values)

@@ -235,7 +235,8 @@ def write_catalog(root: Path, grid: RegionGrid, s2_items: list[pystac.Item], dem
     )
     catalog.add_child(sentinel2_collection(grid, s2_items))
     catalog.add_child(dem_collection(grid, dem_items))
-    catalog.normalize_hrefs(str(root))
+    # A trailing slash tells pystac that root is a folder even when its name has a dot in it.
+    catalog.normalize_hrefs(str(root.resolve()) + "/")
     catalog.make_all_asset_hrefs_relative()
     catalog.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
     return root / "catalog.json"
