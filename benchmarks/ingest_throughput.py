@@ -8,7 +8,7 @@ Prints one table, every row measured in this run:
 * an ingest on one worker whose memory limit is a quarter (or less) of the cube's size in memory, with the
   worker's peak resident memory sampled every 0.2 s.
 
-Usage: ``python benchmarks/ingest_throughput.py [--size-km 20] [--workdir DIR]``
+Usage: ``python benchmarks/ingest_throughput.py [--size-km 20] [--n-dates 16] [--workdir DIR]``
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import dask
+from odc.geo import CRS
 from odc.geo.geom import box
 
 from mtg.pipeline.catalogs import resolve_source
@@ -74,7 +75,7 @@ def _peer(region, out: Path) -> dict:
     cat = pystac.Catalog.from_file(str(region.catalog))
     coll = next(c for c in cat.get_all_collections() if c.id == "sentinel-2-l2a")
     items = list(coll.get_items(recursive=True))
-    grid, _ = common_grids(box(*region.bounds, f"EPSG:{region.epsg}"), grid_crs(region), 10, 30)
+    grid, _ = common_grids(box(*region.bounds, f"EPSG:{region.epsg}"), CRS(f"EPSG:{region.epsg}"), 10, 30)
     bands = ["B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12"]
     start = time.perf_counter()
     ds = odc.stac.load(items, bands=bands, geobox=grid, chunks={"time": 1, "y": 512, "x": 512},
@@ -87,21 +88,16 @@ def _peer(region, out: Path) -> dict:
     return {"mb": fs.du(path) / 1e6, "s": seconds, "peak": None}
 
 
-def grid_crs(region):
-    from odc.geo import CRS
-
-    return CRS(f"EPSG:{region.epsg}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-km", type=float, default=20.0)
+    parser.add_argument("--n-dates", type=int, default=16)
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="mtg-bench-"))
-    region = ensure_sample(work / "sample", SampleConfig(size_km=args.size_km), progress=False)
-    ny = nx = round(args.size_km * 100)
-    cube_bytes = ny * nx * 10 * len(_dates(region)) * 4  # float32 reflectance in memory
+    region = ensure_sample(work / "sample", SampleConfig(size_km=args.size_km, n_dates=args.n_dates), progress=False)
+    side = round((region.bounds[2] - region.bounds[0]) / 10)
+    cube_bytes = side * side * 10 * len(_dates(region)) * 4  # float32 reflectance in memory
     limit = cube_bytes // 4
     limit_text = f"{limit // 2**20}MiB"
 

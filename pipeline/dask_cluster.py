@@ -9,6 +9,7 @@ from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import dask
+from dask.utils import parse_bytes
 
 from mtg.pipeline.errors import MtgError
 
@@ -48,8 +49,11 @@ def dask_scheduler(
     if scheduler == "local":
         n = workers or 2
         log.info("starting a LocalCluster of %d worker processes (memory limit %s each)", n, memory_limit or "auto")
+        # GDAL's block cache defaults to 5% of the machine's memory per process; under a worker memory limit
+        # it gets a tenth of that limit instead, so reads cannot push a worker over it.
+        env = {"GDAL_CACHEMAX": str(max(16, parse_bytes(memory_limit) // 10 // 2**20))} if memory_limit else {}
         with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, memory_limit=memory_limit or "auto",
-                          dashboard_address=None) as cluster, Client(cluster) as client:
+                          dashboard_address=None, env=env) as cluster, Client(cluster) as client:
             yield client
         return
     if scheduler.startswith("tcp://"):

@@ -143,6 +143,7 @@ def build_cubes(
     out_crs = choose_crs(items, aoi, crs)
     grid, dem_grid = common_grids(aoi, out_crs, resolution, dem_resolution)
     space = {"y": chunking.space, "x": chunking.space}
+    load_chunks = {"time": chunking.time, **space}
 
     bands = list(refl_def.bands)
     groups: dict[float, list[pystac.Item]] = {}
@@ -152,7 +153,7 @@ def build_cubes(
     for offset, members in sorted(groups.items()):
         raw = load_assets(
             members, [*bands, refl_def.mask.asset], grid, dtype="uint16", nodata=refl_def.nodata,
-            resampling={refl_def.mask.asset: "nearest", "*": "bilinear"}, chunks=space, loader=loader,
+            resampling={refl_def.mask.asset: "nearest", "*": "bilinear"}, chunks=load_chunks, loader=loader,
             signing=source.signing,
         )
         parts.append(xr.Dataset({
@@ -165,10 +166,10 @@ def build_cubes(
             for b in bands
         }))
         log.info("%d items with digital-number offset %+g", len(members), offset)
-    reflectance = parts[0]
-    for part in parts[1:]:  # different baselines on the same day: fill the gaps of one with the other
-        reflectance = reflectance.combine_first(part)
-    reflectance = reflectance.sortby("time").chunk({"time": min(chunking.time, reflectance.sizes["time"]), **space})
+    reflectance = xr.concat(parts, "time").sortby("time") if len(parts) > 1 else parts[0]
+    if reflectance.indexes["time"].has_duplicates:  # one day in two baselines: first valid pixel wins
+        reflectance = reflectance.groupby("time").first(skipna=True)
+    reflectance = reflectance.chunk({"time": min(chunking.time, reflectance.sizes["time"]), **space})
     for b, spec in refl_def.bands.items():
         reflectance[b].attrs.update({"long_name": f"{b} surface reflectance", "common_name": spec.common_name,
                                      "units": "1", "native_resolution_m": spec.resolution})

@@ -81,6 +81,11 @@ def run_ingest(cfg: IngestConfig, dask_cfg, source: CatalogSource | None = None,
     if not cfg.out:
         raise MtgError("ingest needs --out (ingest.out): a folder or URL for the Zarr cubes")
     source = source or resolve_source(cfg.catalog)
+    if cfg.dem_references and source.signing != "none":
+        raise MtgError(
+            f"DEM references (ingest.dem_references) cannot be made for catalog {source.name!r}: its hrefs need "
+            "signing, and signed URLs expire inside a reference file"
+        )
     aoi = aoi or ingest_aoi(cfg)
     chunking = Chunking(time=cfg.chunks.time, space=cfg.chunks.space)
     with dask_scheduler(dask_cfg.scheduler, dask_cfg.workers, dask_cfg.memory_limit) as client:
@@ -102,11 +107,6 @@ def _write_dem_references(source: CatalogSource, dem_items, cfg: IngestConfig) -
     from mtg.pipeline.storage import join
     from mtg.pipeline.virtual_dem import write_references
 
-    if source.signing != "none":
-        raise MtgError(
-            f"DEM references (ingest.dem_references) cannot be made for catalog {source.name!r}: its hrefs need "
-            "signing, and signed URLs expire inside a reference file"
-        )
     asset = source.dem.asset
     url = join(cfg.out, "dem_references.json")
     write_references([it.assets[asset].href for it in dem_items], url,

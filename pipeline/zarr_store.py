@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import math
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -156,7 +157,9 @@ def write_cube(
 
     group = zarr.open_group(url, mode="r+", storage_options=opts, use_consolidated=False)
     group.attrs.update({COMPLETE_ATTR: True})
-    zarr.consolidate_metadata(group.store)
+    with warnings.catch_warnings():  # consolidated metadata are deliberate: they are the completion marker
+        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+        zarr.consolidate_metadata(group.store)
     if fs.exists(progress_dir):
         fs.rm(progress_dir, recursive=True)
     return "resumed" if resume else "written"

@@ -220,3 +220,30 @@ def test_corrupt_cog_is_named_and_leaves_the_store_incomplete(sample_region, tmp
     with pytest.raises(MtgError, match=victim.name):
         write_cubes(cubes, str(tmp_path / "out"), chunking=CHUNKS)
     assert store_state(str(tmp_path / "out" / "reflectance.zarr"), {})[0] == "partial"
+
+
+def test_dem_references_read_the_dem_files_in_place(sample_region, tmp_path):
+    from mtg.pipeline.config import DaskConfig, IngestConfig
+    from mtg.pipeline.run import run_ingest
+    from mtg.pipeline.virtual_dem import open_virtual_dem
+
+    cfg = IngestConfig(out=str(tmp_path), time="/".join(sample_region.time_range), dem_references=True,
+                       chunks={"time": 4, "space": 128})
+    run_ingest(cfg, DaskConfig(), source=_source(sample_region), aoi=_aoi(sample_region), progress=False)
+    virtual = open_virtual_dem(str(tmp_path / "dem_references.json"))
+    copied = open_cube(str(tmp_path / "dem.zarr"))
+    assert hasattr(virtual["elevation"].data, "dask")
+    np.testing.assert_array_equal(virtual["time"].values, copied["time"].values)
+    np.testing.assert_allclose(virtual["elevation"].values, copied["elevation"].values, atol=1e-3)
+    assert virtual.odc.geobox == copied.odc.geobox
+
+
+def test_dem_references_refuse_signed_sources(sample_region, tmp_path):
+    from mtg.pipeline.config import DaskConfig, IngestConfig
+    from mtg.pipeline.run import run_ingest
+
+    source = _source(sample_region).model_copy(update={"signing": "planetary-computer"})
+    cfg = IngestConfig(out=str(tmp_path), time="/".join(sample_region.time_range), dem_references=True,
+                       chunks={"time": 4, "space": 128})
+    with pytest.raises(MtgError, match="signing"):
+        run_ingest(cfg, DaskConfig(), source=source, aoi=_aoi(sample_region), progress=False)
