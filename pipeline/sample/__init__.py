@@ -79,7 +79,7 @@ def write_sample_region(out: Path, seed: int = 0, size_km: float = 20.0, n_dates
     -------
     SampleRegion
     """
-    out = Path(out)
+    out = Path(out).resolve()  # absolute, so asset hrefs become correct relative links in the catalog
     level = logging.INFO if progress else logging.DEBUG
     for sub in (S2_COLLECTION, DEM_COLLECTION, "truth"):
         shutil.rmtree(out / sub, ignore_errors=True)
