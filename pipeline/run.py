@@ -35,6 +35,7 @@ def ensure_sample(out: Path, cfg: SampleConfig, progress: bool = True) -> Sample
     """
     from mtg.pipeline.sample import SampleRegion, write_sample_region
 
+    out = out.resolve()
     marker = out / SAMPLE_MARKER
     params = cfg.model_dump()
     if marker.exists():
@@ -127,7 +128,7 @@ class RunResult:
 
 def run_pipeline(config: RunConfig, progress: bool = True) -> RunResult:
     """Run every stage on the configured region: sample, then ingest."""
-    out = Path(config.out)
+    out = Path(config.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     region = ensure_sample(out / "sample", config.sample, progress=progress)
     ingest_cfg = config.ingest.model_copy(update={"out": config.ingest.out or str(out / "cubes")})
