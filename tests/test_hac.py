@@ -5,16 +5,15 @@ import csv
 import numpy as np
 import pytest
 from conftest import shared_file
+from geodata import clustered_lonlat
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pyproj import Geod
 from scipy.cluster.hierarchy import fcluster, is_valid_linkage, linkage
 from scipy.spatial.distance import pdist, squareform
 
 from mtg.kernels.hac import sparse_hac
 from mtg.kernels.radius_graph import distance_callback, pair_distances, radius_graph
 
-GEOD = Geod(ellps="WGS84")
 METHODS = ["single", "complete", "average"]
 
 
@@ -25,29 +24,6 @@ def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
         return False
     pairs = np.unique(np.stack([np.unique(a, return_inverse=True)[1], np.unique(b, return_inverse=True)[1]]), axis=1)
     return pairs.shape[1] == np.unique(a).size == np.unique(b).size
-
-
-def clustered_lonlat(seed: int, n: int, spread_m: float, regime: str) -> tuple[np.ndarray, np.ndarray]:
-    """Points in a few clusters of geodesic radius ``spread_m`` (anywhere, on the antimeridian or at a pole),
-    with about a fifth of them duplicated and, near poles, some exactly on the pole."""
-    rng = np.random.default_rng(seed)
-    k = max(1, n // 15)
-    if regime == "antimeridian":
-        c_lon, c_lat = rng.choice([-180.0, 180.0], k) + rng.normal(0, 0.02, k), rng.uniform(-80, 80, k)
-    elif regime == "pole":
-        c_lon, c_lat = rng.uniform(-180, 180, k), rng.choice([-1.0, 1.0], k) * rng.uniform(89.7, 90.0, k)
-    else:
-        c_lon, c_lat = rng.uniform(-30, 30, k), rng.uniform(-30, 30, k)  # dense enough for clusters to meet
-    c = rng.integers(0, k, n)
-    lon, lat, _ = GEOD.fwd(c_lon[c], c_lat[c], rng.uniform(0, 360, n), rng.uniform(0, spread_m, n))
-    lon, lat = np.asarray(lon), np.asarray(lat)
-    if regime == "pole":
-        on_pole = rng.random(n) < 0.1
-        lat[on_pole] = np.sign(c_lat[c][on_pole]) * 90.0
-    dup = rng.random(n) < 0.2
-    src = rng.integers(0, n, n)
-    lon[dup], lat[dup] = lon[src[dup]], lat[src[dup]]
-    return lon, lat
 
 
 def dense_condensed(lon, lat) -> np.ndarray:
@@ -93,7 +69,7 @@ def check_component_linkage(comp, result, h_max):
     st.lists(st.floats(0.0, 1.0), min_size=1, max_size=4),
 )
 def test_partitions_equal_scipy_on_geodesic_graphs(seed, n, regime, spread, cut_fractions):
-    lon, lat = clustered_lonlat(seed, n, spread, regime)
+    lon, lat = clustered_lonlat(seed, n, spread, regime, per_cluster=15, centre_span=30.0)
     h_max = spread * 0.7
     cuts = [0.0, h_max] + [f * h_max for f in cut_fractions]
     i, j, d = radius_graph(lon, lat, h_max)
@@ -108,7 +84,7 @@ def test_partitions_equal_scipy_on_geodesic_graphs(seed, n, regime, spread, cut_
 @pytest.mark.parametrize("regime", ["anywhere", "antimeridian", "pole"])
 @pytest.mark.parametrize("method", METHODS)
 def test_a_few_hundred_points(regime, method):
-    lon, lat = clustered_lonlat(7, 300, 30_000.0, regime)
+    lon, lat = clustered_lonlat(7, 300, 30_000.0, regime, per_cluster=15, centre_span=30.0)
     h_max = 20_000.0
     cuts = [0.0, 1_000.0, 5_000.0, 10_000.0, 20_000.0]
     i, j, d = radius_graph(lon, lat, h_max)
