@@ -100,7 +100,15 @@ class SparseHAC:
     n_exact_distances: int
 
 
-def _check_method(method: str, exact_distance: ExactDistance | None) -> str:
+def check_method(method: str, exact_distance: ExactDistance | None) -> str:
+    """Validate a linkage method for sparse exact HAC and return it lower-cased.
+
+    Raises
+    ------
+    ValueError
+        For methods that are not exact on a sparse graph (ward, centroid, median), unknown or not yet
+        implemented methods, and average linkage without an ``exact_distance`` callback.
+    """
     method = method.lower()
     if method in NOT_SPARSE_EXACT:
         raise ValueError(
@@ -370,7 +378,7 @@ def sparse_hac(
     SparseHAC
         Labels per cut, ambiguity flags, components and per-component linkage matrices.
     """
-    method = _check_method(method, exact_distance)
+    method = check_method(method, exact_distance)
     if not np.isfinite(h_max) or h_max < 0:
         raise ValueError(f"h_max must be finite and >= 0; got {h_max}")
     cuts = np.asarray(cuts, dtype=np.float64).reshape(-1)

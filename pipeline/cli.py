@@ -161,3 +161,55 @@ def run(
         f"  DEM cube             {result.ingest.dem_url}\n"
         f"  ingest summary       {result.ingest.summary_url}"
     )
+
+
+@app.command()
+@_user_errors
+def link(
+    points: Annotated[Optional[Path], typer.Option(
+        help="Point file: CSV, Parquet with lon/lat columns, or GeoParquet/GPKG of points (any CRS).")] = None,
+    lon_col: Annotated[str, typer.Option(help="Longitude column of a CSV/Parquet point file.")] = "lon",
+    lat_col: Annotated[str, typer.Option(help="Latitude column of a CSV/Parquet point file.")] = "lat",
+    polygons: Annotated[Optional[list[Path]], typer.Option(
+        help="Polygon file (GPKG, GeoParquet, ...; any CRS); repeat for several. Switches to sites mode.")] = None,
+    h_max: Annotated[str, typer.Option(
+        help="Largest cut, e.g. 10km, 500m, 1000 (metres); pairs further apart are never computed.")] = "10km",
+    cut: Annotated[Optional[list[str]], typer.Option(
+        help="Cut height, e.g. 2km; repeat for several (points mode). Default: --h-max.")] = None,
+    linkage: Annotated[str, typer.Option(help="Linkage: single, complete or average.")] = "single",
+    commodity_table: Annotated[Optional[Path], typer.Option(
+        help="Commodity harmonisation CSV (material, material_harmonized); without it raw names are kept, "
+             "lower-cased.")] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", "-o", help="Output file (default labels.parquet, or sites.parquet with --polygons).")] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Link mine points (and polygons) into clusters or sites with exact sparse hierarchical clustering."""
+    from mtg.pipeline.link import link_points, link_sites, parse_distance
+
+    _setup_logging(quiet)
+    h = parse_distance(h_max, "--h-max")
+    cuts = [parse_distance(c, "--cut") for c in cut or []]
+    if polygons:
+        if len(cuts) > 1:
+            raise MtgError(f"sites mode links at one cut; got {len(cuts)} --cut values")
+        if cuts and cuts[0] > h:
+            raise MtgError(f"--cut {cut[0]} is above --h-max {h_max}")
+        result = link_sites(polygons, points, out or Path("sites.parquet"), cut=cuts[0] if cuts else h,
+                            linkage=linkage, lon_col=lon_col, lat_col=lat_col, commodity_table=commodity_table)
+        report.print(
+            f"sites: [bold]{result.out}[/] ({result.n_sites} sites from {result.n_polygons} polygons and "
+            f"{result.n_points} points at {result.cut:g} m; {result.n_point_only_sites} without polygons)\n"
+            f"members: {result.members}; {result.seconds:.1f} s"
+        )
+        return
+    if points is None:
+        raise MtgError("give --points FILE (points mode) and/or --polygons FILE (sites mode)")
+    if commodity_table is not None:
+        raise MtgError("--commodity-table applies to sites mode only (with --polygons)")
+    result = link_points(points, out or Path("labels.parquet"), h_max=h, cuts=cuts, linkage=linkage,
+                         lon_col=lon_col, lat_col=lat_col)
+    clusters = ", ".join(f"{n} clusters at {c:g} m" for c, n in result.n_clusters.items())
+    ambiguous = f"; ambiguous cuts (ties): {result.ambiguous_cuts}" if result.ambiguous_cuts else ""
+    report.print(f"labels: [bold]{result.out}[/] ({result.n_points} points, {result.n_edges} pairs within "
+                 f"{h:g} m; {clusters}{ambiguous}; {result.seconds:.1f} s)")
