@@ -52,13 +52,10 @@ def site_relief(scene: Scene, day: date) -> dict[str, np.ndarray]:
     for site in scene.sites:
         dz = np.zeros(shape, dtype=np.float64)
         for feat in site.features:
-            reach = feat.max_radius + 2 * DEM_RES
-            cols = np.flatnonzero(np.abs(x - feat.cx) <= reach)
-            rows = np.flatnonzero(np.abs(y - feat.cy) <= reach)
-            if cols.size == 0 or rows.size == 0:
+            window = feat.window(x, y, 2 * DEM_RES)
+            if window is None:
                 continue
-            rs, cs = slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
-            r = feat.normalised_radius(x[cs][None, :], y[rs][:, None])
+            rs, cs, r = window
             dz[rs, cs] += feat.relief(r, scales[site.site_id])
         out[site.site_id] = dz
     return out

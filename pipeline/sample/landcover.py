@@ -141,13 +141,9 @@ def feature_rasters(grid: RegionGrid, sites: tuple[Site, ...]) -> tuple[FeatureR
     rasters = []
     for site in sites:
         for feat in site.features:
-            reach = feat.max_radius + 2 * FINE_RES
-            cols = np.flatnonzero(np.abs(x - feat.cx) <= reach)
-            rows = np.flatnonzero(np.abs(y - feat.cy) <= reach)
-            if cols.size == 0 or rows.size == 0:
-                continue
-            rs, cs = slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
-            rasters.append(FeatureRaster(feat, rs, cs, feat.normalised_radius(x[cs][None, :], y[rs][:, None])))
+            window = feat.window(x, y, 2 * FINE_RES)
+            if window is not None:
+                rasters.append(FeatureRaster(feat, *window))
     return tuple(rasters)
 
 

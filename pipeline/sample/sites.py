@@ -83,6 +83,17 @@ class Feature:
         dy = y - self.cy
         return (np.hypot(dx, dy) / self.boundary_radius(np.arctan2(dy, dx))).astype(np.float32)
 
+    def window(self, x: np.ndarray, y: np.ndarray, margin: float) -> tuple[slice, slice, np.ndarray] | None:
+        """Row and column slices of the grid with pixel-centre coordinates ``x`` (columns) and ``y`` (rows) that
+        hold the feature plus ``margin`` metres, and the normalised radius there; None when it lies outside."""
+        reach = self.max_radius + margin
+        cols = np.flatnonzero(np.abs(x - self.cx) <= reach)
+        rows = np.flatnonzero(np.abs(y - self.cy) <= reach)
+        if cols.size == 0 or rows.size == 0:
+            return None
+        rs, cs = slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+        return rs, cs, self.normalised_radius(x[cs][None, :], y[rs][:, None])
+
     def polygon(self, scale: float = 1.0, n: int = 180) -> Polygon:
         """Footprint polygon at growth ``scale`` (1 = final)."""
         theta = np.linspace(0, 2 * np.pi, n, endpoint=False)
