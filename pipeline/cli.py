@@ -146,7 +146,7 @@ def run(
     config: ConfigOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Run every stage on the sample region (or the configured one): sample, then ingest."""
+    """Run every stage on the sample region (or the configured one): sample, ingest, site linking."""
     from mtg.pipeline.run import run_pipeline
 
     _setup_logging(quiet)
@@ -159,7 +159,9 @@ def run(
         f"  ground truth         {result.sample.truth}\n"
         f"  reflectance cube     {result.ingest.reflectance_url}\n"
         f"  DEM cube             {result.ingest.dem_url}\n"
-        f"  ingest summary       {result.ingest.summary_url}"
+        f"  ingest summary       {result.ingest.summary_url}\n"
+        f"  sites                {result.sites.out} ({result.sites.n_sites} sites)\n"
+        f"  site members         {result.sites.members}"
     )
 
 

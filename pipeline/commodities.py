@@ -26,6 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from mtg.pipeline.errors import MtgError
@@ -44,9 +45,14 @@ def normalise(name: str) -> str:
 
 
 def split_commodities(value) -> list[str]:
-    """The stripped, non-empty names in one raw cell (``None``/NaN give none), split on ``;``, ``,`` and ``|``."""
+    """The stripped, non-empty names in one raw cell (``None``/NaN give none), split on ``;``, ``,`` and ``|``.
+
+    A cell may also hold a list of names (a Parquet list column); each element is split the same way.
+    """
     if value is None or (isinstance(value, float) and value != value):
         return []
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [name for element in value for name in split_commodities(element)]
     return [part.strip() for part in SEPARATORS.split(str(value)) if part.strip()]
 
 

@@ -66,12 +66,21 @@ class IngestConfig(_Section):
     overwrite: bool = False
 
 
+class LinkConfig(_Section):
+    """The site-linking stage of ``mtg run`` (the options of ``mtg link`` in sites mode)."""
+
+    cut: str = "1km"
+    linkage: Literal["single", "complete", "average"] = "single"
+    commodity_table: str | None = None
+
+
 class RunConfig(_Section):
     """Everything ``mtg run`` does, section by stage."""
 
     out: str = "mtg-run"
     sample: SampleConfig = SampleConfig()
     ingest: IngestConfig = IngestConfig()
+    link: LinkConfig = LinkConfig()
     dask: DaskConfig = DaskConfig()
 
 

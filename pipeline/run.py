@@ -18,6 +18,7 @@ from mtg.pipeline.dask_cluster import DaskProgress, dask_scheduler
 from mtg.pipeline.errors import MtgError
 from mtg.pipeline.grid import aoi_geometry, bbox_geometry
 from mtg.pipeline.ingest import Chunking, IngestResult, build_cubes, write_cubes
+from mtg.pipeline.link import SitesResult, link_sites, parse_distance
 
 if TYPE_CHECKING:
     from mtg.pipeline.sample import SampleRegion
@@ -124,10 +125,11 @@ class RunResult:
     out: Path
     sample: SampleRegion
     ingest: IngestResult
+    sites: SitesResult
 
 
 def run_pipeline(config: RunConfig, progress: bool = True) -> RunResult:
-    """Run every stage on the configured region: sample, then ingest."""
+    """Run every stage on the configured region: sample, ingest, then site linking."""
     out = Path(config.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     region = ensure_sample(out / "sample", config.sample, progress=progress)
@@ -140,4 +142,10 @@ def run_pipeline(config: RunConfig, progress: bool = True) -> RunResult:
     else:
         source, aoi = resolve_source(ingest_cfg.catalog), ingest_aoi(ingest_cfg)
     result = run_ingest(ingest_cfg, config.dask, source=source, aoi=aoi, progress=progress)
-    return RunResult(out=out, sample=region, ingest=result)
+    # Until segmentation exists, the sample's truth polygons stand in for the model's footprints.
+    sites = link_sites([region.truth / "mine_polygons.parquet"], region.truth / "mine_points.parquet",
+                       out / "sites" / "sites.parquet", cut=parse_distance(config.link.cut, "link.cut"),
+                       linkage=config.link.linkage, commodity_table=config.link.commodity_table)
+    log.info("linked %d mine polygons and %d mine points into %d sites", sites.n_polygons, sites.n_points,
+             sites.n_sites)
+    return RunResult(out=out, sample=region, ingest=result, sites=sites)

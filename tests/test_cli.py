@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mtg.pipeline.zarr_store import open_cube, store_state
@@ -34,6 +35,20 @@ def test_run_writes_sample_catalog_and_cubes(tmp_path):
     assert json.loads((out / "sample" / "sample.json").read_text())["parameters"]["seed"] == 7
     refl = open_cube(str(out / "cubes" / "reflectance.zarr"))
     assert refl.sizes["time"] == 6 and refl.odc.geobox.resolution.x == 10
+    # the linking stage (single linkage at 1 km) groups the truth polygons as planar distances in UTM say
+    import geopandas as gpd
+    import pandas as pd
+    from scipy.sparse.csgraph import connected_components
+
+    truth = gpd.read_parquet(out / "sample" / "truth" / "mine_polygons.parquet")
+    points = gpd.read_parquet(out / "sample" / "truth" / "mine_points.parquet").to_crs(truth.crs)
+    geoms = np.concatenate([truth.geometry.to_numpy(), points.geometry.to_numpy()])  # points link sites too
+    near = np.array([[a.distance(b) <= 1000.0 for b in geoms] for a in geoms])
+    expected = connected_components(near, directed=False)[1]
+    members = pd.read_parquet(out / "sites" / "sites_members.parquet")
+    linked = members["site_id"].to_numpy()  # polygons, then points, in input order
+    assert len(set(zip(expected, linked))) == len(set(expected)) == len(set(linked))
+    assert str(out / "sites" / "sites.parquet") in proc.stdout
     # a second run reuses the sample and finds the cubes complete
     again = mtg("run", "--out", str(out), "--seed", "7", "--config", str(config))
     summary = json.loads((out / "cubes" / "ingest.json").read_text())

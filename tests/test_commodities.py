@@ -84,3 +84,13 @@ def test_real_table_on_icmm_commodities():
     # names the table lacks (e.g. "barium") are kept, lower-cased, and counted
     assert "barium" in h.unknown and "barium" in names
     assert all(n in names for n in h.unknown)
+
+
+def test_list_cells_are_split_element_by_element():
+    import numpy as np
+
+    from mtg.pipeline.commodities import split_commodities
+
+    assert split_commodities(["copper", "gold; silver"]) == ["copper", "gold", "silver"]
+    assert split_commodities(np.array(["iron ore"], dtype=object)) == ["iron ore"]
+    assert split_commodities([]) == []
