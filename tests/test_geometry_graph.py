@@ -120,3 +120,45 @@ def test_real_polygons_graph_distances_and_average_linkage_equal_dense_scipy():
             _, ours = np.unique(result.labels[k], return_inverse=True)
             pairs = {(a, b) for a, b in zip(ours, expected)}
             assert len(pairs) == len(set(ours)) == len(set(expected)), (method, cut)
+
+
+REAL_POLYGON_SETS = {
+    "swiss_quarries": ("stdl_mineral_extraction_sites", "swisstlm3d", "mes_swisstlm3d_swissimage2020.shp"),
+    "earth_genome_2022": ("stdl_mineral_extraction_sites", "earthgenome_artisanal_brazil",
+                          "artisanal-mes_Earth-Genome_detections-2022.shp"),
+    "amazon_mining_watch_2024": ("amazon_mining_watch", "yearly_website_layers", "mining_202400_simplified.geojson"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(REAL_POLYGON_SETS))
+def test_sparse_hac_on_real_polygon_sets_equals_dense_scipy(name):
+    """The 70 polygons nearest to the first one of each set (any CRS in, lon/lat used), every linkage, four cuts."""
+    import geopandas as gpd
+
+    frame = gpd.read_file(shared_file(*REAL_POLYGON_SETS[name])).to_crs("EPSG:4326")
+    centres = frame.geometry.representative_point()
+    order = np.argsort(GEOD.inv(np.full(len(frame), centres.x.iloc[0]), np.full(len(frame), centres.y.iloc[0]),
+                                centres.x.to_numpy(), centres.y.to_numpy())[2])
+    geoms = list(frame.geometry.iloc[order[:70]])
+    h_max, cuts = 5_000.0, [500.0, 1_000.0, 2_000.0, 5_000.0]
+    i, j, d = geometry_radius_graph(geoms, h_max)
+    n = len(geoms)
+    ai, aj = np.triu_indices(n, 1)
+    dense = np.zeros((n, n))
+    dense[ai, aj] = dense[aj, ai] = geometry_pair_distances(geoms, ai, aj)
+    keep = dense[ai, aj] <= h_max
+    np.testing.assert_array_equal(np.stack([i, j]), np.stack([ai[keep], aj[keep]]))
+    assert 0 < keep.sum() < keep.size  # the subset clusters, but not into one blob
+    from mtg.kernels.geometry_graph import geometry_distance_callback
+
+    for method in ("single", "complete", "average"):
+        result = sparse_hac(n, i, j, d, h_max, method, cuts,
+                            exact_distance=geometry_distance_callback(geoms) if method == "average" else None)
+        z = linkage(squareform(dense, checks=False), method)
+        for k, cut in enumerate(cuts):
+            if result.ambiguous[k]:
+                continue
+            expected = fcluster(z, cut, criterion="distance")
+            assert len(set(zip(result.labels[k], expected))) == len(set(expected)) == len(set(result.labels[k])), \
+                (name, method, cut)
