@@ -43,7 +43,15 @@ import numpy as np
 import shapely
 from scipy.spatial import cKDTree
 
-from mtg.kernels.radius_graph import WGS84, chord_radius, geodesic_distance, unit_vectors
+from mtg.kernels.radius_graph import (
+    _ANGLE_SLACK,
+    _CHORD_SLACK,
+    WGS84,
+    chord_radius,
+    geodesic_distance,
+    unit_vectors,
+    within,
+)
 
 # The nearest points of a pair are re-measured in a plane centred on their midpoint when it lies further away.
 RECENTRE_M = 1_000.0
@@ -51,8 +59,6 @@ RECENTRE_M = 1_000.0
 _REACH_SLACK = 1e-3
 _REACH_FLOOR = 1e-7
 # Safety on angle/chord conversions: the candidate search may only be too wide, never too narrow.
-_ANGLE_SLACK = 1.0 + 1e-9
-_CHORD_SLACK = 1e-12
 
 EdgeList = tuple[np.ndarray, np.ndarray, np.ndarray]
 
@@ -286,11 +292,7 @@ def geometry_radius_graph(geoms: Sequence[shapely.Geometry], radius: float, chun
         gap = _angle(np.linalg.norm(centres[ci] - centres[cj], axis=1))
         keep = gap <= (angle_r + reaches[ci] + reaches[cj]) * _ANGLE_SLACK + _CHORD_SLACK
         ci, cj = ci[keep], cj[keep]
-        d = _pair_distances(arr, centres, ci, cj)
-        keep = d <= radius
-        ci, cj, d = ci[keep], cj[keep], d[keep]
-        order = np.lexsort((cj, ci))
-        parts_i.append(ci[order])
-        parts_j.append(cj[order])
-        parts_d.append(d[order])
+        kept = within(ci, cj, _pair_distances(arr, centres, ci, cj), radius)
+        for part, edges in zip((parts_i, parts_j, parts_d), kept):
+            part.append(edges)
     return np.concatenate(parts_i), np.concatenate(parts_j), np.concatenate(parts_d)

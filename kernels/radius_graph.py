@@ -141,6 +141,14 @@ def distance_callback(lon, lat) -> Callable[[np.ndarray, np.ndarray], np.ndarray
     return exact_distance
 
 
+def within(ci: np.ndarray, cj: np.ndarray, d: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The candidate edges ``(ci, cj, d)`` with ``d <= radius``, sorted by ``(ci, cj)``."""
+    keep = d <= radius
+    ci, cj, d = ci[keep], cj[keep], d[keep]
+    order = np.lexsort((cj, ci))
+    return ci[order], cj[order], d[order]
+
+
 def radius_graph(lon, lat, radius: float, chunk_size: int = 4096) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """All pairs of points within a geodesic radius, as a COO edge list.
 
@@ -175,13 +183,9 @@ def radius_graph(lon, lat, radius: float, chunk_size: int = 4096) -> tuple[np.nd
         cj = pairs["j"].astype(np.int64)
         keep = ci < cj
         ci, cj = ci[keep], cj[keep]
-        d = pair_distances(lon, lat, ci, cj)
-        keep = d <= radius
-        ci, cj, d = ci[keep], cj[keep], d[keep]
-        order = np.lexsort((cj, ci))
-        parts_i.append(ci[order])
-        parts_j.append(cj[order])
-        parts_d.append(d[order])
+        kept = within(ci, cj, pair_distances(lon, lat, ci, cj), radius)
+        for part, edges in zip((parts_i, parts_j, parts_d), kept):
+            part.append(edges)
     if not parts_i:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64)
     return np.concatenate(parts_i), np.concatenate(parts_j), np.concatenate(parts_d)
