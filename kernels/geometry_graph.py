@@ -2,8 +2,8 @@
 
 Geometries are shapely objects in longitude/latitude degrees on the WGS-84 ellipsoid. The distance of two
 geometries is the minimum geodesic distance between them: 0 when they touch, overlap or contain one another,
-never the distance of their centroids. Two points are measured with the exact geodesic (Karney, through
-``pyproj.Geod.inv``). Any other pair is measured in the ellipsoidal azimuthal equidistant projection centred
+never the distance of their centroids. Two points are measured with the geodesic of
+:mod:`mtg.kernels.geodesic`. Any other pair is measured in the ellipsoidal azimuthal equidistant projection centred
 between the two geometries, computed with the geodesic itself: a point at distance ``s`` and azimuth ``alpha``
 from the centre maps to ``(s sin alpha, s cos alpha)``, and back with ``pyproj.Geod.fwd``. Longitudes need no
 unwrapping (the antimeridian is invisible to the geodesic) and a pole is an ordinary point of the plane. The two
@@ -43,15 +43,8 @@ import numpy as np
 import shapely
 from scipy.spatial import cKDTree
 
-from mtg.kernels.radius_graph import (
-    _ANGLE_SLACK,
-    _CHORD_SLACK,
-    WGS84,
-    chord_radius,
-    geodesic_distance,
-    unit_vectors,
-    within,
-)
+from mtg.kernels.geodesic import WGS84, geodesic_distance
+from mtg.kernels.radius_graph import _ANGLE_SLACK, _CHORD_SLACK, EdgeList, chord_radius, unit_vectors, within
 
 # The nearest points of a pair are re-measured in a plane centred on their midpoint when it lies further away.
 RECENTRE_M = 1_000.0
@@ -59,9 +52,6 @@ RECENTRE_M = 1_000.0
 _REACH_SLACK = 1e-3
 _REACH_FLOOR = 1e-7
 # Safety on angle/chord conversions: the candidate search may only be too wide, never too narrow.
-
-EdgeList = tuple[np.ndarray, np.ndarray, np.ndarray]
-
 
 def _as_array(geoms: Sequence[shapely.Geometry]) -> np.ndarray:
     arr = np.empty(len(geoms), dtype=object)
@@ -266,7 +256,7 @@ def geometry_radius_graph(geoms: Sequence[shapely.Geometry], radius: float, chun
     Returns
     -------
     i, j : numpy.ndarray
-        int64 geometry indices with ``i < j``, sorted by ``(i, j)``.
+        int64 geometry indices with ``i < j``, each pair once, in no particular order.
     d : numpy.ndarray
         float64 distances in metres (:func:`geometry_pair_distances`), ``d <= radius``.
     """

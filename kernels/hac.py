@@ -34,9 +34,10 @@ import heapq
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numba
 import numpy as np
-from scipy.sparse import coo_array
-from scipy.sparse.csgraph import connected_components
+
+from mtg.kernels.forest import connected_components, cut_roots, first_appearance, single_linkage_rows
 
 ExactDistance = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -83,31 +84,36 @@ class SparseHAC:
         differ (and differs between permutations of the points). False: the partition equals scipy's.
     component : numpy.ndarray
         int64 ``(n,)``: connected component of each point in the graph of edges ``<= h_max``.
-    linkages : list of ComponentLinkage
-        One per component with at least two points, ordered by their smallest point index.
+    linkages : ComponentLinkages
+        Sequence of :class:`ComponentLinkage`, one per component with at least two points, ordered by their
+        smallest point index.
     tie_heights : numpy.ndarray
         Heights (``> 0``) of the conflicting ties met, ascending.
     n_exact_distances : int
         Number of distances fetched through ``exact_distance``.
+    n_edges : int
+        Number of graph edges (point pairs within ``h_max``).
     """
 
     cuts: np.ndarray
     labels: np.ndarray
     ambiguous: np.ndarray
     component: np.ndarray
-    linkages: list[ComponentLinkage]
+    linkages: ComponentLinkages
     tie_heights: np.ndarray
     n_exact_distances: int
+    n_edges: int
 
 
-def check_method(method: str, exact_distance: ExactDistance | None) -> str:
+def check_method(method: str) -> str:
     """Validate a linkage method for sparse exact HAC and return it lower-cased.
 
     Raises
     ------
     ValueError
-        For methods that are not exact on a sparse graph (ward, centroid, median), unknown or not yet
-        implemented methods, and average linkage without an ``exact_distance`` callback.
+        For methods that are not exact on a sparse graph (ward, centroid, median), weighted (WPGMA: its cluster
+        distances weight point pairs by the shape of both merge trees, so a missing pair cannot be bounded by the
+        count-and-sum state used here) and unknown methods.
     """
     method = method.lower()
     if method in NOT_SPARSE_EXACT:
@@ -116,15 +122,14 @@ def check_method(method: str, exact_distance: ExactDistance | None) -> str:
             f"can fall below h_max with no point pair within h_max; use one of {METHODS}"
         )
     if method == "weighted":
-        raise ValueError("linkage method 'weighted' (WPGMA) is not implemented for sparse graphs yet")
+        raise ValueError(f"linkage method 'weighted' (WPGMA) is not supported on sparse graphs; use one of {METHODS}")
     if method not in METHODS:
         raise ValueError(f"unknown linkage method {method!r}; use one of {METHODS}")
-    if method == "average" and exact_distance is None:
-        raise ValueError("average linkage needs exact_distance(i, j) to resolve distances missing from the graph")
     return method
 
 
 def _check_edges(n: int, i, j, d, h_max: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Edges as ``lo < hi`` with ``d <= h_max``, each pair once (duplicates must agree); order kept otherwise."""
     i = np.asarray(i, dtype=np.int64).ravel()
     j = np.asarray(j, dtype=np.int64).ravel()
     d = np.asarray(d, dtype=np.float64).ravel()
@@ -135,40 +140,19 @@ def _check_edges(n: int, i, j, d, h_max: float) -> tuple[np.ndarray, np.ndarray,
     if not (np.isfinite(d).all() and (d >= 0).all()):
         raise ValueError("edge distances must be finite and >= 0")
     keep = (d <= h_max) & (i != j)
-    lo, hi, d = np.minimum(i, j)[keep], np.maximum(i, j)[keep], d[keep]
-    order = np.lexsort((d, hi, lo))
+    if not keep.all():
+        i, j, d = i[keep], j[keep], d[keep]
+    lo, hi = np.minimum(i, j), np.maximum(i, j)
+    keys = np.sort(lo * n + hi)  # a plain sort is ~10x faster than an argsort here
+    if not (keys[1:] == keys[:-1]).any():
+        return lo, hi, d
+    order = np.argsort(lo * n + hi, kind="stable")
     lo, hi, d = lo[order], hi[order], d[order]
     first = np.ones(lo.size, dtype=bool)
     first[1:] = (lo[1:] != lo[:-1]) | (hi[1:] != hi[:-1])
-    dup_ok = d[~first] == d[np.flatnonzero(~first) - 1]
-    if not dup_ok.all():
+    if not (d[~first] == d[np.flatnonzero(~first) - 1]).all():
         raise ValueError("the same point pair appears with different distances")
     return lo[first], hi[first], d[first]
-
-
-def _single(nc: int, p: np.ndarray, q: np.ndarray, w: np.ndarray) -> list[list[float]]:
-    """Kruskal on edges ``(p, q, w)`` sorted by ``w``: the single-linkage merges in scipy's format."""
-    parent = list(range(nc))
-    node = list(range(nc))
-    size = [1] * nc
-    rows: list[list[float]] = []
-    for a, b, h in zip(p.tolist(), q.tolist(), w.tolist()):
-        while parent[a] != a:
-            parent[a] = a = parent[parent[a]]
-        while parent[b] != b:
-            parent[b] = b = parent[parent[b]]
-        if a == b:
-            continue
-        if size[a] < size[b]:
-            a, b = b, a
-        parent[b] = a
-        size[a] += size[b]
-        na, nb = node[a], node[b]
-        rows.append([min(na, nb), max(na, nb), h, size[a]])
-        node[a] = nc + len(rows) - 1
-        if len(rows) == nc - 1:
-            break
-    return rows
 
 
 class _PairHeap:
@@ -309,35 +293,92 @@ class _PairHeap:
         return rows, ties
 
 
-def _finish(rows: list[list[float]], nc: int, h_max: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Keep the merges up to ``h_max``, ordered by height, in scipy's format; and one leaf of each merged side.
+@numba.njit(cache=True)
+def _tree_arrays(n: int, rows: np.ndarray, component: np.ndarray):
+    """Per merge row: a leaf of each side, the component, and the height as fcluster sees it (subtree maximum)."""
+    m = rows.shape[0]
+    leaf = np.empty(n + m, dtype=np.int64)
+    top = np.empty(n + m)
+    for x in range(n):
+        leaf[x] = x
+        top[x] = -np.inf
+    leaf_a = np.empty(m, dtype=np.int64)
+    leaf_b = np.empty(m, dtype=np.int64)
+    comp = np.empty(m, dtype=np.int64)
+    for k in range(m):
+        a, b = int(rows[k, 0]), int(rows[k, 1])
+        leaf_a[k], leaf_b[k] = leaf[a], leaf[b]
+        leaf[n + k] = leaf[a]
+        top[n + k] = max(rows[k, 2], max(top[a], top[b]))
+        comp[k] = component[leaf[a]]
+    return leaf_a, leaf_b, comp, top[n:]
 
-    A merge's height is taken as the largest height in its subtree (as fcluster's distance criterion does); this
-    only changes an average-linkage height that rounding put a few ulps below a child's.
+
+@numba.njit(cache=True)
+def _renumber(n: int, rows: np.ndarray, order: np.ndarray, row_comp: np.ndarray, local: np.ndarray,
+              comp_size: np.ndarray, heights: np.ndarray) -> np.ndarray:
+    """The kept rows ``order`` (grouped by component, by height within) in each component's local numbering."""
+    new_id = np.full(rows.shape[0], -1, dtype=np.int64)
+    out = np.empty((order.size, 4))
+    rank = 0
+    for k in range(order.size):
+        r = order[k]
+        if k == 0 or row_comp[r] != row_comp[order[k - 1]]:
+            rank = 0
+        new_id[r] = comp_size[row_comp[r]] + rank
+        rank += 1
+        x, y = int(rows[r, 0]), int(rows[r, 1])
+        x = local[x] if x < n else new_id[x - n]
+        y = local[y] if y < n else new_id[y - n]
+        out[k, 0], out[k, 1] = min(x, y), max(x, y)
+        out[k, 2] = heights[r]
+        out[k, 3] = rows[r, 3]
+    return out
+
+
+class ComponentLinkages(Sequence):
+    """The per-component linkage matrices of a :class:`SparseHAC`, built on access from flat arrays.
+
+    Holds every component with at least two points, ordered by their smallest point index; item ``k`` is a
+    :class:`ComponentLinkage`. Keeping flat arrays instead of one object per component keeps memory and time
+    proportional to ``n`` when there are hundreds of thousands of components.
     """
-    z = np.asarray(rows, dtype=np.float64).reshape(-1, 4)
-    top = np.full(nc + len(rows), -np.inf)
-    for k, (a, b, h, _) in enumerate(rows):
-        top[nc + k] = max(h, top[int(a)], top[int(b)])
-    z[:, 2] = top[nc:]
-    kept = np.flatnonzero(z[:, 2] <= h_max)
-    kept = kept[np.argsort(z[kept, 2], kind="stable")]  # a child never follows its parent
-    renumber = np.arange(nc + len(rows))
-    renumber[nc + kept] = nc + np.arange(kept.size)
-    z = z[kept]
-    z[:, :2] = np.sort(renumber[z[:, :2].astype(np.int64)], axis=1)
-    leaf = np.arange(nc + kept.size)
-    for k, a in enumerate(z[:, 0].astype(np.int64).tolist()):
-        leaf[nc + k] = leaf[a]
-    return z, leaf[z[:, 0].astype(np.int64)], leaf[z[:, 1].astype(np.int64)]
+
+    def __init__(self, members: np.ndarray, member_starts: np.ndarray, rows: np.ndarray, row_starts: np.ndarray):
+        self._members, self._member_starts = members, member_starts
+        self._rows, self._row_starts = rows, row_starts
+
+    def __len__(self) -> int:
+        return self._member_starts.size - 1
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return [self[x] for x in range(*k.indices(len(self)))]
+        k = range(len(self))[k]
+        return ComponentLinkage(
+            members=self._members[self._member_starts[k] : self._member_starts[k + 1]],
+            linkage=self._rows[self._row_starts[k] : self._row_starts[k + 1]],
+        )
 
 
-def _first_appearance(raw: np.ndarray) -> np.ndarray:
-    """Relabel consecutive labels 0..k-1 in order of first appearance."""
-    _, first = np.unique(raw, return_index=True)
-    remap = np.empty(first.size, dtype=np.int64)
-    remap[np.argsort(first)] = np.arange(first.size)
-    return remap[raw]
+def _linkages(n: int, rows: np.ndarray, component: np.ndarray, h_max: float):
+    """Split forest-wide merge rows into per-component scipy linkages; also the joins that define the cuts."""
+    leaf_a, leaf_b, row_comp, top = _tree_arrays(n, rows, component)
+    kept = np.flatnonzero(top <= h_max)
+    order = kept[np.lexsort((top[kept], row_comp[kept]))]  # by component, by height within (stable)
+    sizes = np.bincount(component, minlength=int(component.max()) + 1 if n else 0)
+    by_comp = np.argsort(component, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    local = np.empty(n, dtype=np.int64)
+    local[by_comp] = np.arange(n) - starts[component[by_comp]]
+    z = _renumber(n, rows, order, row_comp, local, sizes, top)
+    multi = np.flatnonzero(sizes > 1)
+    member_starts = np.concatenate([[0], np.cumsum(sizes[multi])])
+    members = by_comp[np.isin(component[by_comp], multi)] if multi.size < sizes.size else by_comp
+    row_counts = np.bincount(row_comp[order], minlength=sizes.size)[multi]
+    row_starts = np.concatenate([[0], np.cumsum(row_counts)])
+    linkages = ComponentLinkages(members, member_starts, z, row_starts)
+    return linkages, leaf_a[kept], leaf_b[kept], top[kept]
 
 
 def sparse_hac(
@@ -364,8 +405,8 @@ def sparse_hac(
     h_max : float
         Largest cut of interest.
     method : {"single", "complete", "average"}
-        Linkage method, as in ``scipy.cluster.hierarchy.linkage``. "ward", "centroid" and "median" raise
-        ``ValueError``: they are not exact on a sparse graph. "weighted" (WPGMA) is not implemented.
+        Linkage method, as in ``scipy.cluster.hierarchy.linkage``. "ward", "centroid", "median" and "weighted"
+        raise ``ValueError`` (module docstring).
     cuts : sequence of float
         Cut heights in ``[0, h_max]``; a point pair joins when merged at a height ``<= cut``.
     exact_distance : callable, optional
@@ -378,72 +419,41 @@ def sparse_hac(
     SparseHAC
         Labels per cut, ambiguity flags, components and per-component linkage matrices.
     """
-    method = check_method(method, exact_distance)
+    from mtg.kernels.hac_heap import heap_linkage
+
+    method = check_method(method)
+    if method == "average" and exact_distance is None:
+        raise ValueError("average linkage needs exact_distance(i, j) to resolve distances missing from the graph")
     if not np.isfinite(h_max) or h_max < 0:
         raise ValueError(f"h_max must be finite and >= 0; got {h_max}")
     cuts = np.asarray(cuts, dtype=np.float64).reshape(-1)
     if not (np.isfinite(cuts).all() and (cuts >= 0).all() and (cuts <= h_max).all()):
         raise ValueError(f"cuts must lie in [0, h_max={h_max}]; got {cuts.tolist()}")
     lo, hi, w = _check_edges(n, i, j, d, h_max)
-    n_comp, comp = connected_components(coo_array((np.ones(lo.size), (lo, hi)), shape=(n, n)), directed=False)
-    comp = _first_appearance(comp)
-    sizes = np.bincount(comp, minlength=n_comp)
-    order = np.argsort(comp, kind="stable")
-    starts = np.concatenate([[0], np.cumsum(sizes)])
-    local = np.empty(n, dtype=np.int64)
-    local[order] = np.arange(n) - starts[comp[order]]
-    edge_comp = comp[lo]
-    edge_order = np.argsort(edge_comp, kind="stable")  # keeps (lo, hi) sorted within each component
-    edge_starts = np.concatenate([[0], np.cumsum(np.bincount(edge_comp, minlength=n_comp))])
-    rtol = RTOL if method == "average" else 0.0
+    component = connected_components(n, lo, hi)
+    if method == "single":
+        rows, ties, n_fetched = single_linkage_rows(n, lo, hi, w), np.zeros(0), 0
+    else:
+        rows, ties, n_fetched = heap_linkage(n, lo, hi, w, h_max, method == "average", exact_distance)
+    linkages, side_a, side_b, merge_heights = _linkages(n, rows, component, h_max)
 
-    linkages: list[ComponentLinkage] = []
-    heights, ties, side_a, side_b, merge_heights = [], [], [], [], []
-    n_fetched = 0
-    for c in np.flatnonzero(sizes > 1).tolist():
-        members = order[starts[c] : starts[c + 1]]
-        e = edge_order[edge_starts[c] : edge_starts[c + 1]]
-        p, q, we = local[lo[e]], local[hi[e]], w[e]
-        if method == "single":
-            by_height = np.argsort(we, kind="stable")
-            rows = _single(members.size, p[by_height], q[by_height], we[by_height])
-        else:
-
-            def fetch(a: np.ndarray, b: np.ndarray, members: np.ndarray = members) -> np.ndarray:
-                return exact_distance(members[a], members[b])
-
-            heap = _PairHeap(members.size, p, q, we, h_max, method == "average", fetch)
-            rows, component_ties = heap.run()
-            ties.extend(component_ties)
-            n_fetched += heap.n_fetched
-        heights.extend(row[2] for row in rows)
-        z, leaf_a, leaf_b = _finish(rows, members.size, h_max)
-        linkages.append(ComponentLinkage(members=members, linkage=z))
-        side_a.append(members[leaf_a])
-        side_b.append(members[leaf_b])
-        merge_heights.append(z[:, 2])
-
-    side_a = np.concatenate(side_a) if side_a else np.zeros(0, np.int64)
-    side_b = np.concatenate(side_b) if side_b else np.zeros(0, np.int64)
-    merge_heights = np.concatenate(merge_heights) if merge_heights else np.zeros(0)
     labels = np.empty((cuts.size, n), dtype=np.int64)
     for k, cut in enumerate(cuts.tolist()):
-        joined = merge_heights <= cut
-        graph = coo_array((np.ones(joined.sum()), (side_a[joined], side_b[joined])), shape=(n, n))
-        labels[k] = _first_appearance(connected_components(graph, directed=False)[1])
+        labels[k] = first_appearance(cut_roots(n, side_a, side_b, merge_heights, cut))
 
+    rtol = RTOL if method == "average" else 0.0
     tie_heights = np.sort(np.asarray(ties, dtype=np.float64))
-    heights = np.asarray(heights, dtype=np.float64)
     ambiguous = np.array([bool((tie_heights <= cut * (1 + rtol)).any()) for cut in cuts.tolist()], dtype=bool)
     if method == "average":  # rounding of the heights: a cut within RTOL of a merge height
-        heights = heights[heights > 0]
+        heights = rows[:, 2][rows[:, 2] > 0]
         ambiguous |= np.array([bool((np.abs(heights - cut) <= rtol * cut).any()) for cut in cuts.tolist()])
     return SparseHAC(
         cuts=cuts,
         labels=labels,
         ambiguous=ambiguous,
-        component=comp,
+        component=component,
         linkages=linkages,
         tie_heights=tie_heights,
-        n_exact_distances=n_fetched,
+        n_exact_distances=int(n_fetched),
+        n_edges=int(lo.size),
     )

@@ -184,9 +184,15 @@ def link(
              "lower-cased.")] = None,
     out: Annotated[Optional[Path], typer.Option(
         "--out", "-o", help="Output file (default labels.parquet, or sites.parquet with --polygons).")] = None,
+    scheduler: SchedulerOpt = None,
+    workers: WorkersOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Link mine points (and polygons) into clusters or sites with exact sparse hierarchical clustering."""
+    """Link mine points (and polygons) into clusters or sites with exact sparse hierarchical clustering.
+
+    Points mode runs its graph tiles and clustering shards in this process, or on dask workers with --scheduler.
+    """
+    from mtg.pipeline.dask_cluster import dask_scheduler
     from mtg.pipeline.link import link_points, link_sites, parse_distance
 
     _setup_logging(quiet)
@@ -209,8 +215,9 @@ def link(
         raise MtgError("give --points FILE (points mode) and/or --polygons FILE (sites mode)")
     if commodity_table is not None:
         raise MtgError("--commodity-table applies to sites mode only (with --polygons)")
-    result = link_points(points, out or Path("labels.parquet"), h_max=h, cuts=cuts, linkage=linkage,
-                         lon_col=lon_col, lat_col=lat_col)
+    with dask_scheduler(scheduler or "threads", workers) as client:
+        result = link_points(points, out or Path("labels.parquet"), h_max=h, cuts=cuts, linkage=linkage,
+                             lon_col=lon_col, lat_col=lat_col, client=client)
     clusters = ", ".join(f"{n} clusters at {c:g} m" for c, n in result.n_clusters.items())
     ambiguous = f"; ambiguous cuts (ties): {result.ambiguous_cuts}" if result.ambiguous_cuts else ""
     report.print(f"labels: [bold]{result.out}[/] ({result.n_points} points, {result.n_edges} pairs within "

@@ -28,14 +28,15 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from mtg.kernels.hac import sparse_hac
-from mtg.kernels.radius_graph import distance_callback, radius_graph
+from mtg.kernels.hac import SparseHAC, sparse_hac
 from mtg.pipeline.commodities import CommodityHarmoniser
 from mtg.pipeline.errors import MtgError
+from mtg.pipeline.sharded_linking import cluster_points
 
 log = logging.getLogger(__name__)
 
@@ -287,16 +288,16 @@ class SparseAgglomerativeLinker:
         cuts = [self.h_max] if self.cuts is None or len(self.cuts) == 0 else list(self.cuts)
         return np.asarray(cuts, dtype=np.float64)
 
-    def fit(self, lon, lat=None) -> SparseAgglomerativeLinker:
-        """Cluster points given as ``lon, lat`` degree arrays, or geometries (lon/lat) given alone as ``lon``."""
+    def fit(self, lon, lat=None, client: Any = None) -> SparseAgglomerativeLinker:
+        """Cluster points given as ``lon, lat`` degree arrays, or geometries (lon/lat) given alone as ``lon``.
+
+        Points are clustered tile by tile and shard by shard (:func:`mtg.pipeline.sharded_linking.cluster_points`),
+        on the workers of ``client`` (a ``distributed.Client``) when one is given, else in this process.
+        """
         if lat is None:
             return self.fit_geometries(lon)
-        lon = np.asarray(lon, dtype=np.float64)
-        lat = np.asarray(lat, dtype=np.float64)
-        h_max = float(self.h_max)
-        i, j, d = radius_graph(lon, lat, h_max)
-        exact = distance_callback(lon, lat) if str(self.linkage).lower() == "average" else None
-        return self._fit_graph(lon.size, i, j, d, exact)
+        result = cluster_points(lon, lat, float(self.h_max), str(self.linkage), self._cuts(), client=client)
+        return self._set(result)
 
     def fit_geometries(self, geometries) -> SparseAgglomerativeLinker:
         """Cluster shapely geometries in lon/lat degrees by the geodesic distance between their nearest parts."""
@@ -308,15 +309,18 @@ class SparseAgglomerativeLinker:
         return self._fit_graph(len(geometries), i, j, d, exact)
 
     def _fit_graph(self, n: int, i, j, d, exact) -> SparseAgglomerativeLinker:
-        cuts = self._cuts()
-        result = sparse_hac(n, i, j, d, float(self.h_max), str(self.linkage), cuts, exact_distance=exact)
+        return self._set(sparse_hac(n, i, j, d, float(self.h_max), str(self.linkage), self._cuts(), exact))
+
+    def _set(self, result: SparseHAC) -> SparseAgglomerativeLinker:
+        cuts = result.cuts
+        n = result.component.size
         self.labels_by_cut_ = {float(c): result.labels[k] for k, c in enumerate(cuts)}
         self.labels_ = result.labels[0]
         self.ambiguous_cuts_ = [float(c) for c, a in zip(cuts, result.ambiguous) if a]
         self.linkages_ = result.linkages
         self.component_ = result.component
         self.n_clusters_ = int(self.labels_.max()) + 1 if n else 0
-        self.n_edges_ = int(np.asarray(i).size)
+        self.n_edges_ = result.n_edges
         self.n_exact_distances_ = result.n_exact_distances
         return self
 
@@ -329,7 +333,7 @@ def _linker(h_max: float, cuts: Sequence[float], linkage: str) -> SparseAgglomer
     from mtg.kernels.hac import check_method
 
     try:
-        check_method(linkage, exact_distance=lambda i, j: None)
+        check_method(linkage)
     except ValueError as err:
         raise MtgError(f"--linkage {linkage}: {err}") from None
     cuts = list(cuts) or [h_max]
@@ -359,12 +363,13 @@ class LinkResult:
 
 def link_points(points: str | Path, out: str | Path = "labels.parquet", h_max: float = 10_000.0,
                 cuts: Sequence[float] = (), linkage: str = "single", lon_col: str = "lon",
-                lat_col: str = "lat") -> LinkResult:
+                lat_col: str = "lat", client: Any = None) -> LinkResult:
     """Cluster a point file at one or more cuts and write the labels Parquet.
 
     The file has one row per input row, in input order: ``row`` (int64, 0-based input index) and one int64
     column ``cluster_<metres>`` per cut (clusters numbered 0, 1, ... in order of first appearance). Its schema
-    metadata ``mtg`` holds the parameters and the cuts flagged ambiguous (JSON).
+    metadata ``mtg`` holds the parameters and the cuts flagged ambiguous (JSON). With a ``distributed.Client``
+    the graph tiles and clustering shards run on its workers.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -375,7 +380,7 @@ def link_points(points: str | Path, out: str | Path = "labels.parquet", h_max: f
     frame, lon, lat = read_points(points, lon_col, lat_col)
     log.info("linking %d points from %s (h_max %g m, cuts %s, %s linkage)", len(frame), points, linker.h_max,
              linker.cuts, linker.linkage)
-    linker.fit(lon, lat)
+    linker.fit(lon, lat, client=client)
     columns = {"row": pa.array(np.arange(len(frame), dtype=np.int64))}
     for cut, labels in linker.labels_by_cut_.items():
         columns[cut_column(cut)] = pa.array(labels.astype(np.int64))

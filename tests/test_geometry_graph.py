@@ -21,6 +21,7 @@ from scipy.spatial import cKDTree
 from scipy.spatial.distance import squareform
 from shapely.geometry import MultiPolygon, Point, Polygon, box
 
+from mtg.kernels.geodesic import geodesic_distance
 from mtg.kernels.geometry_graph import (
     centres_and_reaches,
     geometry_distance,
@@ -89,9 +90,11 @@ def random_geometry(rng, lon, lat, max_size_m):
 
 @settings(max_examples=40, deadline=None)
 @given(st.floats(-180, 180), st.floats(-90, 90), st.floats(0, 360), st.floats(0, 2e7))
-def test_point_to_point_is_the_exact_geodesic(lon, lat, az, s):
+def test_point_to_point_is_the_point_geodesic(lon, lat, az, s):
     lon2, lat2, _ = GEOD.fwd(lon, lat, az, s)
-    assert geometry_distance(Point(lon, lat), Point(lon2, lat2)) == GEOD.inv(lon, lat, lon2, lat2)[2]
+    ours = geometry_distance(Point(lon, lat), Point(lon2, lat2))
+    assert ours == geodesic_distance(lon, lat, lon2, lat2)
+    assert abs(ours - GEOD.inv(lon, lat, lon2, lat2)[2]) < 2e-3
 
 
 def test_touching_overlapping_and_nested_give_zero_and_holes_do_not():

@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from pyproj import Geod
 from scipy.cluster.hierarchy import fcluster, linkage
 
 from conftest import shared_file
+from mtg.kernels.geodesic import condensed_distances
 from mtg.pipeline.errors import MtgError
 from mtg.pipeline.link import SparseAgglomerativeLinker, cut_column, parse_distance, read_points
 
@@ -38,9 +38,7 @@ def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
 
 
 def dense_labels(lon: np.ndarray, lat: np.ndarray, method: str, cuts: list[float]) -> list[np.ndarray]:
-    a, b = np.triu_indices(lon.size, 1)
-    condensed = Geod(ellps="WGS84").inv(lon[a], lat[a], lon[b], lat[b])[2]
-    z = linkage(condensed, method=method)
+    z = linkage(condensed_distances(lon, lat), method=method)
     return [fcluster(z, c, criterion="distance") for c in cuts]
 
 
@@ -149,6 +147,17 @@ def test_link_icmm_subset_equals_dense_scipy(tmp_path):
         for cut, dense in zip(cuts, dense_labels(lon[keep], lat[keep], method, cuts)):
             assert same_partition(labels[cut_column(cut)].to_numpy(), dense), (method, cut)
         assert labels["cluster_20000"].nunique() < keep.sum()
+
+
+@pytest.mark.slow
+def test_link_on_a_local_cluster_equals_in_process(tmp_path):
+    """`--scheduler local`: graph tiles and clustering shards on two worker processes, same labels."""
+    icmm = shared_file(*ICMM)
+    args = ["--points", str(icmm), *ICMM_LONLAT, "--h-max", "30km", "--cut", "10km", "--cut", "30km",
+            "--linkage", "complete"]
+    mtg(*args, "-o", str(tmp_path / "here.parquet"))
+    mtg(*args, "-o", str(tmp_path / "there.parquet"), "--scheduler", "local", "--workers", "2")
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "here.parquet"), pd.read_parquet(tmp_path / "there.parquet"))
 
 
 @pytest.mark.parametrize("args, message", [
