@@ -5,25 +5,39 @@ method: a priority queue of adjacent cluster pairs keyed by their exact linkage 
 a lower bound; missing distances fetched in batches only when a bound can decide a merge; conflicting ties),
 run on a whole graph of any number of connected components in one call, without Python objects per cluster.
 
-Data structures (all flat arrays inside one compiled function):
+Data structures (flat arrays inside one compiled function; ``m`` edges, ``n`` points):
 
-* the graph as a CSR of every point's neighbours in ascending order, built by two counting passes (no sort);
-  edge ``k`` of the ``(lo, hi)``-sorted edge list is the initial *state slot* of that pair;
-* per state slot: ``count`` (int64, known point pairs) and ``value`` (float64, sum or max of the known
-  distances). A live cluster pair owns one slot for its whole life; merging ``a`` and ``b`` into ``node`` hands
-  the slot of ``(a, z)`` (else of ``(b, z)``) to ``(node, z)``, adding the other one's state into it;
-* per cluster an adjacency list ``(neighbour, slot)`` in a shared, growable pool. Lists keep the insertion
-  order of :class:`~mtg.kernels.hac._PairHeap`'s dicts (a new pair ``(node, z)`` is appended to ``z``'s list);
-  entries whose neighbour has merged away are dead and dropped lazily (the pool is compacted when it fills up);
-* a binary heap of ``(key, a, b, slot)`` ordered by ``(key, a, b)``, exactly as heapq orders the tuples;
-* members of a cluster as a linked list (``head``, ``tail``, ``next``), concatenated as ``members[big] +
-  members[small]`` like the Python lists;
-* the pairs already fetched in an open-addressing hash set of ``lo * n + hi``.
+* Edge ``e`` (input order) is the initial *state slot* of its pair: ``val[e]`` (sum, or max, of the known
+  distances; starts at ``d[e]``) and, for average linkage, ``cnt[e]`` (number of known point pairs). A live
+  cluster pair owns one slot for its whole life; merging ``a`` and ``b`` into ``node`` hands the slot of
+  ``(a, z)`` (else of ``(b, z)``) to ``(node, z)`` and forwards the other one to it (``fwd``, with path
+  compression; -1 where a complete-linkage pair was dropped, see below).
+* Clusters: ``parent`` (itself while live, else the cluster it merged into: union-find with path compression),
+  ``size``, members as linked lists (``head``, ``tail``, ``nxt``, concatenated as ``members[big] +
+  members[small]``, the order of ``_PairHeap``'s lists), and an adjacency list ``(neighbour << 32 | slot)`` in
+  a shared pool (bump-allocated, compacted when full). A list is written when its cluster is created (for the
+  points: the graph's CSR, rows sorted by counting and per-row sorts) and never updated; entries whose
+  neighbour merged since resolve lazily through ``parent`` and ``fwd``. The insertion order of ``_PairHeap``'s
+  dicts, which decides which bounds a conflicting-tie check resolves, is recovered exactly (see ``_walk``).
+* The queue ordered by ``(key, a, b)`` as heapq orders the tuples: the edges, bucket-sorted once by
+  ``(d, lo, hi)``, read as a stream, merged with a 4-ary heap (entries of three int64 words) of the pairs pushed
+  later; the heap is purged of entries of merged clusters whenever it doubles.
+* Average linkage: the pairs already fetched in an open-addressing hash set of ``lo * n + hi``; "is (p, q) an
+  edge" by marking the CSR row of ``p`` (or a binary search in it).
 
-The callback is Python: the compiled code calls it through ``numba.objmode`` (a few microseconds per call, and
-each call carries up to ``FETCH_BATCH`` point pairs), looked up by a token in a module-level registry so that
-concurrent calls from several threads do not clash. The batch's sum is taken there by numpy, as in ``_PairHeap``,
-so the heights are bitwise those of ``_PairHeap`` for the same input.
+Two shortcuts that do not change the result:
+
+* Complete linkage: a pair with a point pair missing from the graph is further apart than ``h_max`` and stays so
+  after every merge, so it never merges and never ties; such pairs are dropped, and ``node`` keeps only the
+  neighbours of both ``a`` and ``b``.
+* Every live pair with a key within the ceiling has its entry in the queue, and the popped entry is the smallest,
+  so no other pair can lie within the tie threshold when the next entry of the queue lies above it: the scan
+  of the neighbours (and the resolves it would make) happens only when it does not.
+
+The callback is Python: the compiled code calls it through ``numba.objmode`` (a few microseconds per call, each
+carrying up to ``FETCH_BATCH`` point pairs), looked up by a token in a module-level registry so that concurrent
+calls from several threads do not clash. The batch's sum is taken there by numpy, as in ``_PairHeap``, so the
+heights are bitwise those of ``_PairHeap`` for the same input.
 """
 
 from __future__ import annotations
@@ -34,12 +48,13 @@ from collections.abc import Callable
 
 import numba
 import numpy as np
+from numba.typed import List
 
 from mtg.kernels.hac import FETCH_BATCH, RTOL
 
 ExactDistance = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
-# Callbacks of the calls in progress, by token; and what went wrong in them (an exception, or a message).
+# Callbacks of the calls in progress, by token; and what went wrong in them.
 _REGISTRY: dict[int, tuple[ExactDistance, float]] = {}
 _ERRORS: dict[int, BaseException] = {}
 _TOKENS = itertools.count(1)
@@ -52,7 +67,7 @@ _INT32_MAX = 2**31 - 1
 
 
 def _fetch_sum(token: int, lo: np.ndarray, hi: np.ndarray) -> tuple[float, int]:
-    """Call the registered callback on one batch; return ``(float(dist.sum()), 0)`` or ``(0.0, 1)`` on failure."""
+    """Call the registered callback on one batch; return ``(float(dist.sum()), 0)``, or ``(0.0, 1)`` on failure."""
     try:
         fetch, h_max = _REGISTRY[token]
         dist = np.asarray(fetch(lo.copy(), hi.copy()), dtype=np.float64)
@@ -73,7 +88,7 @@ def _fetch_sum(token: int, lo: np.ndarray, hi: np.ndarray) -> tuple[float, int]:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Small helpers
+# Keys and the queue
 
 
 @numba.njit(cache=True, inline="always")
@@ -89,115 +104,141 @@ def _key(size_a, size_b, count, value, h_max, average):
     return (value + (total - count) * h_max) / total
 
 
-# The heap: entries of three int64 words (key as float64 bits, a << 32 | b, slot), 4-ary, ordered by (key, a, b)
-# as heapq orders the tuples; ``Hf`` is the float64 view of ``H``.
+# Pushed entries wait, unsorted, in buckets of keys (lists of chunks); a bucket enters the heap, less the entries of
+# clusters merged away meanwhile, only when the queue reaches it. The heap holds the entries of the buckets up to
+# ``cur`` (and those pushed with a key there), the buckets those above: the heap's top is smaller than any bucket's
+# entry.
+_CHUNK = 32  # entries per chunk
+import os
+NB_TEST = int(os.environ.get("NB", "8192"))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The fetched-pair hash set (open addressing, linear probing, -1 empty), kept in a one-element typed list so that
+# it can grow inside the resolves without being a loop-carried array of the main loop
+
+
+_HASH_MUL = np.uint64(0x9E3779B97F4A7C15)
 
 
 @numba.njit(cache=True)
-def _sift_down(H, Hf, pos, size, key, ab, slot):
-    """Place the entry (key, ab, slot) at hole ``pos`` or below it (children 4 pos + 1 .. 4 pos + 4)."""
-    while True:
-        c = 4 * pos + 1
-        if c >= size:
-            break
-        best = c
-        bk = Hf[3 * c]
-        bab = H[3 * c + 1]
-        for q in range(c + 1, min(c + 4, size)):
-            qk = Hf[3 * q]
-            if qk < bk or (qk == bk and H[3 * q + 1] < bab):
-                best = q
-                bk = qk
-                bab = H[3 * q + 1]
-        if bk > key or (bk == key and bab >= ab):
-            break
-        H[3 * pos] = H[3 * best]
-        H[3 * pos + 1] = bab
-        H[3 * pos + 2] = H[3 * best + 2]
-        pos = best
-    Hf[3 * pos] = key
-    H[3 * pos + 1] = ab
-    H[3 * pos + 2] = slot
-
-
-@numba.njit(cache=True)
-def _heap_push(H, Hf, size, key, ab, slot):
-    """Push an entry; returns the (possibly reallocated) ``H, Hf``."""
-    if 3 * size == H.size:
-        grown = np.empty(max(48, 2 * H.size), np.int64)
-        grown[: H.size] = H
-        H = grown
-        Hf = H.view(np.float64)
-    pos = size
-    while pos > 0:
-        parent = (pos - 1) >> 2
-        pk = Hf[3 * parent]
-        if pk < key or (pk == key and H[3 * parent + 1] <= ab):
-            break
-        H[3 * pos] = H[3 * parent]
-        H[3 * pos + 1] = H[3 * parent + 1]
-        H[3 * pos + 2] = H[3 * parent + 2]
-        pos = parent
-    Hf[3 * pos] = key
-    H[3 * pos + 1] = ab
-    H[3 * pos + 2] = slot
-    return H, Hf
-
-
-@numba.njit(cache=True, inline="always")
-def _hash_slot(key, mask):
-    return ((np.uint64(key) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(20)) & mask
-
-
-@numba.njit(cache=True)
-def _hash_contains(table, key):
+def _hash_add(box, used, blo, bhi, k, n):
+    """Add the keys ``blo[t] * n + bhi[t]`` of a batch to the set in ``box[0]``, growing it to a load under 1/2."""
+    table = box[0]
+    if 2 * (used + k) > table.size:
+        cap = table.size
+        while 2 * (used + k) > cap:
+            cap *= 2
+        grown = np.full(cap, -1, np.int64)
+        mask = np.uint64(cap - 1)
+        for t in range(table.size):
+            key = table[t]
+            if key >= 0:
+                pos = ((np.uint64(key) * _HASH_MUL) >> np.uint64(20)) & mask
+                while grown[pos] >= 0:
+                    pos = (pos + np.uint64(1)) & mask
+                grown[pos] = key
+        box[0] = grown
+        table = grown
     mask = np.uint64(table.size - 1)
-    pos = _hash_slot(key, mask)
-    while True:
-        cur = table[pos]
-        if cur == key:
-            return True
-        if cur < 0:
-            return False
-        pos = (pos + np.uint64(1)) & mask
+    for t in range(k):
+        key = blo[t] * n + bhi[t]
+        pos = ((np.uint64(key) * _HASH_MUL) >> np.uint64(20)) & mask
+        while table[pos] >= 0 and table[pos] != key:
+            pos = (pos + np.uint64(1)) & mask
+        table[pos] = key
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The graph and the adjacency lists
 
 
 @numba.njit(cache=True)
-def _hash_insert(table, key):
-    """Insert into a table with room (load < 1/2); returns whether the key was new."""
-    mask = np.uint64(table.size - 1)
-    pos = _hash_slot(key, mask)
-    while True:
-        cur = table[pos]
-        if cur == key:
-            return False
-        if cur < 0:
-            table[pos] = key
-            return True
-        pos = (pos + np.uint64(1)) & mask
+def _build_lists(n, i, j, slack):
+    """Every point's neighbours in ascending order with the edge of each, ``neighbour << 32 | edge``, in a pool
+    with ``slack`` free entries after them. Returns ``(status, fptr, P)``; ``_DUPLICATE`` if a pair repeats."""
+    m = i.size
+    fptr = np.zeros(n + 1, np.int64)
+    for e in range(m):
+        fptr[i[e] + 1] += 1
+        fptr[j[e] + 1] += 1
+    for x in range(n):
+        fptr[x + 1] += fptr[x]
+    P = np.empty(2 * m + slack, np.int64)
+    fill = fptr[:n].copy()
+    for e in range(m):
+        a = i[e]
+        b = j[e]
+        P[fill[a]] = (b << 32) | e
+        fill[a] += 1
+        P[fill[b]] = (a << 32) | e
+        fill[b] += 1
+    for x in range(n):
+        lo, hi = fptr[x], fptr[x + 1]
+        if hi - lo <= 24:  # insertion sort
+            for u in range(lo + 1, hi):
+                v = P[u]
+                t = u
+                while t > lo and P[t - 1] > v:
+                    P[t] = P[t - 1]
+                    t -= 1
+                P[t] = v
+        else:
+            P[lo:hi].sort()
+        for t in range(lo + 1, hi):
+            if P[t] >> 32 == P[t - 1] >> 32:
+                return _DUPLICATE, fptr, P
+    return _OK, fptr, P
 
 
 @numba.njit(cache=True)
-def _hash_reserve(table, used, extra):
-    """The table itself, or a larger copy, with room for ``extra`` more keys at a load under 1/2."""
-    if 2 * (used + extra) <= table.size:
-        return table
-    cap = table.size
-    while 2 * (used + extra) > cap:
-        cap *= 2
-    new = np.full(cap, -1, np.int64)
-    for t in range(table.size):
-        if table[t] >= 0:
-            _hash_insert(new, table[t])
-    return new
+def _edge_stream(i, j, d, h_max):
+    """The edges as queue entries sorted by ``(d, lo, hi)``: ``(key, lo << 32 | hi, edge)`` arrays.
+
+    A bucket sort: buckets by ``d`` scaled to ``[0, m / 4)`` (monotone in ``d``), then each bucket sorted.
+    """
+    m = d.size
+    n_buckets = max(1, m // 4)
+    scale = n_buckets / h_max if h_max > 0 else 0.0
+    start = np.zeros(n_buckets + 1, np.int64)
+    for e in range(m):
+        start[min(np.int64(d[e] * scale), n_buckets - 1) + 1] += 1
+    for q in range(n_buckets):
+        start[q + 1] += start[q]
+    skey = np.empty(m, np.float64)
+    sab = np.empty(m, np.int64)
+    sslot = np.empty(m, np.int32)
+    fill = start[:n_buckets].copy()
+    for e in range(m):
+        q = min(np.int64(d[e] * scale), n_buckets - 1)
+        t = fill[q]
+        fill[q] += 1
+        skey[t] = d[e]
+        sab[t] = (min(i[e], j[e]) << 32) | max(i[e], j[e])
+        sslot[t] = e
+    for q in range(n_buckets):
+        lo, hi = start[q], start[q + 1]
+        if hi - lo <= 1:
+            continue
+        if hi - lo <= 24:  # insertion sort on (key, ab)
+            for u in range(lo + 1, hi):
+                k, ab, s = skey[u], sab[u], sslot[u]
+                t = u
+                while t > lo and (skey[t - 1] > k or (skey[t - 1] == k and sab[t - 1] > ab)):
+                    skey[t], sab[t], sslot[t] = skey[t - 1], sab[t - 1], sslot[t - 1]
+                    t -= 1
+                skey[t], sab[t], sslot[t] = k, ab, s
+        else:  # by ab, then stably by key
+            by = np.argsort(sab[lo:hi])
+            k1, ab1, s1 = skey[lo:hi][by], sab[lo:hi][by], sslot[lo:hi][by]
+            by = np.argsort(k1, kind="mergesort")
+            skey[lo:hi], sab[lo:hi], sslot[lo:hi] = k1[by], ab1[by], s1[by]
+    return skey, sab, sslot
 
 
 @numba.njit(cache=True)
-def _pool_reserve(P, top, need, lstart, llen, parent, n_clusters):
-    """Room for ``need`` entries at the pool's top: returns ``(P, top)``, copying the lists of the live clusters
-    into a new pool when the old one is full."""
-    if top + need <= P.size:
-        return P, top
+def _pool_compact(P, need, lstart, llen, parent, n_clusters):
+    """A new pool holding the lists of the live clusters, with room for ``need`` more; returns ``(P, top)``."""
     live = 0
     for c in range(n_clusters):
         if parent[c] == c:
@@ -213,222 +254,73 @@ def _pool_reserve(P, top, need, lstart, llen, parent, n_clusters):
     return new, top
 
 
-@numba.njit(cache=True, inline="always")
-def _find(parent, z):
-    """The live cluster that cluster ``z`` is now part of (path compression)."""
-    r = z
-    while parent[r] != r:
-        r = parent[r]
-    while parent[z] != r:
-        nz = parent[z]
-        parent[z] = r
-        z = nz
-    return r
+# --------------------------------------------------------------------------------------------------------------
+# Average linkage: resolving bounds
 
-
-@numba.njit(cache=True, inline="always")
-def _find_slot(fwd, s):
-    """The state slot that slot ``s`` was merged into, or -1 where that pair was dropped (path compression)."""
-    r = s
-    while True:
-        f = fwd[r]
-        if f == r:
-            break
-        if f < 0:
-            r = -1
-            break
-        r = f
-    while s >= 0 and s != r:
-        f = fwd[s]
-        fwd[s] = r
-        s = f
-    return r
+# Scalar state of the main loop, in an int64 array (the loop returns to have arrays grown, then resumes).
+_SP, _HN, _CUR, _FREE, _NFREE, _NUSED, _TOP, _NROWS, _STAMP, _NTIES, _NEED, _NFETCHED, _USED, _STAMP_PT = range(14)
+# What the main loop returns for.
+_DONE, _GROW_HEAP, _GROW_CHUNKS, _GROW_POOL, _GROW_TIES = 0, 10, 11, 12, 13
 
 
 @numba.njit(cache=True)
-def _walk(x, y, P, lstart, llen, parent, fwd, mark, stamp, out_z, out_s, tmp, ordered):
-    """The live neighbours of cluster ``x`` but ``y``, with their state slots, into ``out_z``/``out_s``; returns
-    their number. ``ordered``: in the insertion order of ``_PairHeap``'s dict ``adj[x]``.
-
-    ``x``'s list holds the pairs as they were when ``x`` was created; a neighbour that merged since resolves to its
-    live cluster and its slot to the merged slot. Python deletes such a pair and appends the new one, and new
-    clusters have increasing ids, so the dict order is: the unchanged entries in list order, then the changed
-    ones (deduplicated) by ascending id.
-    """
+def _block_missing(pa, rows, nb, n, fptr, fnb, nxt, mark, st, table, to_find, bufb, blo, bhi):
+    """The point pairs of ``rows`` members of ``a`` from ``pa`` against the ``nb`` members of ``b`` in ``bufb``
+    that are neither edges nor fetched earlier, into ``blo``/``bhi`` in row-major order. ``to_find``: how many of
+    the pairs fetched earlier between a and b are still to be met (no look-ups once none are). Returns their
+    number and how many fetched pairs were met."""
     k = 0
-    c = 0
-    for t in range(lstart[x], lstart[x] + llen[x]):
-        e = P[t]
-        z = e >> 32
-        s = e & 0xFFFFFFFF
-        if parent[z] == z:
-            if z != y:
-                out_z[k] = z
-                out_s[k] = s
-                k += 1
-            continue
-        r = _find(parent, z)
-        if r == y or mark[r] == stamp:
-            continue
-        mark[r] = stamp
-        s = _find_slot(fwd, s)
-        if s >= 0:
-            tmp[c] = (r << 32) | s
-            c += 1
-    if ordered and c > 1:
-        if c <= 16:
-            for u in range(1, c):
-                v = tmp[u]
-                w = u
-                while w > 0 and tmp[w - 1] > v:
-                    tmp[w] = tmp[w - 1]
-                    w -= 1
-                tmp[w] = v
-        else:
-            tmp[:c].sort()
-    for u in range(c):
-        out_z[k] = tmp[u] >> 32
-        out_s[k] = tmp[u] & 0xFFFFFFFF
-        k += 1
-    return k
-
-
-@numba.njit(cache=True)
-def _heap_purge(H, Hf, size, parent):
-    """Drop the entries of clusters that merged away and heapify the rest; returns the new size."""
-    k = 0
-    for t in range(size):
-        ab = H[3 * t + 1]
-        a = ab >> 32
-        b = ab & 0xFFFFFFFF
-        if parent[a] == a and parent[b] == b:
-            H[3 * k] = H[3 * t]
-            H[3 * k + 1] = ab
-            H[3 * k + 2] = H[3 * t + 2]
+    found = 0
+    mask = np.uint64(table.size - 1)
+    for _ in range(rows):
+        r0 = fptr[pa]
+        r1 = fptr[pa + 1]
+        by_search = 8 * nb < r1 - r0
+        if not by_search:
+            st[_STAMP_PT] += 1
+            stamp = st[_STAMP_PT]
+            for e in range(r0, r1):
+                mark[fnb[e]] = stamp
+        for t in range(nb):
+            pb = bufb[t]
+            if by_search:  # binary search in pa's sorted row
+                lo_, hi_ = r0, r1
+                while lo_ < hi_:
+                    mid = (lo_ + hi_) >> 1
+                    if fnb[mid] < pb:
+                        lo_ = mid + 1
+                    else:
+                        hi_ = mid
+                if lo_ < r1 and fnb[lo_] == pb:
+                    continue  # an edge of the graph
+            elif mark[pb] == stamp:
+                continue  # an edge of the graph
+            lo = min(pa, pb)
+            hi = max(pa, pb)
+            if found < to_find:  # fetched earlier?
+                key = lo * n + hi
+                pos = ((np.uint64(key) * _HASH_MUL) >> np.uint64(20)) & mask
+                while table[pos] >= 0 and table[pos] != key:
+                    pos = (pos + np.uint64(1)) & mask
+                if table[pos] == key:
+                    found += 1
+                    continue
+            blo[k] = lo
+            bhi[k] = hi
             k += 1
-    for pos in range((k - 2) // 4, -1, -1):
-        _sift_down(H, Hf, pos, k, Hf[3 * pos], H[3 * pos + 1], H[3 * pos + 2])
-    return k
+        pa = nxt[pa]
+    return k, found
 
 
 @numba.njit(cache=True)
-def _sort_edges(w, h_max):
-    """Edge indices ordered by (w, index): a bucket sort on w (buckets monotone in w), buckets sorted stably."""
-    m = w.size
-    n_buckets = max(1, m // 4)
-    scale = n_buckets / h_max if h_max > 0 else 0.0
-    start = np.zeros(n_buckets + 1, np.int64)
-    bucket = np.empty(m, np.int32)
-    for k in range(m):
-        q = min(np.int64(w[k] * scale), n_buckets - 1)
-        bucket[k] = q
-        start[q + 1] += 1
-    for q in range(n_buckets):
-        start[q + 1] += start[q]
-    fill = start[:n_buckets].copy()
-    order = np.empty(m, np.int32)
-    for k in range(m):
-        q = bucket[k]
-        order[fill[q]] = k
-        fill[q] += 1
-    bucket = np.empty(0, np.int32)
-    for q in range(n_buckets):
-        lo, hi = start[q], start[q + 1]
-        if hi - lo <= 1:
-            continue
-        if hi - lo <= 32:  # insertion sort, stable
-            for u in range(lo + 1, hi):
-                e = order[u]
-                v = w[e]
-                t = u
-                while t > lo and w[order[t - 1]] > v:
-                    order[t] = order[t - 1]
-                    t -= 1
-                order[t] = e
-        else:
-            part = order[lo:hi].copy()
-            by = np.argsort(w[part], kind="mergesort")
-            for u in range(hi - lo):
-                order[lo + u] = part[by[u]]
-    return order
-
-
-# --------------------------------------------------------------------------------------------------------------
-# The graph
-
-
-@numba.njit(cache=True)
-def _build_graph(n, i, j, d):
-    """Edges sorted by (lo, hi) with two counting passes, and every point's neighbours in ascending order.
-
-    Returns ``(status, lo, hi, w, fptr, fnb, fsl)``: ``w`` the distances in sorted order (edge k is state slot k),
-    ``fptr``/``fnb``/``fsl`` the CSR of neighbours and the slot of each edge. Status ``_DUPLICATE`` when a pair
-    appears twice.
-    """
-    m = i.size
-    cnt = np.zeros(n + 1, np.int64)
-    for e in range(m):
-        cnt[max(i[e], j[e]) + 1] += 1
-    for x in range(n):
-        cnt[x + 1] += cnt[x]
-    by_hi = np.empty(m, np.int64)
-    for e in range(m):
-        h = max(i[e], j[e])
-        by_hi[cnt[h]] = e
-        cnt[h] += 1
-    cnt[:] = 0
-    for e in range(m):
-        cnt[min(i[e], j[e]) + 1] += 1
-    for x in range(n):
-        cnt[x + 1] += cnt[x]
-    lo = np.empty(m, np.int32)
-    hi = np.empty(m, np.int32)
-    w = np.empty(m, np.float64)
-    for t in range(m):  # stable by lo over an order sorted by hi: sorted by (lo, hi)
-        e = by_hi[t]
-        a = min(i[e], j[e])
-        k = cnt[a]
-        cnt[a] += 1
-        lo[k] = a
-        hi[k] = max(i[e], j[e])
-        w[k] = d[e]
-    by_hi = np.empty(0, np.int64)
-    fptr = np.zeros(n + 1, np.int64)
-    for k in range(m):
-        if k > 0 and lo[k] == lo[k - 1] and hi[k] == hi[k - 1]:
-            return _DUPLICATE, lo, hi, w, fptr, np.empty(0, np.int32), np.empty(0, np.int32)
-        fptr[lo[k] + 1] += 1
-        fptr[hi[k] + 1] += 1
-    for x in range(n):
-        fptr[x + 1] += fptr[x]
-    fill = fptr[:n].copy()
-    fnb = np.empty(2 * m, np.int32)
-    fsl = np.empty(2 * m, np.int32)
-    for k in range(m):  # row x gets its neighbours < x (ascending) before those > x (ascending)
-        a, b = lo[k], hi[k]
-        fnb[fill[a]] = b
-        fsl[fill[a]] = k
-        fill[a] += 1
-        fnb[fill[b]] = a
-        fsl[fill[b]] = k
-        fill[b] += 1
-    return _OK, lo, hi, w, fptr, fnb, fsl
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Resolving average-linkage bounds
-
-
-@numba.njit(cache=True)
-def _resolve(
-    a, b, s, threshold, n, h_max, token, fetch_batch,
-    size, head, nxt, cnt, val, fptr, fnb, mark, stamp, table, used, bufb, blo, bhi, n_fetched,
-):  # fmt: skip
+def _resolve(a, b, s, threshold, n, h_max, token, fetch_batch, size, head, nxt, cnt, val, nfe, fptr, fnb, mark, st,
+             box, bufb, blo, bhi):  # fmt: skip
     """Fetch missing distances of pair (a, b) (state slot s) until it is fully known or its lower bound exceeds
-    ``threshold``: blocks of rows of ``a`` against all of ``b``, as ``_PairHeap.resolve``.
+    ``threshold``: blocks of rows of ``a`` against all of ``b``, as ``_PairHeap.resolve``. Returns a status.
 
-    ``stamp``, ``used`` and ``n_fetched`` are 1-element counters. Returns ``(status, table)``.
+    ``nfe[s]``: how many of the pair's known point pairs were fetched (rather than edges of the graph).
     """
+    to_find = nfe[s]
     nb = size[b]
     p = head[b]
     for t in range(nb):
@@ -440,23 +332,9 @@ def _resolve(
     while remaining > 0:
         rows = min(rows_per_block, remaining)
         remaining -= rows
-        k = 0
+        k, found = _block_missing(pa, rows, nb, n, fptr, fnb, nxt, mark, st, box[0], to_find, bufb, blo, bhi)
+        to_find -= found
         for _ in range(rows):
-            stamp[0] += 1
-            st = stamp[0]
-            for e in range(fptr[pa], fptr[pa + 1]):
-                mark[fnb[e]] = st
-            for t in range(nb):
-                pb = bufb[t]
-                if mark[pb] == st:
-                    continue  # an edge of the graph
-                lo = min(pa, pb)
-                hi = max(pa, pb)
-                if used[0] > 0 and _hash_contains(table, lo * n + hi):
-                    continue  # fetched earlier
-                blo[k] = lo
-                bhi[k] = hi
-                k += 1
             pa = nxt[pa]
         if k == 0:
             continue
@@ -465,17 +343,41 @@ def _resolve(
         with numba.objmode(total="float64", err="int64"):
             total, err = _fetch_sum(token, la, lb)
         if err != 0:
-            return _FETCH_FAILED, table
-        table = _hash_reserve(table, used[0], k)
-        for t in range(k):
-            _hash_insert(table, blo[t] * n + bhi[t])
-        used[0] += k
-        n_fetched[0] += k
+            return _FETCH_FAILED
+        _hash_add(box, st[_USED], blo, bhi, k, n)
+        st[_USED] += k
+        st[_NFETCHED] += k
         cnt[s] += k
+        nfe[s] += k
         val[s] += total
         if _key(size[a], size[b], cnt[s], val[s], h_max, True) > threshold:
-            return _OK, table
-    return _OK, table
+            return _OK
+    return _OK
+
+
+@numba.njit(cache=True)
+def _conflict(x, nz, zs, ss, threshold, n, h_max, average, token, fetch_batch, size, head, nxt, cnt, val, nfe,
+              fptr, fnb, mark_pt, st, box, bufb, blo, bhi):  # fmt: skip
+    """Whether a pair (x, zs[t]) (slot ss[t]) lies within ``threshold``, resolving the bounds in order as
+    ``_PairHeap.conflicting_tie``. Returns ``(status, tie)``."""
+    for t in range(nz):
+        z = zs[t]
+        sz = ss[t]
+        if not average:  # complete: the listed pairs are all fully known
+            if val[sz] <= threshold:
+                return _OK, True
+            continue
+        total = size[x] * size[z]
+        kz = _key(size[x], size[z], cnt[sz], val[sz], h_max, True)
+        if kz <= threshold and cnt[sz] < total:
+            status = _resolve(x, z, sz, threshold, n, h_max, token, fetch_batch, size, head, nxt, cnt, val, nfe,
+                              fptr, fnb, mark_pt, st, box, bufb, blo, bhi)  # fmt: skip
+            if status != _OK:
+                return status, False
+            kz = _key(size[x], size[z], cnt[sz], val[sz], h_max, True)
+        if kz <= threshold and cnt[sz] == total:
+            return _OK, True
+    return _OK, False
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -483,28 +385,399 @@ def _resolve(
 
 
 @numba.njit(cache=True)
-def _conflict(
-    x, nz, zs, ss, threshold, n, h_max, average, token, fetch_batch,
-    size, head, nxt, cnt, val, fptr, fnb, mark_pt, stamp_pt, table, used, bufb, blo, bhi, n_fetched,
+def _run(
+    st, n, m, h_max, average, token, fetch_batch, skey, sab, sslot, H, Hf, n_buckets, bscale, bhead, btail, bfill,
+    bcount, C, Cf, cnext, P, lstart, llen, parent, size, head, tail, nxt, val, cnt, nfe, fwd, fptr, fnb, rows, ties,
+    mark, in_a, where, wz, ws, tmp, matched, pk, pab, ps, mark_pt, box, bufb, blo, bhi,
 ):  # fmt: skip
-    """Whether a pair (x, zs[t]) (slot ss[t]) lies within ``threshold``, resolving bounds in order as
-    ``_PairHeap.conflicting_tie``. Returns ``(status, tie, table)``."""
-    for t in range(nz):
-        z = zs[t]
-        sz = ss[t]
-        total = size[x] * size[z]
-        kz = _key(size[x], size[z], cnt[sz], val[sz], h_max, average)
-        if kz <= threshold and cnt[sz] < total:
-            status, table = _resolve(
-                x, z, sz, threshold, n, h_max, token, fetch_batch,
-                size, head, nxt, cnt, val, fptr, fnb, mark_pt, stamp_pt, table, used, bufb, blo, bhi, n_fetched,
-            )  # fmt: skip
-            if status != _OK:
-                return status, False, table
-            kz = _key(size[x], size[z], cnt[sz], val[sz], h_max, average)
-        if kz <= threshold and cnt[sz] == total:
-            return _OK, True, table
-    return _OK, False, table
+    """The main loop: pop, resolve or merge, push. Returns ``_DONE``, ``_FETCH_FAILED``, or a ``_GROW_*`` code
+    (with the capacity needed in ``st[_NEED]``) at the start of an iteration whose worst case would not fit.
+
+    The heap, bucket and list operations are written out here rather than in helper functions: numba counts the
+    references of every array passed to a function, which costs more than the operations themselves.
+    """
+    rtol = 1e-9 if average else 0.0
+    ceiling = h_max * (1.0 + rtol)
+    sp, hn, cur = st[_SP], st[_HN], st[_CUR]
+    free, n_free, n_used = st[_FREE], st[_NFREE], st[_NUSED]
+    top, n_rows, stamp, n_ties = st[_TOP], st[_NROWS], st[_STAMP], st[_NTIES]
+    chunk_cap = cnext.size
+    code = _DONE
+    while True:
+        # The heap's top, else the stream's head, else an entry of the next bucket is the smallest: open buckets
+        # up to the stream's head while the heap is empty.
+        if hn == 0:
+            limit = min(np.int64(skey[sp] * bscale), n_buckets - 1) if sp < m else n_buckets - 1
+            while hn == 0:
+                q = cur + 1
+                while q <= limit and bhead[q] < 0:
+                    q += 1
+                if q > limit:
+                    cur = max(cur, limit)
+                    break
+                if 3 * bcount[q] > H.size:
+                    st[_NEED] = bcount[q]
+                    code = _GROW_HEAP
+                    break
+                c = bhead[q]
+                while c >= 0:  # move the live entries onto the heap, free the chunks
+                    n_in = bfill[q] if c == btail[q] else _CHUNK
+                    for u in range(n_in):
+                        w = 3 * (c * _CHUNK + u)
+                        ab = C[w + 1]
+                        a = ab >> 32
+                        b = ab & 0xFFFFFFFF
+                        if parent[a] == a and parent[b] == b:
+                            H[3 * hn] = C[w]
+                            H[3 * hn + 1] = ab
+                            H[3 * hn + 2] = C[w + 2]
+                            hn += 1
+                    c_next = cnext[c]
+                    cnext[c] = free
+                    free = c
+                    n_free += 1
+                    c = c_next
+                bhead[q] = -1
+                btail[q] = -1
+                bfill[q] = 0
+                bcount[q] = 0
+                cur = q
+                for start in range((hn - 2) // 4, -1, -1):  # heapify
+                    hole = start
+                    e_key, e_ab, e_slot = Hf[3 * hole], H[3 * hole + 1], H[3 * hole + 2]
+                    while True:
+                        c1 = 4 * hole + 1
+                        if c1 >= hn:
+                            break
+                        best = c1
+                        bk = Hf[3 * c1]
+                        bab = H[3 * c1 + 1]
+                        for c2 in range(c1 + 1, min(c1 + 4, hn)):
+                            k2 = Hf[3 * c2]
+                            if k2 < bk or (k2 == bk and H[3 * c2 + 1] < bab):
+                                best = c2
+                                bk = k2
+                                bab = H[3 * c2 + 1]
+                        if bk > e_key or (bk == e_key and bab >= e_ab):
+                            break
+                        H[3 * hole] = H[3 * best]
+                        H[3 * hole + 1] = bab
+                        H[3 * hole + 2] = H[3 * best + 2]
+                        hole = best
+                    Hf[3 * hole] = e_key
+                    H[3 * hole + 1] = e_ab
+                    H[3 * hole + 2] = e_slot
+            if code != _DONE:
+                break
+
+        from_stream = sp < m and (hn == 0 or skey[sp] < Hf[0] or (skey[sp] == Hf[0] and sab[sp] < H[1]))
+        if from_stream:
+            ab = sab[sp]
+        elif hn > 0:
+            ab = H[1]
+        else:
+            break
+        a = ab >> 32
+        b = ab & 0xFFFFFFFF
+        live = parent[a] == a and parent[b] == b
+        if live:  # room for this iteration's worst case: every new pair pushed, onto the heap or in a new chunk
+            need = llen[a] + llen[b] + 1
+            if 3 * (hn + need) > H.size:
+                st[_NEED] = hn + need
+                code = _GROW_HEAP
+                break
+            if n_free + chunk_cap - n_used < need:
+                st[_NEED] = n_used + need
+                code = _GROW_CHUNKS
+                break
+            if top + need > P.size:
+                st[_NEED] = need
+                code = _GROW_POOL
+                break
+            if n_ties == ties.size:
+                code = _GROW_TIES
+                break
+
+        # Pop.
+        if from_stream:  # a pair of points: while both live, its state is still the edge's own, its key d
+            key = skey[sp]
+            s = np.int64(sslot[sp])
+            sp += 1
+        else:
+            key = Hf[0]
+            s = H[2]
+            hn -= 1
+            if hn > 0:  # the last entry into the hole at the root
+                hole = 0
+                e_key, e_ab, e_slot = Hf[3 * hn], H[3 * hn + 1], H[3 * hn + 2]
+                while True:
+                    c1 = 4 * hole + 1
+                    if c1 >= hn:
+                        break
+                    best = c1
+                    bk = Hf[3 * c1]
+                    bab = H[3 * c1 + 1]
+                    for c2 in range(c1 + 1, min(c1 + 4, hn)):
+                        k2 = Hf[3 * c2]
+                        if k2 < bk or (k2 == bk and H[3 * c2 + 1] < bab):
+                            best = c2
+                            bk = k2
+                            bab = H[3 * c2 + 1]
+                    if bk > e_key or (bk == e_key and bab >= e_ab):
+                        break
+                    H[3 * hole] = H[3 * best]
+                    H[3 * hole + 1] = bab
+                    H[3 * hole + 2] = H[3 * best + 2]
+                    hole = best
+                Hf[3 * hole] = e_key
+                H[3 * hole + 1] = e_ab
+                H[3 * hole + 2] = e_slot
+        if not live:
+            continue  # a cluster merged away
+
+        n_push = 0
+        merge = True
+        if average and not from_stream:  # (complete-linkage keys never change)
+            if _key(size[a], size[b], cnt[s], val[s], h_max, True) != key:
+                continue  # stale entry
+            if cnt[s] < size[a] * size[b]:  # resolve the bound, push it back if still within reach
+                status = _resolve(a, b, s, ceiling, n, h_max, token, fetch_batch, size, head, nxt, cnt, val, nfe,
+                                  fptr, fnb, mark_pt, st, box, bufb, blo, bhi)  # fmt: skip
+                if status != _OK:
+                    code = status
+                    break
+                key = _key(size[a], size[b], cnt[s], val[s], h_max, True)
+                if key <= ceiling:
+                    pk[0] = key
+                    pab[0] = ab
+                    ps[0] = s
+                    n_push = 1
+                merge = False
+
+        if merge:
+            # The live neighbours of a (but b) and of b (but a) with their slots, in the insertion order of
+            # _PairHeap's dicts. A list holds its cluster's pairs as they were when it was created (points: the
+            # neighbours ascending, the order in which _PairHeap inserts the sorted edges); a neighbour that merged
+            # since resolves to its live cluster and its slot to the merged one. _PairHeap deletes such a pair and
+            # appends the new one, and new clusters get increasing ids, so the dict order is: the unchanged
+            # entries in list order, then the changed ones (deduplicated) by ascending id.
+            na = 0
+            nb = 0
+            for side in range(2):
+                x = a if side == 0 else b
+                y = b if side == 0 else a
+                stamp += 1
+                k = 0
+                n_changed = 0
+                for t in range(lstart[x], lstart[x] + llen[x]):
+                    e = P[t]
+                    z = e >> 32
+                    sz = e & 0xFFFFFFFF
+                    if parent[z] == z:
+                        if z != y:
+                            wz[side, k] = z
+                            ws[side, k] = sz
+                            k += 1
+                        continue
+                    r = z  # the live cluster of z, with path compression
+                    while parent[r] != r:
+                        r = parent[r]
+                    while parent[z] != r:
+                        z_up = parent[z]
+                        parent[z] = r
+                        z = z_up
+                    if r == y or mark[r] == stamp:
+                        continue
+                    mark[r] = stamp
+                    f = sz  # the slot sz merged into, -1 if dropped, with path compression
+                    while True:
+                        f_up = fwd[f]
+                        if f_up == f:
+                            break
+                        if f_up < 0:
+                            f = -1
+                            break
+                        f = f_up
+                    while sz >= 0 and sz != f:
+                        f_up = fwd[sz]
+                        fwd[sz] = f
+                        sz = f_up
+                    if f >= 0:
+                        tmp[n_changed] = (r << 32) | f
+                        n_changed += 1
+                if average and n_changed > 1:  # (complete linkage never needs the order)
+                    if n_changed <= 24:
+                        for u in range(1, n_changed):
+                            v = tmp[u]
+                            t = u
+                            while t > 0 and tmp[t - 1] > v:
+                                tmp[t] = tmp[t - 1]
+                                t -= 1
+                            tmp[t] = v
+                    else:
+                        tmp[:n_changed].sort()
+                for u in range(n_changed):
+                    wz[side, k] = tmp[u] >> 32
+                    ws[side, k] = tmp[u] & 0xFFFFFFFF
+                    k += 1
+                if side == 0:
+                    na = k
+                else:
+                    nb = k
+
+            # Conflicting tie: another pair sharing a or b at the same height (within rtol). Every live pair with a
+            # key within the ceiling has its entry in the queue, none below this one: unless the next entry may
+            # lie within the threshold (or the threshold above the ceiling), there is none.
+            if key != 0.0:
+                threshold = key * (1.0 + rtol)
+                scan = threshold > ceiling
+                if sp < m and skey[sp] <= threshold:
+                    scan = True
+                if hn > 0 and Hf[0] <= threshold:
+                    scan = True
+                if hn == 0:  # the buckets from cur + 1 whose keys can lie within the threshold
+                    q = cur + 1
+                    while not scan and q < n_buckets and q <= np.int64(threshold * bscale) + 1:
+                        if bhead[q] >= 0:
+                            scan = True
+                        q += 1
+                if scan:
+                    status, tie = _conflict(a, na, wz[0], ws[0], threshold, n, h_max, average, token, fetch_batch,
+                                            size, head, nxt, cnt, val, nfe, fptr, fnb, mark_pt, st, box, bufb, blo,
+                                            bhi)  # fmt: skip
+                    if status == _OK and not tie:
+                        status, tie = _conflict(b, nb, wz[1], ws[1], threshold, n, h_max, average, token,
+                                                fetch_batch, size, head, nxt, cnt, val, nfe, fptr, fnb, mark_pt, st,
+                                                box, bufb, blo, bhi)  # fmt: skip
+                    if status != _OK:
+                        code = status
+                        break
+                    if tie:
+                        ties[n_ties] = key
+                        n_ties += 1
+
+            # Merge a and b into node.
+            node = n + n_rows
+            rows[n_rows, 0] = a
+            rows[n_rows, 1] = b
+            rows[n_rows, 2] = key
+            rows[n_rows, 3] = size[a] + size[b]
+            n_rows += 1
+            size[node] = size[a] + size[b]
+            if size[a] >= size[b]:
+                big, small = a, b
+            else:
+                big, small = b, a
+            head[node] = head[big]
+            nxt[tail[big]] = head[small]
+            tail[node] = tail[small]
+            parent[a] = node
+            parent[b] = node
+            for t in range(na):
+                in_a[wz[0, t]] = node
+                where[wz[0, t]] = t
+            lstart[node] = top
+            k = 0
+            if average:  # the pairs of a (their slots), then those of b alone
+                for t in range(na):
+                    P[top + k] = (wz[0, t] << 32) | ws[0, t]
+                    k += 1
+                for t in range(nb):
+                    z = wz[1, t]
+                    sz = ws[1, t]
+                    if in_a[z] == node:
+                        s2 = ws[0, where[z]]
+                        cnt[s2] += cnt[sz]
+                        nfe[s2] += nfe[sz]
+                        val[s2] = val[s2] + val[sz]
+                        fwd[sz] = s2
+                    else:
+                        P[top + k] = (z << 32) | sz
+                        k += 1
+            else:  # complete: a pair missing a point pair never merges; keep only the neighbours of both
+                for t in range(na):
+                    matched[t] = False
+                for t in range(nb):
+                    z = wz[1, t]
+                    sz = ws[1, t]
+                    if in_a[z] == node:
+                        u = where[z]
+                        s2 = ws[0, u]
+                        matched[u] = True
+                        if val[sz] > val[s2]:  # max(cur, state) as Python: the first unless the second is larger
+                            val[s2] = val[sz]
+                        fwd[sz] = s2
+                    else:
+                        fwd[sz] = -1
+                for t in range(na):
+                    if matched[t]:
+                        P[top + k] = (wz[0, t] << 32) | ws[0, t]
+                        k += 1
+                    else:
+                        fwd[ws[0, t]] = -1
+            llen[node] = k
+            for t in range(k):
+                e = P[top + t]
+                z = e >> 32
+                sz = e & 0xFFFFFFFF
+                if average:
+                    kz = _key(size[node], size[z], cnt[sz], val[sz], h_max, True)
+                else:
+                    kz = val[sz]
+                if kz <= ceiling:
+                    pk[n_push] = kz
+                    pab[n_push] = (z << 32) | node
+                    ps[n_push] = sz
+                    n_push += 1
+            top += k
+
+        # Push: onto the heap at or below bucket cur, else into the key's bucket.
+        for t in range(n_push):
+            e_key, e_ab, e_slot = pk[t], pab[t], ps[t]
+            q = min(np.int64(e_key * bscale), n_buckets - 1)
+            if q <= cur:
+                hole = hn
+                while hole > 0:
+                    up = (hole - 1) >> 2
+                    uk = Hf[3 * up]
+                    if uk < e_key or (uk == e_key and H[3 * up + 1] <= e_ab):
+                        break
+                    H[3 * hole] = H[3 * up]
+                    H[3 * hole + 1] = H[3 * up + 1]
+                    H[3 * hole + 2] = H[3 * up + 2]
+                    hole = up
+                Hf[3 * hole] = e_key
+                H[3 * hole + 1] = e_ab
+                H[3 * hole + 2] = e_slot
+                hn += 1
+            else:
+                c = btail[q]
+                if c < 0 or bfill[q] == _CHUNK:
+                    if free >= 0:
+                        c_new = free
+                        free = cnext[c_new]
+                        n_free -= 1
+                    else:
+                        c_new = n_used
+                        n_used += 1
+                    cnext[c_new] = -1
+                    if c < 0:
+                        bhead[q] = c_new
+                    else:
+                        cnext[c] = c_new
+                    btail[q] = c_new
+                    bfill[q] = 0
+                    c = c_new
+                w = 3 * (c * _CHUNK + bfill[q])
+                Cf[w] = e_key
+                C[w + 1] = e_ab
+                C[w + 2] = e_slot
+                bfill[q] += 1
+                bcount[q] += 1
+    st[_SP], st[_HN], st[_CUR] = sp, hn, cur
+    st[_FREE], st[_NFREE], st[_NUSED] = free, n_free, n_used
+    st[_TOP], st[_NROWS], st[_STAMP], st[_NTIES] = top, n_rows, stamp, n_ties
+    return code
 
 
 @numba.njit(cache=True)
@@ -512,17 +785,18 @@ def _engine(n, i, j, d, h_max, average, token, fetch_batch):
     """Returns ``(status, rows, n_rows, ties, n_ties, n_fetched)``."""
     rtol = 1e-9 if average else 0.0
     ceiling = h_max * (1.0 + rtol)
-    status, lo, hi, val, fptr, fnb, fsl = _build_graph(n, i, j, d)
-    m = lo.size
+    m = d.size
     rows = np.empty((max(n - 1, 0), 4), np.float64)
     ties = np.empty(16, np.float64)
-    n_ties = 0
-    n_fetched = np.zeros(1, np.int64)
+    status, fptr, P = _build_lists(n, i, j, max(m, 1024))
     if status != _OK:
         return status, rows, 0, ties, 0, 0
+    skey, sab, sslot = _edge_stream(i, j, d, h_max)
 
-    # Per state slot: known count, value (val, from the graph), forward pointer (merged into, -1: dropped).
-    cnt = np.ones(m, np.int64)
+    # Per state slot: value, count (average only), forward pointer.
+    val = d.copy()
+    cnt = np.ones(m if average else 1, np.int64)
+    nfe = np.zeros(m if average else 1, np.int64)
     fwd = np.arange(m).astype(np.int32)
 
     # Per cluster: parent (itself while live), size, members, adjacency list in the pool.
@@ -530,205 +804,87 @@ def _engine(n, i, j, d, h_max, average, token, fetch_batch):
     parent = np.arange(n_nodes).astype(np.int32)
     size = np.zeros(n_nodes, np.int64)
     size[:n] = 1
-    head = np.empty(n_nodes, np.int32)
-    tail = np.empty(n_nodes, np.int32)
+    head = np.arange(n_nodes).astype(np.int32)
+    tail = np.arange(n_nodes).astype(np.int32)
     nxt = np.full(max(n, 1), -1, np.int32)
-    for x in range(n):
-        head[x] = x
-        tail[x] = x
     lstart = np.zeros(n_nodes, np.int64)
     llen = np.zeros(n_nodes, np.int64)
-    P = np.empty(2 * m + max(m, 1024), np.int64)
-    for t in range(2 * m):
-        P[t] = (np.int64(fnb[t]) << 32) | fsl[t]
-    for x in range(n):
-        lstart[x] = fptr[x]
-        llen[x] = fptr[x + 1] - fptr[x]
-    top = 2 * m
-    fsl = np.empty(0, np.int32)
-    if not average:  # the graph's CSR is needed only to resolve average-linkage bounds
+    lstart[:n] = fptr[:n]
+    llen[:n] = fptr[1:] - fptr[:n]
+    if average:  # the graph's rows, to tell edges from missing pairs
+        fnb = (P[: 2 * m] >> 32).astype(np.int32)
+    else:
         fnb = np.empty(0, np.int32)
         fptr = np.zeros(1, np.int64)
 
-    # The edges sorted by (d, lo, hi): a stream of the heap entries (d, lo << 32 | hi, slot) merged with a heap of
-    # the entries pushed later.
-    order = _sort_edges(val, h_max)
-    skey = np.empty(m, np.float64)
-    sab = np.empty(m, np.int64)
-    for t in range(m):
-        k = order[t]
-        skey[t] = val[k]
-        sab[t] = (np.int64(lo[k]) << 32) | hi[k]
-    lo = np.empty(0, np.int32)
-    hi = np.empty(0, np.int32)
-    sp = 0
-    H = np.empty(3 * 1024, np.int64)
-    Hf = H.view(np.float64)
-    hn = 0
-    purge_at = 1 << 16
+    # The queue: the stream of edges, the heap, the buckets.
+    H = np.empty(3 * 4096, np.int64)
+    n_buckets = NB_TEST
+    bscale = n_buckets / ceiling if ceiling > 0 else 0.0
+    bhead = np.full(n_buckets, -1, np.int32)
+    btail = np.full(n_buckets, -1, np.int32)
+    bfill = np.zeros(n_buckets, np.int32)
+    bcount = np.zeros(n_buckets, np.int64)
+    C = np.empty(3 * _CHUNK * 4096, np.int64)
+    cnext = np.empty(4096, np.int32)
 
     # Work space.
     mark = np.full(n_nodes, -1, np.int64)  # by cluster: the walk that last met it
     in_a = np.full(n_nodes, -1, np.int64)  # by cluster: the merge whose first side holds it
     where = np.empty(n_nodes, np.int64)
-    stamp = 0
     nbuf = max(n, 1)
-    a_z = np.empty(nbuf, np.int64)
-    a_s = np.empty(nbuf, np.int64)
-    b_z = np.empty(nbuf, np.int64)
-    b_s = np.empty(nbuf, np.int64)
+    wz = np.empty((2, nbuf), np.int64)  # the neighbours of a and b in a merge
+    ws = np.empty((2, nbuf), np.int64)
     tmp = np.empty(nbuf, np.int64)
     matched = np.zeros(nbuf, np.bool_)
-    stamp_pt = np.zeros(1, np.int64)
+    pk = np.empty(nbuf, np.float64)  # the entries to push
+    pab = np.empty(nbuf, np.int64)
+    ps = np.empty(nbuf, np.int64)
+    box = List()
     if average:
-        mark_pt = np.full(nbuf, -1, np.int64)  # by point: the row of _resolve that marked it
-        table = np.full(1024, -1, np.int64)
+        mark_pt = np.full(nbuf, -1, np.int64)  # by point: the row of _block_missing that marked it
+        box.append(np.full(1024, -1, np.int64))
         bufb = np.empty(nbuf, np.int32)
         blo = np.empty(max(fetch_batch, n), np.int64)
         bhi = np.empty(max(fetch_batch, n), np.int64)
     else:
         mark_pt = np.empty(0, np.int64)
-        table = np.full(2, -1, np.int64)
+        box.append(np.full(2, -1, np.int64))
         bufb = np.empty(0, np.int32)
         blo = np.empty(0, np.int64)
         bhi = np.empty(0, np.int64)
-    used = np.zeros(1, np.int64)
-    n_rows = 0
 
+    st = np.zeros(14, np.int64)
+    st[_CUR] = -1
+    st[_FREE] = -1
+    st[_TOP] = 2 * m
     while True:
-        if sp < m and (hn == 0 or skey[sp] < Hf[0] or (skey[sp] == Hf[0] and sab[sp] < H[1])):
-            key = skey[sp]
-            ab = sab[sp]
-            s = order[sp]
-            sp += 1
-        elif hn > 0:
-            key = Hf[0]
-            ab = H[1]
-            s = H[2]
-            hn -= 1
-            if hn > 0:
-                _sift_down(H, Hf, 0, hn, Hf[3 * hn], H[3 * hn + 1], H[3 * hn + 2])
+        code = _run(
+            st, n, m, h_max, average, token, fetch_batch, skey, sab, sslot, H, H.view(np.float64), n_buckets,
+            bscale, bhead, btail, bfill, bcount, C, C.view(np.float64), cnext, P, lstart, llen, parent, size, head,
+            tail, nxt, val, cnt, nfe, fwd, fptr, fnb, rows, ties, mark, in_a, where, wz, ws, tmp, matched, pk, pab, ps,
+            mark_pt, box, bufb, blo, bhi,
+        )  # fmt: skip
+        if code == _GROW_HEAP:
+            grown = np.empty(max(2 * H.size, 3 * st[_NEED]), np.int64)
+            grown[: 3 * st[_HN]] = H[: 3 * st[_HN]]
+            H = grown
+        elif code == _GROW_CHUNKS:
+            cap = max(2 * cnext.size, st[_NEED])
+            grown = np.empty(3 * _CHUNK * cap, np.int64)
+            grown[: C.size] = C
+            C = grown
+            grown_next = np.empty(cap, np.int32)
+            grown_next[: cnext.size] = cnext
+            cnext = grown_next
+        elif code == _GROW_POOL:
+            P, st[_TOP] = _pool_compact(P, st[_NEED], lstart, llen, parent, n + st[_NROWS])
+        elif code == _GROW_TIES:
+            grown_ties = np.empty(2 * ties.size, np.float64)
+            grown_ties[: ties.size] = ties
+            ties = grown_ties
         else:
-            break
-        a = ab >> 32
-        b = ab & 0xFFFFFFFF
-        if parent[a] != a or parent[b] != b:
-            continue  # a cluster merged away
-        if _key(size[a], size[b], cnt[s], val[s], h_max, average) != key:
-            continue  # stale entry
-        if cnt[s] < size[a] * size[b]:  # average only: resolve the bound, push it back if still within reach
-            status, table = _resolve(
-                a, b, s, ceiling, n, h_max, token, fetch_batch,
-                size, head, nxt, cnt, val, fptr, fnb, mark_pt, stamp_pt, table, used, bufb, blo, bhi, n_fetched,
-            )  # fmt: skip
-            if status != _OK:
-                return status, rows, n_rows, ties, n_ties, n_fetched[0]
-            key = _key(size[a], size[b], cnt[s], val[s], h_max, average)
-            if key <= ceiling:
-                H, Hf = _heap_push(H, Hf, hn, key, ab, s)
-                hn += 1
-            continue
-
-        stamp += 1
-        na = _walk(a, b, P, lstart, llen, parent, fwd, mark, stamp, a_z, a_s, tmp, average)
-        stamp += 1
-        nb = _walk(b, a, P, lstart, llen, parent, fwd, mark, stamp, b_z, b_s, tmp, average)
-
-        # Conflicting tie: another pair sharing a or b at the same height (within rtol).
-        if key != 0.0:
-            threshold = key * (1.0 + rtol)
-            status, tie, table = _conflict(
-                a, na, a_z, a_s, threshold, n, h_max, average, token, fetch_batch,
-                size, head, nxt, cnt, val, fptr, fnb, mark_pt, stamp_pt, table, used, bufb, blo, bhi, n_fetched,
-            )  # fmt: skip
-            if status == _OK and not tie:
-                status, tie, table = _conflict(
-                    b, nb, b_z, b_s, threshold, n, h_max, average, token, fetch_batch,
-                    size, head, nxt, cnt, val, fptr, fnb, mark_pt, stamp_pt, table, used, bufb, blo, bhi, n_fetched,
-                )  # fmt: skip
-            if status != _OK:
-                return status, rows, n_rows, ties, n_ties, n_fetched[0]
-            if tie:
-                if n_ties == ties.size:
-                    grown = np.empty(2 * ties.size, np.float64)
-                    grown[:n_ties] = ties[:n_ties]
-                    ties = grown
-                ties[n_ties] = key
-                n_ties += 1
-
-        # Merge a and b into node.
-        node = n + n_rows
-        rows[n_rows, 0] = a
-        rows[n_rows, 1] = b
-        rows[n_rows, 2] = key
-        rows[n_rows, 3] = size[a] + size[b]
-        n_rows += 1
-        size[node] = size[a] + size[b]
-        if size[a] >= size[b]:
-            big, small = a, b
-        else:
-            big, small = b, a
-        head[node] = head[big]
-        nxt[tail[big]] = head[small]
-        tail[node] = tail[small]
-        parent[a] = node
-        parent[b] = node
-        for t in range(na):
-            in_a[a_z[t]] = node
-            where[a_z[t]] = t
-            matched[t] = False
-        P, top = _pool_reserve(P, top, na + nb, lstart, llen, parent, node)
-        lstart[node] = top
-        k = 0
-        if average:  # the pairs of a (their slots), then those of b alone
-            for t in range(na):
-                P[top + k] = (a_z[t] << 32) | a_s[t]
-                k += 1
-            for t in range(nb):
-                z = b_z[t]
-                sz = b_s[t]
-                if in_a[z] == node:
-                    s2 = a_s[where[z]]
-                    cnt[s2] += cnt[sz]
-                    val[s2] = val[s2] + val[sz]
-                    fwd[sz] = s2
-                else:
-                    P[top + k] = (z << 32) | sz
-                    k += 1
-        else:  # complete: a pair missing a point pair never merges; keep only the neighbours of both
-            for t in range(nb):
-                z = b_z[t]
-                sz = b_s[t]
-                if in_a[z] == node:
-                    u = where[z]
-                    s2 = a_s[u]
-                    matched[u] = True
-                    cnt[s2] += cnt[sz]
-                    if val[sz] > val[s2]:  # max(cur, state) as Python: the first unless the second is larger
-                        val[s2] = val[sz]
-                    fwd[sz] = s2
-                else:
-                    fwd[sz] = -1
-            for t in range(na):
-                if matched[t]:
-                    P[top + k] = (a_z[t] << 32) | a_s[t]
-                    k += 1
-                else:
-                    fwd[a_s[t]] = -1
-        llen[node] = k
-        top += k
-        for t in range(k):
-            e = P[lstart[node] + t]
-            z = e >> 32
-            sz = e & 0xFFFFFFFF
-            kz = _key(size[node], size[z], cnt[sz], val[sz], h_max, average)
-            if kz <= ceiling:
-                H, Hf = _heap_push(H, Hf, hn, kz, (z << 32) | node, sz)
-                hn += 1
-        if hn > purge_at:  # most entries are usually of clusters merged away since: drop them
-            hn = _heap_purge(H, Hf, hn, parent)
-            purge_at = max(1 << 16, 2 * hn)
-    return _OK, rows, n_rows, ties, n_ties, n_fetched[0]
+            return code, rows, st[_NROWS], ties, st[_NTIES], st[_NFETCHED]
 
 
 def heap_linkage(
@@ -763,9 +919,9 @@ def heap_linkage(
     -------
     rows : numpy.ndarray
         float64 ``(m, 4)`` rows ``[node a, node b, height, size]`` in the order the merges happen: points are nodes
-        ``0..n-1``, merge ``k`` creates node ``n + k``, ``node a < node b``. Only merges at keys within the ceiling
-        ``h_max (1 + rtol)`` (``rtol = RTOL`` for average, 0 for complete); heights are non-decreasing up to
-        rounding (an average-linkage height can be a few ulps below an earlier one).
+        ``0..n-1``, merge ``k`` creates node ``n + k``, ``node a < node b``. Only merges with a key within the
+        ceiling ``h_max (1 + rtol)`` (``rtol = RTOL`` for average, 0 for complete). Heights are non-decreasing up
+        to rounding (an average-linkage height can lie a few ulps below an earlier one).
     ties : numpy.ndarray
         float64 heights of the conflicting ties met, in the order met.
     n_fetched : int

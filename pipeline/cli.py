@@ -146,7 +146,7 @@ def run(
     config: ConfigOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Run every stage on the sample region (or the configured one): sample, ingest, site linking."""
+    """Run every stage on the sample region (or the configured one): sample, ingest, site linking, volumes."""
     from mtg.pipeline.run import run_pipeline
 
     _setup_logging(quiet)
@@ -161,7 +161,10 @@ def run(
         f"  DEM cube             {result.ingest.dem_url}\n"
         f"  ingest summary       {result.ingest.summary_url}\n"
         f"  sites                {result.sites.out} ({result.sites.n_sites} sites)\n"
-        f"  site members         {result.sites.members}"
+        f"  site members         {result.sites.members}\n"
+        f"  site volumes         {result.volumes.out / 'site_volumes.parquet'}\n"
+        f"  waste deposits       {result.volumes.out / 'waste_deposits.parquet'} ({result.volumes.n_deposits})\n"
+        f"  dh raster            {result.volumes.out / 'dh.zarr'}"
     )
 
 
@@ -222,3 +225,50 @@ def link(
     ambiguous = f"; ambiguous cuts (ties): {result.ambiguous_cuts}" if result.ambiguous_cuts else ""
     report.print(f"labels: [bold]{result.out}[/] ({result.n_points} points, {result.n_edges} pairs within "
                  f"{h:g} m; {clusters}{ambiguous}; {result.seconds:.1f} s)")
+
+
+@app.command()
+@_user_errors
+def volume(
+    before: Annotated[str, typer.Option(
+        help="Earlier DEM: GeoTIFF/COG path or URL, Zarr cube (URL#EPOCH, e.g. dem.zarr#0) or STAC item JSON.")],
+    after: Annotated[str, typer.Option(help="Later DEM, same forms; resampled onto the earlier one's grid.")],
+    sites: Annotated[Path, typer.Option(help="Site polygons (GeoParquet, GPKG, ...; any CRS), e.g. from mtg link.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
+    coregister: Annotated[Optional[bool], typer.Option(
+        "--coregister/--no-coregister", help="Co-register the later DEM on stable terrain (Nuth & Kaab).")] = None,
+    tilt: Annotated[Optional[bool], typer.Option("--tilt/--no-tilt", help="Also remove a planar tilt.")] = None,
+    threshold_nmad: Annotated[Optional[float], typer.Option(
+        help="Change threshold in stable-terrain NMADs (default 2).")] = None,
+    threshold_m: Annotated[Optional[float], typer.Option(help="Change threshold in metres (0 allowed).")] = None,
+    void_policy: Annotated[Optional[str], typer.Option(help="Voids in sites: none, local-mean or hypsometric.")] = None,
+    min_deposit_m2: Annotated[Optional[float], typer.Option(help="Smallest waste deposit kept (m^2).")] = None,
+    site_id_col: Annotated[Optional[str], typer.Option(help="Column of site ids (default site_id or id).")] = None,
+    storage_options: Annotated[Optional[str], typer.Option(
+        help="fsspec storage options (JSON) for remote Zarr DEMs.")] = None,
+    config: ConfigOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Per-site excavated and deposited volumes between two DEM epochs, with 1-sigma errors and waste deposits."""
+    from mtg.pipeline.volume import measure_volumes
+
+    _setup_logging(quiet)
+    if threshold_m is not None and threshold_nmad is not None:
+        raise MtgError("give --threshold-nmad or --threshold-m, not both")
+    cfg = with_overrides(load_config(config), {
+        "volume.coregister": coregister, "volume.tilt": tilt, "volume.threshold_nmad": threshold_nmad,
+        "volume.threshold_m": threshold_m, "volume.void_policy": void_policy, "volume.min_deposit_m2": min_deposit_m2,
+    }).volume
+    result = measure_volumes(before, after, sites, out, coregister=cfg.coregister, tilt=cfg.tilt,
+                             threshold_nmad=cfg.threshold_nmad, threshold_m=cfg.threshold_m,
+                             void_policy=cfg.void_policy, min_deposit_m2=cfg.min_deposit_m2, site_id_col=site_id_col,
+                             storage_options=parse_storage_options(storage_options) if storage_options else None)
+    shift = result.coregistration
+    coreg = (f"shift {shift['shift_x_m']:.2f} m east, {shift['shift_y_m']:.2f} m north, bias {shift['bias_m']:.2f} m"
+             if shift.get("applied") else "not co-registered")
+    report.print(
+        f"volumes of {result.n_sites} sites: [bold]{result.out / 'site_volumes.parquet'}[/]\n"
+        f"waste deposits: {result.out / 'waste_deposits.parquet'} ({result.n_deposits})\n"
+        f"dh: {result.out / 'dh.zarr'}; {coreg}; stable-terrain NMAD {result.nmad_m:.2f} m, threshold "
+        f"{result.threshold_m:.2f} m; {result.seconds:.1f} s"
+    )

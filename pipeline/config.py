@@ -74,6 +74,17 @@ class LinkConfig(_Section):
     commodity_table: str | None = None
 
 
+class VolumeConfig(_Section):
+    """The DEM-change stage of ``mtg run`` (the options of ``mtg volume``)."""
+
+    coregister: bool = True
+    tilt: bool = False
+    threshold_nmad: float = Field(default=2.0, ge=0)
+    threshold_m: float | None = Field(default=None, ge=0)
+    void_policy: Literal["none", "local-mean", "hypsometric"] = "local-mean"
+    min_deposit_m2: float = Field(default=10_000.0, ge=0)
+
+
 class RunConfig(_Section):
     """Everything ``mtg run`` does, section by stage."""
 
@@ -81,6 +92,7 @@ class RunConfig(_Section):
     sample: SampleConfig = SampleConfig()
     ingest: IngestConfig = IngestConfig()
     link: LinkConfig = LinkConfig()
+    volume: VolumeConfig = VolumeConfig()
     dask: DaskConfig = DaskConfig()
 
 

@@ -19,6 +19,7 @@ from mtg.pipeline.errors import MtgError
 from mtg.pipeline.grid import aoi_geometry, bbox_geometry
 from mtg.pipeline.ingest import Chunking, IngestResult, build_cubes, write_cubes
 from mtg.pipeline.link import SitesResult, link_sites, parse_distance
+from mtg.pipeline.volume import VolumeResult, measure_volumes
 
 if TYPE_CHECKING:
     from mtg.pipeline.sample import SampleRegion
@@ -126,10 +127,11 @@ class RunResult:
     sample: SampleRegion
     ingest: IngestResult
     sites: SitesResult
+    volumes: VolumeResult
 
 
 def run_pipeline(config: RunConfig, progress: bool = True) -> RunResult:
-    """Run every stage on the configured region: sample, ingest, then site linking."""
+    """Run every stage on the configured region: sample, ingest, site linking, then DEM-change volumes."""
     out = Path(config.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     region = ensure_sample(out / "sample", config.sample, progress=progress)
@@ -148,4 +150,11 @@ def run_pipeline(config: RunConfig, progress: bool = True) -> RunResult:
                        linkage=config.link.linkage, commodity_table=config.link.commodity_table)
     log.info("linked %d mine polygons and %d mine points into %d sites", sites.n_polygons, sites.n_points,
              sites.n_sites)
-    return RunResult(out=out, sample=region, ingest=result, sites=sites)
+    dem = str(Path(ingest_cfg.out) / "dem.zarr")
+    v = config.volume
+    volumes = measure_volumes(f"{dem}#0", f"{dem}#-1", sites.out, out / "volumes", coregister=v.coregister,
+                              tilt=v.tilt, threshold_nmad=v.threshold_nmad, threshold_m=v.threshold_m,
+                              void_policy=v.void_policy, min_deposit_m2=v.min_deposit_m2,
+                              storage_options=ingest_cfg.storage_options)
+    log.info("volumes of %d sites and %d waste deposits in %s", volumes.n_sites, volumes.n_deposits, volumes.out)
+    return RunResult(out=out, sample=region, ingest=result, sites=sites, volumes=volumes)
