@@ -119,7 +119,7 @@ def main() -> None:
     print(f"\nsample region {args.size_km:g} km, {len(_dates(region))} dates; reflectance cube in memory "
           f"{cube_bytes / 2**30:.2f} GiB (float32), worker limit for the bounded run {limit_text} "
           f"(cube / limit = {cube_bytes / limit:.1f})\n")
-    print(f"| run | MB written | seconds | MB/s | MB/s vs peer | peak worker RSS |")
+    print("| run | MB written | seconds | MB/s | MB/s vs peer | peak worker RSS |")
     print("|---|---:|---:|---:|---:|---:|")
     for name, r in rows:
         rate = r["mb"] / r["s"]

@@ -98,8 +98,9 @@ def polygon_coverage(polygons: Sequence, transform: Affine, shape: tuple[int, in
     Parameters
     ----------
     polygons : sequence of shapely.Polygon or shapely.MultiPolygon
-        Polygons (holes allowed) in the grid's CRS, e.g. ``GeoSeries.to_numpy()``; ``None`` and empty
-        geometries give empty windows.
+        Valid polygons (holes allowed) in the grid's CRS, e.g. ``GeoSeries.to_numpy()``; ``None`` and empty
+        geometries give empty windows. A self-intersecting polygon gets the coverage of its winding number
+        clipped to ``[0, 1]`` (``shapely.make_valid`` it first to get that of its area).
     transform : affine.Affine
         Transform of a north-up grid (``a > 0``, ``e < 0``, ``b == d == 0``) from (column, row) to (x, y).
     shape : tuple of int
@@ -113,8 +114,8 @@ def polygon_coverage(polygons: Sequence, transform: Affine, shape: tuple[int, in
     Raises
     ------
     ValueError
-        If the grid is rotated or flipped, the shape is not two non-negative integers, or a geometry is not a
-        polygon or multipolygon.
+        If the grid is rotated or flipped, the shape is not two non-negative integers, a geometry is not a
+        polygon or multipolygon, or a coordinate is not finite.
     """
     if transform.b != 0 or transform.d != 0 or not transform.a > 0 or not transform.e < 0:
         raise ValueError(f"transform must be north-up (a > 0, e < 0, b = d = 0); got {tuple(transform)[:6]}")
@@ -130,18 +131,23 @@ def polygon_coverage(polygons: Sequence, transform: Affine, shape: tuple[int, in
                          f"{geoms[bad[0]].geom_type}")
     parts, part_polygon = shapely.get_parts(geoms, return_index=True)
     rings, ring_part = shapely.get_rings(parts, return_index=True)
+    xy = shapely.get_coordinates(rings)
+    finite = np.isfinite(xy).all(axis=1)
+    if not finite.all():
+        _, owner = shapely.get_coordinates(geoms, return_index=True)  # the same order as xy
+        raise ValueError(f"polygons[{owner[np.argmin(finite)]}] has a coordinate that is not finite")
     exterior = np.ones(rings.size, dtype=bool)
     exterior[1:] = ring_part[1:] != ring_part[:-1]
     # Exterior rings counter-clockwise in (x, y) become clockwise in (column, row), which adds positive area.
     ring_sign = np.where(shapely.is_ccw(rings) == exterior, 1.0, -1.0)
     ring_offsets = np.zeros(rings.size + 1, dtype=np.int64)
     np.cumsum(shapely.get_num_coordinates(rings), out=ring_offsets[1:])
-    xy = shapely.get_coordinates(rings)
     ring_polygon = part_polygon[ring_part].astype(np.int64)
     col, row, row0, col0, height, width, offsets = _windows(
         xy[:, 0], xy[:, 1], ring_offsets, ring_polygon, geoms.size, float(transform.a), float(transform.c),
         float(transform.e), float(transform.f), int(shape[0]), int(shape[1]))
-    # Allocated by numpy, which asks for huge pages: faulting in a large buffer costs more than rasterising it.
+    # Allocated by numpy, which asks for transparent huge pages: a buffer numba allocates is faulted in 4 KiB
+    # pages, which takes longer than the rasterisation itself.
     fractions = np.zeros(offsets[-1])
     _rasterise(fractions, col, row, ring_offsets, ring_polygon, ring_sign, row0, col0, height, width, offsets)
     return Coverage(row0=row0, col0=col0, height=height, width=width, offsets=offsets, fractions=fractions,
@@ -190,7 +196,7 @@ def _edge(acc, start, height, width, x0, y0, x1, y1, sign):
         return
     dxdy = (x1 - x0) / (y1 - y0)
     lo, hi = min(y0, y1), max(y0, y1)
-    for r in range(max(0, int(np.floor(lo))), min(height, int(np.ceil(hi)))):
+    for r in range(int(np.floor(max(lo, 0.0))), int(np.ceil(min(hi, float(height))))):
         ya, yb = max(lo, float(r)), min(hi, r + 1.0)
         if yb <= ya:
             continue

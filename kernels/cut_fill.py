@@ -464,7 +464,8 @@ def cut_fill_cuda(early, late, coverage: DeviceCoverage, threshold: float, cell_
     scheduler balances sites of very different sizes. For the hypsometric policy, sites with voids make a
     second pass over their window after the reduction (the elevation range is then known to every thread),
     adding to per-bin sums in shared memory with atomics; thread 0 fills the bins' voids and writes the site's
-    sums. Results can differ from :func:`cut_fill` only by the order of floating-point additions.
+    sums. Results can differ from :func:`cut_fill` only by the order of floating-point additions (and the
+    fused multiply-adds the CUDA compiler makes).
 
     Parameters
     ----------
@@ -532,7 +533,7 @@ def _cuda_kernel(early, late, row0, col0, height, width, offsets, fractions, thr
                     dep_area += f
             else:
                 void += f
-            if policy == _HYPSOMETRIC and abs(e) < np.inf:  # the builtins min and max do not compile for CUDA here
+            if policy == _HYPSOMETRIC and abs(e) < np.inf:  # numba's generic min/max fail in CUDA device code
                 lo = e if e < lo else lo
                 hi = e if e > hi else hi
         i, r, c = i + nt, r + dr, c + dc

@@ -5,10 +5,10 @@ further apart than ``h_max``. For single, complete and average linkage the flat 
 depend only on merges at heights ``<= t``, so they can be found component by component on the graph and equal
 ``scipy.cluster.hierarchy.fcluster(linkage(dense, method), t, criterion="distance")`` up to relabelling.
 
-Per component:
+All components are clustered in one pass, in compiled code:
 
-* single linkage: Kruskal on the edges sorted by distance;
-* complete and average linkage: a priority queue of cluster pairs keyed by a lower bound of their linkage
+* single linkage: Kruskal on a minimum spanning forest found by Boruvka's algorithm (:mod:`mtg.kernels.forest`);
+* complete and average linkage (:mod:`mtg.kernels.hac_heap`): a priority queue of cluster pairs keyed by a lower bound of their linkage
   distance, popped in order; a pair is merged when its key is its exact distance, so it is a global minimum.
   Each adjacent cluster pair keeps ``(known count, known max or sum)`` over the point pairs whose distances are
   known; merging adds the states (Lance-Williams on sums and counts). A complete-linkage pair with a missing point
@@ -16,6 +16,8 @@ Per component:
   ``N = |A| |B|`` point pairs missing has the lower bound ``(known sum + m h_max) / N``; when that bound is the
   smallest key the missing distances are fetched exactly (in batches, stopping as soon as the bound exceeds
   ``h_max``) through the ``exact_distance`` callback.
+
+The forest-wide merges are then split into one scipy-format linkage matrix per component.
 
 Ties. Partitions at a cut can depend on the order in which equal-height merges are made (scipy's order follows
 its nearest-neighbour chain and the point order; it can differ between permutations of the same points).
@@ -30,7 +32,6 @@ depend on the summation order (scipy accumulates Lance-Williams updates, this mo
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -155,144 +156,6 @@ def _check_edges(n: int, i, j, d, h_max: float) -> tuple[np.ndarray, np.ndarray,
     return lo[first], hi[first], d[first]
 
 
-class _PairHeap:
-    """Complete or average linkage on one component: a priority queue of cluster pairs (see the module doc)."""
-
-    def __init__(self, nc, p, q, w, h_max, average, fetch):
-        self.nc, self.h_max, self.average, self.fetch = nc, h_max, average, fetch
-        self.rtol = RTOL if average else 0.0
-        self.ceiling = h_max * (1.0 + self.rtol)
-        self.size = [1] * nc + [0] * (nc - 1)
-        self.members: list[list[int] | None] = [[k] for k in range(nc)] + [None] * (nc - 1)
-        self.adj: list[dict[int, list]] = [{} for _ in range(2 * nc - 1)]
-        self.edge_keys = p * nc + q  # sorted, since (p, q) is sorted
-        self.fetched: set[int] = set()
-        self.n_fetched = 0
-        heap = []
-        for a, b, h in zip(p.tolist(), q.tolist(), w.tolist()):
-            self.adj[a][b] = self.adj[b][a] = state = [1, h]  # one state shared by both directions
-            heap.append((h, a, b))
-        heapq.heapify(heap)
-        self.heap = heap
-
-    def key(self, a: int, b: int, state: list) -> float | None:
-        """Exact distance of a fully known pair, else the average-linkage lower bound (None for complete)."""
-        count, value = state
-        total = self.size[a] * self.size[b]
-        if count == total:
-            return value / total if self.average else value
-        if not self.average:
-            return None
-        return (value + (total - count) * self.h_max) / total
-
-    def resolve(self, a: int, b: int, state: list, threshold: float) -> None:
-        """Fetch missing distances of pair (a, b) until it is fully known or its lower bound exceeds threshold.
-
-        Enumerates the point pairs a block of rows of ``a`` at a time, so an early stop also saves the enumeration.
-        """
-        xb = np.asarray(self.members[b], dtype=np.int64)
-        members_a = self.members[a]
-        rows_per_block = max(1, FETCH_BATCH // xb.size)
-        for start in range(0, len(members_a), rows_per_block):
-            xa = np.asarray(members_a[start : start + rows_per_block], dtype=np.int64)
-            pa, pb = np.repeat(xa, xb.size), np.tile(xb, xa.size)
-            lo, hi = np.minimum(pa, pb), np.maximum(pa, pb)
-            keys = lo * self.nc + hi
-            pos = np.searchsorted(self.edge_keys, keys).clip(max=self.edge_keys.size - 1)
-            missing = np.flatnonzero(self.edge_keys[pos] != keys)
-            if self.fetched:
-                fetched = self.fetched
-                missing = missing[[k not in fetched for k in keys[missing].tolist()]]
-            if missing.size == 0:
-                continue
-            dist = np.asarray(self.fetch(lo[missing], hi[missing]), dtype=np.float64)
-            if not (dist > self.h_max).all():
-                raise ValueError(
-                    "exact_distance returned a distance <= h_max for a pair missing from the graph: the graph must "
-                    "hold every pair within h_max"
-                )
-            self.fetched.update(keys[missing].tolist())
-            self.n_fetched += dist.size
-            state[0] += dist.size
-            state[1] += float(dist.sum())
-            if self.key(a, b, state) > threshold:
-                return
-
-    def exact_key(self, a: int, b: int, state: list, threshold: float) -> float | None:
-        """The key of pair (a, b), resolving an average-linkage bound that is ``<= threshold``."""
-        key = self.key(a, b, state)
-        if key is not None and key <= threshold and state[0] < self.size[a] * self.size[b]:
-            self.resolve(a, b, state, threshold)
-            key = self.key(a, b, state)
-        return key
-
-    def conflicting_tie(self, a: int, b: int, height: float) -> bool:
-        """Whether another pair sharing cluster a or b lies at ``height`` (within the relative tolerance)."""
-        if height == 0.0:
-            return False
-        threshold = height * (1.0 + self.rtol)
-        for x, y in ((a, b), (b, a)):
-            for z, state in self.adj[x].items():
-                if z == y:
-                    continue
-                key = self.exact_key(x, z, state, threshold)
-                if key is not None and key <= threshold and state[0] == self.size[x] * self.size[z]:
-                    return True
-        return False
-
-    def merge(self, a: int, b: int, node: int) -> None:
-        """Merge clusters a and b into cluster ``node``; push the new pairs."""
-        self.size[node] = self.size[a] + self.size[b]
-        big, small = (a, b) if len(self.members[a]) >= len(self.members[b]) else (b, a)
-        self.members[node] = self.members[big]
-        self.members[node].extend(self.members[small])
-        self.members[a] = self.members[b] = None
-        new: dict[int, list] = {}
-        for x in (a, b):
-            for z, state in self.adj[x].items():
-                if z in (a, b):
-                    continue
-                del self.adj[z][x]
-                cur = new.get(z)
-                if cur is None:
-                    new[z] = [state[0], state[1]]
-                else:
-                    cur[0] += state[0]
-                    cur[1] = cur[1] + state[1] if self.average else max(cur[1], state[1])
-            self.adj[x] = {}
-        self.adj[node] = new
-        for z, state in new.items():
-            self.adj[z][node] = state
-            key = self.key(node, z, state)
-            if key is not None and key <= self.ceiling:
-                heapq.heappush(self.heap, (key, z, node))
-
-    def run(self) -> tuple[list[list[float]], list[float]]:
-        """Merge until no pair lies within the ceiling; return the merge rows and the conflicting-tie heights."""
-        rows: list[list[float]] = []
-        ties: list[float] = []
-        heap = self.heap
-        while heap:
-            key, a, b = heapq.heappop(heap)
-            if self.members[a] is None or self.members[b] is None:
-                continue  # a cluster merged away
-            state = self.adj[a].get(b)
-            if state is None or self.key(a, b, state) != key:
-                continue  # stale entry
-            if state[0] < self.size[a] * self.size[b]:
-                self.resolve(a, b, state, self.ceiling)
-                key = self.key(a, b, state)
-                if key <= self.ceiling:
-                    heapq.heappush(heap, (key, a, b))
-                continue
-            if self.conflicting_tie(a, b, key):
-                ties.append(key)
-            node = self.nc + len(rows)
-            rows.append([min(a, b), max(a, b), key, self.size[a] + self.size[b]])
-            self.merge(a, b, node)
-        return rows, ties
-
-
 @numba.njit(cache=True)
 def _tree_arrays(n: int, rows: np.ndarray, component: np.ndarray):
     """Per merge row: a leaf of each side, the component, and the height as fcluster sees it (subtree maximum)."""
@@ -342,22 +205,33 @@ class ComponentLinkages(Sequence):
     Holds every component with at least two points, ordered by their smallest point index; item ``k`` is a
     :class:`ComponentLinkage`. Keeping flat arrays instead of one object per component keeps memory and time
     proportional to ``n`` when there are hundreds of thousands of components.
+
+    Attributes
+    ----------
+    members : numpy.ndarray
+        int64 point indices of all components, concatenated (ascending within each component).
+    member_starts : numpy.ndarray
+        int64 offsets of each component's members in ``members`` (length ``len(self) + 1``).
+    rows : numpy.ndarray
+        float64 ``(m, 4)`` linkage rows of all components, concatenated, each in its component's numbering.
+    row_starts : numpy.ndarray
+        int64 offsets of each component's rows in ``rows``.
     """
 
     def __init__(self, members: np.ndarray, member_starts: np.ndarray, rows: np.ndarray, row_starts: np.ndarray):
-        self._members, self._member_starts = members, member_starts
-        self._rows, self._row_starts = rows, row_starts
+        self.members, self.member_starts = members, member_starts
+        self.rows, self.row_starts = rows, row_starts
 
     def __len__(self) -> int:
-        return self._member_starts.size - 1
+        return self.member_starts.size - 1
 
     def __getitem__(self, k):
         if isinstance(k, slice):
             return [self[x] for x in range(*k.indices(len(self)))]
         k = range(len(self))[k]
         return ComponentLinkage(
-            members=self._members[self._member_starts[k] : self._member_starts[k + 1]],
-            linkage=self._rows[self._row_starts[k] : self._row_starts[k + 1]],
+            members=self.members[self.member_starts[k] : self.member_starts[k + 1]],
+            linkage=self.rows[self.row_starts[k] : self.row_starts[k + 1]],
         )
 
 

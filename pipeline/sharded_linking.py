@@ -29,8 +29,15 @@ import numpy as np
 
 from mtg.kernels.forest import connected_components, first_appearance, minimum_spanning_forest
 from mtg.kernels.hac import ComponentLinkages, SparseHAC, check_method, sparse_hac
-from mtg.kernels.radius_graph import TILE_POINTS, Tile, chord_radius, distance_callback, spatial_tiles, tile_edges
-from mtg.kernels.radius_graph import unit_vectors
+from mtg.kernels.radius_graph import (
+    TILE_POINTS,
+    Tile,
+    chord_radius,
+    distance_callback,
+    spatial_tiles,
+    tile_edges,
+    unit_vectors,
+)
 
 log = logging.getLogger(__name__)
 
@@ -115,11 +122,11 @@ def _assemble(n: int, cuts: np.ndarray, component: np.ndarray, shard_members: li
         single[members] = False
         offset += members.size
         links = result.linkages
-        blocks_members.append(members[links._members])
-        blocks_rows.append(links._rows)
-        member_sizes.append(np.diff(links._member_starts))
-        row_sizes.append(np.diff(links._row_starts))
-        firsts.append(members[links._members[links._member_starts[:-1]]])
+        blocks_members.append(members[links.members])
+        blocks_rows.append(links.rows)
+        member_sizes.append(np.diff(links.member_starts))
+        row_sizes.append(np.diff(links.row_starts))
+        firsts.append(members[links.members[links.member_starts[:-1]]])
     raw[:, single] = offset + np.arange(int(single.sum()))  # points alone in their component
     labels = np.stack([first_appearance(r) for r in raw]) if n else raw
     linkages = _merge_linkages(blocks_members, blocks_rows, member_sizes, row_sizes, firsts)

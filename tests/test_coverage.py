@@ -154,6 +154,9 @@ def test_geoseries_input():
     (Affine(10, 0, 0, 0, -10, 0), (3, -1), [shapely.box(0, 0, 1, 1)], "shape"),
     (Affine(10, 0, 0, 0, -10, 0), (3, 3), [shapely.Point(0, 0)], r"polygons\[0\] is a Point"),
     (Affine(10, 0, 0, 0, -10, 0), (3, 3), shapely.box(0, 0, 1, 1), "one-dimensional"),
+    (Affine(10, 0, 0, 0, -10, 0), (3, 3), [None, shapely.box(0, 0, 1, 1),
+                                           shapely.set_coordinates(shapely.box(0, 0, 1, 1), np.full((5, 2), np.inf))],
+     r"polygons\[2\] has a coordinate that is not finite"),
 ])
 def test_bad_arguments_are_named(transform, shape, polygons, message):
     with pytest.raises(ValueError, match=message):

@@ -97,6 +97,17 @@ def test_half_a_cell():
     assert (void.void_fraction[0], void.filled_area_m2[0], void.area_m2[0]) == (1.0, 0.0, 50.0)
 
 
+def test_infinite_dh_is_a_void():
+    transform = Affine(10.0, 0.0, 0.0, 0.0, -10.0, 20.0)
+    coverage = polygon_coverage([shapely.box(0, 0, 20, 20)], transform, (2, 2))
+    early = np.array([[0.0, np.inf], [0.0, 0.0]])
+    late = np.array([[1.0, 1.0], [-np.inf, 3.0]])
+    for run in (cut_fill, cut_fill_reference):
+        result = run(early, late, coverage, 0.0, 100.0, "local-mean")
+        assert (result.deposited_m3[0], result.void_fraction[0], result.filled_area_m2[0]) == (800.0, 0.5, 200.0)
+        assert (result.mean_dh[0], result.excavated_m3[0]) == (2.0, 0.0)
+
+
 def test_void_policies_by_hand():
     transform = Affine(10.0, 0.0, 0.0, 0.0, -10.0, 30.0)
     coverage = polygon_coverage([shapely.box(0, 0, 30, 30)], transform, (3, 3))
@@ -159,13 +170,13 @@ from numba import cuda
 from test_cut_fill import POLICIES, assert_same, random_case
 from mtg.kernels.cut_fill import coverage_to_device, cut_fill, cut_fill_cuda
 
-for dtype in (np.float32, np.float64):
+for dtype, threshold in ((np.float32, 0.5), (np.float64, 0.0)):
     early, late, coverage = random_case(11, shape=(40, 50), n_sites=4, dtype=dtype)
     device = coverage_to_device(coverage)
     for policy in POLICIES:
-        gpu = cut_fill_cuda(cuda.to_device(early), cuda.to_device(late), device, 0.5, 100.0, policy, n_bins=5,
-                            threads_per_block=32)
-        assert_same(gpu, cut_fill(early, late, coverage, 0.5, 100.0, policy, n_bins=5))
+        gpu = cut_fill_cuda(cuda.to_device(early), cuda.to_device(late), device, threshold, 100.0, policy,
+                            n_bins=5, threads_per_block=32)
+        assert_same(gpu, cut_fill(early, late, coverage, threshold, 100.0, policy, n_bins=5))
 print("cuda simulator ok")
 """
 
