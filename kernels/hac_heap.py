@@ -104,6 +104,37 @@ def _key(size_a, size_b, count, value, h_max, average):
     return (value + (total - count) * h_max) / total
 
 
+@numba.njit(cache=True, inline="always")
+def _sift_down(H, Hf, hole, hn, e_key, e_ab, e_slot):
+    """Place the entry ``(e_key, e_ab, e_slot)`` at ``hole`` of the 4-ary heap ``H[:3 hn]`` or below it.
+
+    Entries are three int64 words (key as float64 bits, ``a << 32 | b``, slot), ordered by ``(key, a, b)``; ``Hf``
+    is the float64 view of ``H``. Inlined into the compiled loop, so it costs no call.
+    """
+    while True:
+        c1 = 4 * hole + 1
+        if c1 >= hn:
+            break
+        best = c1
+        bk = Hf[3 * c1]
+        bab = H[3 * c1 + 1]
+        for c2 in range(c1 + 1, min(c1 + 4, hn)):
+            k2 = Hf[3 * c2]
+            if k2 < bk or (k2 == bk and H[3 * c2 + 1] < bab):
+                best = c2
+                bk = k2
+                bab = H[3 * c2 + 1]
+        if bk > e_key or (bk == e_key and bab >= e_ab):
+            break
+        H[3 * hole] = H[3 * best]
+        H[3 * hole + 1] = bab
+        H[3 * hole + 2] = H[3 * best + 2]
+        hole = best
+    Hf[3 * hole] = e_key
+    H[3 * hole + 1] = e_ab
+    H[3 * hole + 2] = e_slot
+
+
 @numba.njit(cache=True)
 def _heapsort(x, size):
     """Sort ``x[:size]`` ascending in place."""
@@ -587,30 +618,7 @@ def _run(
                 bcount[q] = 0
                 cur = q
                 for start in range((hn - 2) // 4, -1, -1):  # heapify
-                    hole = start
-                    e_key, e_ab, e_slot = Hf[3 * hole], H[3 * hole + 1], H[3 * hole + 2]
-                    while True:
-                        c1 = 4 * hole + 1
-                        if c1 >= hn:
-                            break
-                        best = c1
-                        bk = Hf[3 * c1]
-                        bab = H[3 * c1 + 1]
-                        for c2 in range(c1 + 1, min(c1 + 4, hn)):
-                            k2 = Hf[3 * c2]
-                            if k2 < bk or (k2 == bk and H[3 * c2 + 1] < bab):
-                                best = c2
-                                bk = k2
-                                bab = H[3 * c2 + 1]
-                        if bk > e_key or (bk == e_key and bab >= e_ab):
-                            break
-                        H[3 * hole] = H[3 * best]
-                        H[3 * hole + 1] = bab
-                        H[3 * hole + 2] = H[3 * best + 2]
-                        hole = best
-                    Hf[3 * hole] = e_key
-                    H[3 * hole + 1] = e_ab
-                    H[3 * hole + 2] = e_slot
+                    _sift_down(H, Hf, start, hn, Hf[3 * start], H[3 * start + 1], H[3 * start + 2])
             if code != _DONE:
                 break
 
@@ -652,30 +660,7 @@ def _run(
             s = H[2]
             hn -= 1
             if hn > 0:  # the last entry into the hole at the root
-                hole = 0
-                e_key, e_ab, e_slot = Hf[3 * hn], H[3 * hn + 1], H[3 * hn + 2]
-                while True:
-                    c1 = 4 * hole + 1
-                    if c1 >= hn:
-                        break
-                    best = c1
-                    bk = Hf[3 * c1]
-                    bab = H[3 * c1 + 1]
-                    for c2 in range(c1 + 1, min(c1 + 4, hn)):
-                        k2 = Hf[3 * c2]
-                        if k2 < bk or (k2 == bk and H[3 * c2 + 1] < bab):
-                            best = c2
-                            bk = k2
-                            bab = H[3 * c2 + 1]
-                    if bk > e_key or (bk == e_key and bab >= e_ab):
-                        break
-                    H[3 * hole] = H[3 * best]
-                    H[3 * hole + 1] = bab
-                    H[3 * hole + 2] = H[3 * best + 2]
-                    hole = best
-                Hf[3 * hole] = e_key
-                H[3 * hole + 1] = e_ab
-                H[3 * hole + 2] = e_slot
+                _sift_down(H, Hf, 0, hn, Hf[3 * hn], H[3 * hn + 1], H[3 * hn + 2])
         if not live:
             continue  # a cluster merged away
 
