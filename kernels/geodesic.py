@@ -92,11 +92,18 @@ def _condensed_arcs(f: np.ndarray, limit: float, out: np.ndarray) -> None:
             pos += 1
 
 
-def _degrees(lon, lat) -> tuple[np.ndarray, np.ndarray]:
-    lon = np.ascontiguousarray(lon, dtype=np.float64).ravel()
-    lat = np.ascontiguousarray(lat, dtype=np.float64).ravel()
-    if lon.shape != lat.shape:
-        raise ValueError(f"lon and lat must have one length; got {lon.size} and {lat.size}")
+def check_lonlat(lon, lat) -> tuple[np.ndarray, np.ndarray]:
+    """Longitudes and latitudes as contiguous 1-D float64 arrays of one length, checked.
+
+    Raises
+    ------
+    ValueError
+        For arrays that are not 1-D of one length, non-finite values, or latitudes outside [-90, 90] degrees.
+    """
+    lon = np.ascontiguousarray(lon, dtype=np.float64)
+    lat = np.ascontiguousarray(lat, dtype=np.float64)
+    if lon.ndim != 1 or lon.shape != lat.shape:
+        raise ValueError(f"lon and lat must be 1-D arrays of one length; got shapes {lon.shape} and {lat.shape}")
     if not (np.isfinite(lon).all() and np.isfinite(lat).all()):
         raise ValueError("lon and lat must be finite")
     if np.any(np.abs(lat) > 90.0):
@@ -117,7 +124,7 @@ def point_frames(lon, lat) -> np.ndarray:
     numpy.ndarray
         float64 ``(n, 11)`` table for :func:`frame_distances`.
     """
-    lon, lat = _degrees(lon, lat)
+    lon, lat = check_lonlat(lon, lat)
     out = np.empty((lon.size, FRAME_COLUMNS))
     _fill_frames(lon, lat, out)
     return out
@@ -192,7 +199,7 @@ def condensed_distances(lon, lat) -> np.ndarray:
     numpy.ndarray
         float64 metres, shape ``(n (n - 1) / 2,)``.
     """
-    lon, lat = _degrees(lon, lat)
+    lon, lat = check_lonlat(lon, lat)
     n = lon.size
     out = np.empty(n * (n - 1) // 2)
     _condensed_arcs(point_frames(lon, lat), ARC_LIMIT_M, out)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
-from mtg.kernels.geodesic import WGS84, frame_distances, point_frames
+from mtg.kernels.geodesic import WGS84, check_lonlat, frame_distances, point_frames
 
 # Smallest radius of curvature of the ellipsoid: the meridional radius at the equator, a (1 - e^2) = b^2 / a.
 _R_MIN = WGS84.b**2 / WGS84.a
@@ -28,18 +28,6 @@ _CHORD_SLACK = 1e-12
 TILE_POINTS = 250_000
 
 EdgeList = tuple[np.ndarray, np.ndarray, np.ndarray]
-
-
-def _lonlat(lon, lat) -> tuple[np.ndarray, np.ndarray]:
-    lon = np.asarray(lon, dtype=np.float64)
-    lat = np.asarray(lat, dtype=np.float64)
-    if lon.ndim != 1 or lon.shape != lat.shape:
-        raise ValueError(f"lon and lat must be 1-D arrays of one length; got shapes {lon.shape} and {lat.shape}")
-    if not (np.isfinite(lon).all() and np.isfinite(lat).all()):
-        raise ValueError("lon and lat must be finite")
-    if np.any(np.abs(lat) > 90.0):
-        raise ValueError("latitudes must lie in [-90, 90] degrees")
-    return lon, lat
 
 
 def unit_vectors(lon, lat) -> np.ndarray:
@@ -55,7 +43,7 @@ def unit_vectors(lon, lat) -> np.ndarray:
     numpy.ndarray
         float64 array of shape ``(n, 3)``.
     """
-    lon, lat = _lonlat(lon, lat)
+    lon, lat = check_lonlat(lon, lat)
     lam, phi = np.radians(lon), np.radians(lat)
     cos_phi = np.cos(phi)
     return np.stack([cos_phi * np.cos(lam), cos_phi * np.sin(lam), np.sin(phi)], axis=1)
@@ -103,7 +91,7 @@ def pair_distances(lon, lat, i, j) -> np.ndarray:
     numpy.ndarray
         float64 metres, shape of ``i``.
     """
-    lon, lat = _lonlat(lon, lat)
+    lon, lat = check_lonlat(lon, lat)
     shape = np.shape(i)
     return frame_distances(point_frames(lon, lat), lon, lat, i, j).reshape(shape)
 
@@ -121,7 +109,7 @@ def distance_callback(lon, lat) -> Callable[[np.ndarray, np.ndarray], np.ndarray
     callable
         ``f(i, j) -> distances`` in metres for index arrays ``i`` and ``j`` (equal to :func:`pair_distances`).
     """
-    lon, lat = _lonlat(lon, lat)
+    lon, lat = check_lonlat(lon, lat)
     lon, lat = lon.copy(), lat.copy()
     frames = point_frames(lon, lat)
 
@@ -263,7 +251,7 @@ def radius_graph(lon, lat, radius: float, max_tile_points: int = TILE_POINTS) ->
     d : numpy.ndarray
         float64 geodesic distances in metres, ``d <= radius``.
     """
-    lon, lat = _lonlat(lon, lat)
+    lon, lat = check_lonlat(lon, lat)
     chord = chord_radius(radius)
     tiles = spatial_tiles(unit_vectors(lon, lat), chord, max_tile_points)
     parts = [tile_edges(tile, lon[tile.points], lat[tile.points], radius) for tile in tiles]
