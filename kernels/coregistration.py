@@ -71,6 +71,8 @@ class Coregistration:
         The same after co-registration (``corrected - reference``).
     n_stable : int
         Stable cells used after the final shift.
+    grid_shape : tuple of int
+        ``(rows, columns)`` of the grid the fit ran on: the plane's ``x`` and ``y`` are centred on it.
     """
 
     shift_x_m: float
@@ -84,6 +86,7 @@ class Coregistration:
     median_after_m: float
     nmad_after_m: float
     n_stable: int
+    grid_shape: tuple[int, int]
 
 
 def _offset(z, d_row: int, d_col: int):
@@ -112,11 +115,14 @@ def _shift(z, shift_x_m: float, shift_y_m: float, dx: float, dy: float):
     return out
 
 
-def _centred_coordinates(shape, dx: float, dy: float, xp, device):
-    """``x`` (east) and ``y`` (north) of every cell centre, in metres from the grid centre."""
-    ny, nx = shape
-    x = (xp.arange(nx, dtype=xp.float64, device=device) - (nx - 1) / 2) * dx
-    y = ((ny - 1) / 2 - xp.arange(ny, dtype=xp.float64, device=device)) * dy
+def _centred_coordinates(shape, dx: float, dy: float, xp, device, origin=(0, 0), grid_shape=None):
+    """``x`` (east) and ``y`` (north) of every cell centre of a ``shape`` block whose first cell is cell ``origin``
+    of a ``grid_shape`` grid (default: the block is the grid), in metres from that grid's centre."""
+    ny, nx = grid_shape or shape
+    rows = xp.arange(shape[0], dtype=xp.float64, device=device) + origin[0]
+    cols = xp.arange(shape[1], dtype=xp.float64, device=device) + origin[1]
+    x = (cols - (nx - 1) / 2) * dx
+    y = ((ny - 1) / 2 - rows) * dy
     return xp.broadcast_to(x[None, :], shape), xp.broadcast_to(y[:, None], shape)
 
 
@@ -282,26 +288,30 @@ def nuth_kaab(reference, target, stable, spacing, max_iterations: int = 10, tole
         shift_x_m=shift_x, shift_y_m=shift_y, bias_m=bias, tilt=plane, iterations=iterations, converged=converged,
         median_before_m=nanmedian(dh_before), nmad_before_m=nmad(dh_before),
         median_after_m=nanmedian(dh_after), nmad_after_m=nmad(dh_after),
-        n_stable=int(xp.sum(xp.astype(cells, xp.int64))))
+        n_stable=int(xp.sum(xp.astype(cells, xp.int64))), grid_shape=tuple(reference.shape))
 
 
-def apply_coregistration(target, result: Coregistration, spacing):
+def apply_coregistration(target, result: Coregistration, spacing, origin: tuple[int, int] = (0, 0)):
     """The target shifted, and its bias (and tilt) removed, on the reference grid.
 
     Parameters
     ----------
     target : array
-        2-D late DEM, the one passed to :func:`nuth_kaab`.
+        2-D late DEM: the one passed to :func:`nuth_kaab`, or any block of a larger grid that contains it (a
+        block padded with NaN by the shift's reach gives, inside the padding, what the whole grid gives).
     result : Coregistration
         Output of :func:`nuth_kaab`.
     spacing : (float, float)
         Cell size ``(dx, dy)`` in metres, as passed to :func:`nuth_kaab`.
+    origin : (int, int)
+        Row and column of ``target[0, 0]`` in the grid the fit ran on (may be negative or beyond it): where the
+        plane of a tilt is evaluated. ``(0, 0)`` for the fitted grid itself.
 
     Returns
     -------
     array
         ``target(x - shift_x_m, y - shift_y_m) - bias_m - plane(x, y)`` by bilinear interpolation, NaN where the
-        shifted cell's 2x2 support leaves the grid or meets NaN; float64, or the target's floating dtype.
+        shifted cell's 2x2 support leaves the block or meets NaN; float64, or the target's floating dtype.
     """
     xp = array_namespace(target)
     if target.ndim != 2:
@@ -309,5 +319,5 @@ def apply_coregistration(target, result: Coregistration, spacing):
     dx, dy = _grid_spacing(spacing)
     dtype = target.dtype if xp.isdtype(target.dtype, "real floating") else xp.float64
     shifted = _shift(xp.astype(target, xp.float64), result.shift_x_m, result.shift_y_m, dx, dy)
-    x, y = _centred_coordinates(target.shape, dx, dy, xp, device(target))
+    x, y = _centred_coordinates(target.shape, dx, dy, xp, device(target), origin, result.grid_shape)
     return xp.astype(_remove(shifted, x, y, result.bias_m, result.tilt), dtype)

@@ -253,7 +253,8 @@ def volume_sigma(area_m2, sigma_dh_m: float, range_m: float, nugget_fraction: fl
     Parameters
     ----------
     area_m2 : float or array
-        Area(s) in m², non-negative; an array gives one value per area (for example one per site).
+        Area(s) in m², non-negative or NaN (an unmeasured area, e.g. of a site without valid cells, whose error
+        is NaN); an array gives one value per area (for example one per site).
     sigma_dh_m : float
         Standard deviation of dh on stable terrain (m): ``sqrt(sill)`` of the variogram, or the NMAD.
     range_m : float
@@ -280,7 +281,7 @@ def volume_sigma(area_m2, sigma_dh_m: float, range_m: float, nugget_fraction: fl
     area = np.asarray(float(area_m2)) if scalar else area_m2
     xp = array_namespace(area)
     area = xp.astype(area, xp.float64)
-    if not bool(xp.all(area >= 0)):
+    if bool(xp.any(area < 0)):
         raise ValueError("area_m2 must be non-negative")
 
     ratio = xp.sqrt(area / math.pi) / range_m  # L / a

@@ -8,9 +8,12 @@ A DEM source is one of:
   ``dem.zarr#-1`` or ``dem.zarr#2023-07-14``;
 * a STAC item JSON (for example a ``cop-dem-glo-30`` item): its ``data`` asset (or its only GeoTIFF asset) is read.
 
-Elevations become float32 with NaN for no data. :func:`align` puts the later epoch on the earlier one's grid
-(bilinear, NaN-aware); a geographic reference grid (Copernicus DEM tiles are in EPSG:4326) is first reprojected
-onto the UTM zone of its centre at about its native resolution, since volumes need metres.
+Elevations become float32 with NaN for no data. Every epoch is a lazy dask array in blocks of
+:data:`DEM_CHUNK` cells (Zarr keeps its own chunks): nothing is read until a stage asks for a window or streams
+over the blocks, so a pair of DEMs larger than memory can be measured. :func:`align` puts the later epoch on the
+earlier one's grid (bilinear, NaN-aware, block by block with odc-geo, the same numbers as one GDAL warp); a
+geographic reference grid (Copernicus DEM tiles are in EPSG:4326) is first reprojected onto the UTM zone of its
+centre at about its native resolution, since volumes need metres.
 """
 
 from __future__ import annotations
@@ -20,16 +23,20 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import dask.array as da
 import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
-from rasterio.warp import Resampling, calculate_default_transform, reproject
+from rasterio.warp import calculate_default_transform
 
 from mtg.pipeline.errors import MtgError
 from mtg.pipeline.grid import utm_epsg
 
 log = logging.getLogger(__name__)
+
+#: Block side (cells) of DEM epochs read from rasters; 2048 x 2048 float32 is 16 MiB.
+DEM_CHUNK = 2048
 
 
 @dataclass(frozen=True)
@@ -38,8 +45,8 @@ class Dem:
 
     Attributes
     ----------
-    values : numpy.ndarray
-        float32 elevations (m), NaN where there are no data.
+    values : dask.array.Array
+        Lazy float32 elevations (m), NaN where there are no data.
     transform : affine.Affine
         Pixel-to-CRS transform (north up: ``a > 0``, ``e < 0``, no rotation).
     crs : rasterio.crs.CRS
@@ -61,25 +68,33 @@ class Dem:
         """Cell size ``(dx, dy)`` in CRS units, both positive."""
         return float(self.transform.a), float(-self.transform.e)
 
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(rows, columns)`` of the grid."""
+        return tuple(self.values.shape)
+
 
 def _check(dem: Dem) -> Dem:
+    """Grid checks that need no pixel; an epoch without any valid cell is caught when the pixels are read."""
     t = dem.transform
     if t.b != 0 or t.d != 0 or t.a <= 0 or t.e >= 0:
         raise MtgError(f"{dem.source}: the grid must be north-up without rotation; its transform is {tuple(t)[:6]}")
     if dem.crs is None:
         raise MtgError(f"{dem.source} has no CRS: set one so the epochs can be aligned")
-    if not np.isfinite(dem.values).any():
-        raise MtgError(f"{dem.source} holds no valid elevation")
     return dem
 
 
 def _read_raster(path: str, date: str | None = None) -> Dem:
+    import rioxarray
+
     try:
         with rasterio.open(path) as src:
-            values = src.read(1, masked=True).astype(np.float32).filled(np.nan)
-            return _check(Dem(values=values, transform=src.transform, crs=src.crs, source=path, date=date))
+            transform, crs = src.transform, src.crs
+        band = rioxarray.open_rasterio(path, chunks={"band": 1, "y": DEM_CHUNK, "x": DEM_CHUNK}, masked=True,
+                                       lock=False).isel(band=0)
     except rasterio.errors.RasterioIOError as err:
         raise MtgError(f"cannot read the DEM {path}: {err}") from None
+    return _check(Dem(values=band.data.astype(np.float32), transform=transform, crs=crs, source=path, date=date))
 
 
 def _read_zarr(source: str, storage_options: dict[str, Any] | None) -> Dem:
@@ -95,12 +110,12 @@ def _read_zarr(source: str, storage_options: dict[str, Any] | None) -> Dem:
     name = "elevation" if "elevation" in names else (names[0] if len(names) == 1 else None)
     if name is None:
         raise MtgError(f"{url}: no elevation variable (variables with y and x: {names})")
-    da = ds[name]
+    elevation = ds[name]
     date = None
-    if "time" in da.dims:
-        times = [str(t)[:10] for t in da["time"].values]
-        if not pick and da.sizes["time"] != 1:
-            raise MtgError(f"{url} holds {da.sizes['time']} epochs ({', '.join(times)}): choose one with "
+    if "time" in elevation.dims:
+        times = [str(t)[:10] for t in elevation["time"].values]
+        if not pick and elevation.sizes["time"] != 1:
+            raise MtgError(f"{url} holds {elevation.sizes['time']} epochs ({', '.join(times)}): choose one with "
                            f"{url}#INDEX or {url}#DATE")
         pick = pick or "0"
         if pick.lstrip("-").isdigit() and -len(times) <= int(pick) < len(times):
@@ -109,15 +124,15 @@ def _read_zarr(source: str, storage_options: dict[str, Any] | None) -> Dem:
             k = times.index(pick)
         else:
             raise MtgError(f"{url}#{pick}: no such epoch; it holds {', '.join(times)} (indices 0..{len(times) - 1})")
-        da, date = da.isel(time=k), times[k]
-    crs = da.rio.crs
+        elevation, date = elevation.isel(time=k), times[k]
+    crs = elevation.rio.crs
     if crs is None:
         raise MtgError(f"{url} has no CRS (no grid mapping): write one with rioxarray")
-    values = np.asarray(da.astype("float32").values)
-    nodata = da.rio.nodata
+    values = elevation.data.astype(np.float32)
+    nodata = elevation.rio.nodata
     if nodata is not None and not np.isnan(nodata):
-        values[values == nodata] = np.nan
-    return _check(Dem(values=values, transform=da.rio.transform(), crs=CRS.from_user_input(crs), source=source,
+        values = da.where(values == np.float32(nodata), np.float32(np.nan), values)
+    return _check(Dem(values=values, transform=elevation.rio.transform(), crs=CRS.from_user_input(crs), source=source,
                       date=date))
 
 
@@ -173,21 +188,30 @@ def read_dem(source: str | Path, storage_options: dict[str, Any] | None = None) 
     return _read_raster(base)
 
 
+def _reproject(dem: Dem, transform: Affine, shape: tuple[int, int], crs: CRS) -> Dem:
+    """``dem`` resampled bilinearly (NaN-aware) onto another grid, lazily, block by block."""
+    import xarray as xr
+    from odc.geo.geobox import GeoBox
+    from odc.geo.xr import xr_coords, xr_reproject
+
+    src = xr.DataArray(dem.values, dims=("y", "x"), coords=xr_coords(GeoBox(dem.shape, dem.transform, dem.crs)),
+                       attrs={"nodata": np.nan})
+    out = xr_reproject(src, GeoBox(shape, transform, crs), resampling="bilinear", dst_nodata=np.nan)
+    return replace(dem, values=out.data.astype(np.float32), transform=transform, crs=crs)
+
+
 def _metric(dem: Dem) -> Dem:
     """The DEM itself if its CRS is projected, else reprojected onto the UTM zone of its centre."""
     if dem.crs.is_projected:
         return dem
-    rows, cols = dem.values.shape
+    rows, cols = dem.shape
     lon, lat = dem.transform * (cols / 2, rows / 2)
     dst = CRS.from_epsg(utm_epsg(lon, lat))
     left, top = dem.transform * (0, 0)
     right, bottom = dem.transform * (cols, rows)
     transform, width, height = calculate_default_transform(dem.crs, dst, cols, rows, left, bottom, right, top)
-    values = np.full((height, width), np.nan, dtype=np.float32)
-    reproject(dem.values, values, src_transform=dem.transform, src_crs=dem.crs, src_nodata=np.nan,
-              dst_transform=transform, dst_crs=dst, dst_nodata=np.nan, resampling=Resampling.bilinear)
     log.info("%s is in geographic coordinates: reprojected onto %s at %.1f m", dem.source, dst, transform.a)
-    return replace(dem, values=values, transform=transform, crs=dst)
+    return _reproject(dem, transform, (height, width), dst)
 
 
 def align(reference: Dem, other: Dem) -> tuple[Dem, Dem]:
@@ -205,14 +229,24 @@ def align(reference: Dem, other: Dem) -> tuple[Dem, Dem]:
     """
     reference = _metric(reference)
     same = (other.crs == reference.crs and other.transform.almost_equals(reference.transform)
-            and other.values.shape == reference.values.shape)
+            and other.shape == reference.shape)
     if same:
         return reference, other
-    values = np.full(reference.values.shape, np.nan, dtype=np.float32)
-    reproject(other.values, values, src_transform=other.transform, src_crs=other.crs, src_nodata=np.nan,
-              dst_transform=reference.transform, dst_crs=reference.crs, dst_nodata=np.nan,
-              resampling=Resampling.bilinear)
-    if not np.isfinite(values).any():
+    if not _overlaps(reference, other):
         raise MtgError(f"{other.source} does not overlap {reference.source}")
-    log.info("resampled %s onto the grid of %s", other.source, reference.source)
-    return reference, replace(other, values=values, transform=reference.transform, crs=reference.crs)
+    log.info("resampling %s onto the grid of %s", other.source, reference.source)
+    return reference, _reproject(other, reference.transform, reference.shape, reference.crs)
+
+
+def _overlaps(reference: Dem, other: Dem) -> bool:
+    """Whether the footprints of two grids intersect (in the reference's CRS)."""
+    from rasterio.warp import transform_bounds
+
+    def bounds(dem: Dem) -> tuple[float, float, float, float]:
+        left, top = dem.transform * (0, 0)
+        right, bottom = dem.transform * (dem.shape[1], dem.shape[0])
+        return left, bottom, right, top
+
+    a = bounds(reference)
+    b = transform_bounds(other.crs, reference.crs, *bounds(other))
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]

@@ -2,20 +2,30 @@
 
 Steps (``mtg volume``, and the volume stage of ``mtg run``):
 
-1. Read both epochs (:mod:`mtg.pipeline.dem_inputs`) and put the later one on the earlier one's grid.
-2. Stable terrain: valid in both epochs and outside every site buffered by ``stable_buffer_m``; the kernel also
-   drops slopes under 1 or over 70 degrees.
-3. Co-registration (:func:`mtg.kernels.coregistration.nuth_kaab`): horizontal shift and vertical bias of the
-   later epoch, iterated; optionally a planar tilt. Its numbers, with the stable-terrain median and NMAD of dh
-   before and after, go to ``coregistration.json``.
-4. ``dh = late - early``. Threshold ``t``: ``threshold_m``, else ``threshold_nmad`` x the stable-terrain NMAD.
+1. Open both epochs lazily (:mod:`mtg.pipeline.dem_inputs`) and put the later one on the earlier one's grid.
+2. Calibration window: the whole grid when it has at most ``calibration_window`` cells a side; otherwise the
+   block of that size, on a lattice anchored at the grid origin, holding the most stable cells (counted in one
+   streaming pass over the DEM blocks). Stable terrain: valid in both epochs and outside every site buffered by
+   ``stable_buffer_m``; the kernel also drops slopes under 1 or over 70 degrees.
+3. Co-registration on the calibration window (:func:`mtg.kernels.coregistration.nuth_kaab`): horizontal shift
+   and vertical bias of the later epoch, iterated; optionally a planar tilt. Its numbers, with the stable-terrain
+   median and NMAD of dh before and after, go to ``coregistration.json``.
+4. ``dh = late - early``, the later epoch corrected block by block (``dask.array.map_overlap`` with a NaN halo
+   as wide as the shift), streamed into ``dh.zarr``. Threshold ``t``: ``threshold_m``, else ``threshold_nmad``
+   x the stable-terrain NMAD of the calibration window.
 5. Per site (:func:`mtg.kernels.cut_fill.cut_fill`, exact fractional coverage of the site polygon): excavated
    (dh < -t, reported positive), deposited (dh > t), net, areas, void fraction, voids filled by the void policy.
+   Sites whose pixel windows touch form a group, and each group's window is read once, so only one group's
+   cells are in memory at a time.
 6. Uncertainty: the stable-terrain NMAD and the range of a spherical variogram fitted to stable dh give 1-sigma
    errors of each volume for its area (:func:`mtg.kernels.dh_statistics.volume_sigma`; Rolstad et al. 2009,
    in the spirit of Hugonnet et al. 2022).
 7. Extractive-waste deposits: 8-connected areas of dh > t inside sites, of at least ``min_deposit_m2``, become
-   polygons with area, mean and max thickness and volume, each linked to the site it overlaps most.
+   polygons with area, mean and max thickness and volume, each linked to the site it overlaps most (deposit
+   cells lie inside sites, so a deposit never leaves its site group's window).
+
+None of the numbers depends on how the DEMs are chunked: the calibration lattice and the site windows are
+fixed by the grid and the sites, and the block-wise correction gives each cell what the whole-grid one gives.
 
 Outputs in ``out``: ``site_volumes.parquet`` (GeoParquet, one row per site), ``waste_deposits.parquet``
 (GeoParquet), ``dh.zarr`` (the dh raster with its CRS) and ``coregistration.json``. Every file is written under
@@ -25,6 +35,7 @@ a temporary name and renamed, so a failed run never leaves a half-written output
 from __future__ import annotations
 
 import json
+import math
 import logging
 import os
 import shutil
@@ -35,6 +46,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import dask
+import dask.array as da
 import numpy as np
 from affine import Affine
 
@@ -48,6 +61,14 @@ VOID_POLICIES = ("none", "local-mean", "hypsometric")
 STABLE_BUFFER_M = 200.0
 # Largest lag (m) of the stable-terrain variogram.
 VARIOGRAM_MAX_LAG_M = 5_000.0
+#: Side (cells) of the calibration window of co-registration and dh statistics (float64 work arrays of a
+#: 4096 x 4096 window take about 1.5 GB).
+CALIBRATION_WINDOW = 4096
+# Site groups whose windows are read in one dask computation.
+GROUP_BATCH = 64
+# Per-site sums of :class:`mtg.kernels.cut_fill.CutFill` copied into ``site_volumes.parquet``.
+_SUM_FIELDS = ("excavated_m3", "deposited_m3", "net_m3", "excavated_area_m2", "deposited_area_m2", "area_m2",
+               "void_fraction", "filled_area_m2", "mean_dh")
 
 
 @dataclass
@@ -112,34 +133,149 @@ def read_sites(path: str | Path, crs, id_col: str | None = None):
     return out.reset_index(drop=True)
 
 
-def stable_terrain(early: Dem, late_values: np.ndarray, sites, buffer_m: float) -> np.ndarray:
-    """Cells valid in both epochs and farther than ``buffer_m`` from every site."""
+def stable_terrain(early: np.ndarray, late: np.ndarray, transform: Affine, buffered_sites) -> np.ndarray:
+    """Cells of a window valid in both epochs and outside every buffered site polygon.
+
+    Parameters
+    ----------
+    early, late : numpy.ndarray
+        The window of both epochs.
+    transform : affine.Affine
+        The window's pixel-to-CRS transform.
+    buffered_sites : sequence of shapely geometries
+        Site polygons grown by the stable-terrain buffer.
+    """
     from rasterio.features import geometry_mask
 
-    valid = np.isfinite(early.values) & np.isfinite(late_values)
-    shapes = [g for g in sites.geometry.buffer(buffer_m) if not g.is_empty]
+    valid = np.isfinite(early) & np.isfinite(late)
+    shapes = [g for g in buffered_sites if not g.is_empty]
     if not shapes:
         return valid
-    outside = geometry_mask(shapes, out_shape=early.values.shape, transform=early.transform, all_touched=True)
+    outside = geometry_mask(shapes, out_shape=early.shape, transform=transform, all_touched=True)
     return valid & outside
 
 
-def waste_deposits(dh: np.ndarray, threshold: float, early: Dem, sites, min_area_m2: float):
-    """Contiguous deposition areas (dh > threshold) inside sites, as polygons linked to their site."""
+def _stable_counts(early: np.ndarray, late: np.ndarray, row0: int, col0: int, transform: Affine, buffered, tree,
+                   size: int, lattice: tuple[int, int]) -> tuple[np.ndarray, int, int]:
+    """Stable cells of one DEM block per calibration-lattice block, and the block's valid cells of each epoch."""
+    import shapely
+
+    rows, cols = early.shape
+    window = transform * Affine.translation(col0, row0)
+    left, top = window * (0, 0)
+    right, bottom = window * (cols, rows)
+    near = [buffered[k] for k in tree.query(shapely.box(left, bottom, right, top))]
+    stable = stable_terrain(early, late, window, near)
+    counts = np.zeros(lattice, dtype=np.int64)
+    for r in range(row0 // size, (row0 + rows - 1) // size + 1):
+        for c in range(col0 // size, (col0 + cols - 1) // size + 1):
+            part = stable[max(r * size - row0, 0):(r + 1) * size - row0, max(c * size - col0, 0):(c + 1) * size - col0]
+            counts[r, c] = int(part.sum())
+    return counts, int(np.isfinite(early).sum()), int(np.isfinite(late).sum())
+
+
+def calibration_window(early: Dem, late: da.Array, buffered, size: int = CALIBRATION_WINDOW) -> tuple[slice, slice]:
+    """The window that co-registration and the dh statistics use (module docstring, step 2).
+
+    Parameters
+    ----------
+    early : Dem
+        The earlier epoch.
+    late : dask.array.Array
+        The later epoch on the same grid.
+    buffered : sequence of shapely geometries
+        Site polygons grown by the stable-terrain buffer.
+    size : int
+        Side of the window in cells.
+
+    Returns
+    -------
+    (slice, slice)
+        Rows and columns of the window.
+
+    Raises
+    ------
+    MtgError
+        When an epoch holds no valid cell.
+    """
+    import shapely
+
+    n_rows, n_cols = early.shape
+    if n_rows <= size and n_cols <= size:
+        return slice(0, n_rows), slice(0, n_cols)
+    lattice = (-(-n_rows // size), -(-n_cols // size))
+    tree = shapely.STRtree(buffered)
+    late = late.rechunk(early.values.chunks)
+    row_starts = np.cumsum((0,) + early.values.chunks[0])
+    col_starts = np.cumsum((0,) + early.values.chunks[1])
+    tasks = [dask.delayed(_stable_counts)(e, lt, int(row_starts[i]), int(col_starts[j]), early.transform,
+                                          buffered, tree, size, lattice)
+             for (i, j), e, lt in zip(np.ndindex(early.values.numblocks), early.values.to_delayed().ravel(),
+                                      late.to_delayed().ravel())]
+    log.info("counting stable terrain in %d blocks to choose the calibration window", len(tasks))
+    results = dask.compute(*tasks)
+    counts = sum(r[0] for r in results)
+    for k, name in ((1, early.source), (2, "the later epoch")):
+        if sum(r[k] for r in results) == 0:
+            raise MtgError(f"{name} holds no valid elevation")
+    r, c = (int(k) for k in np.unravel_index(int(np.argmax(counts)), lattice))
+    log.info("calibration window: rows %d-%d, columns %d-%d (%d stable cells)", r * size,
+             min((r + 1) * size, n_rows), c * size, min((c + 1) * size, n_cols), int(counts[r, c]))
+    return slice(r * size, min((r + 1) * size, n_rows)), slice(c * size, min((c + 1) * size, n_cols))
+
+
+def corrected(late: da.Array, coreg, spacing: tuple[float, float], origin: tuple[int, int]) -> da.Array:
+    """The later epoch co-registered block by block: ``apply_coregistration`` with a NaN halo of the shift's reach.
+
+    ``origin`` is the (row, column) of the calibration window the fit ran on, in the full grid.
+    """
+    from mtg.kernels.coregistration import apply_coregistration
+
+    depth = (math.ceil(abs(coreg.shift_y_m) / spacing[1]) + 1, math.ceil(abs(coreg.shift_x_m) / spacing[0]) + 1)
+
+    def block(z: np.ndarray, block_info=None) -> np.ndarray:
+        # map_overlap's block_info locates the block in the halo-expanded array: undo the halos of earlier blocks
+        (r_loc, _), (c_loc, _) = block_info[0]["array-location"]
+        i, j = block_info[0]["chunk-location"]
+        first = (r_loc - 2 * depth[0] * i - depth[0] - origin[0], c_loc - 2 * depth[1] * j - depth[1] - origin[1])
+        return apply_coregistration(z, coreg, spacing, origin=first)
+
+    return da.map_overlap(block, late, depth=depth, boundary=np.nan, dtype=late.dtype)
+
+
+def waste_deposits(dh: np.ndarray, threshold: float, transform: Affine, crs, sites, min_area_m2: float):
+    """Contiguous deposition areas (dh > threshold) inside sites, as polygons linked to their site.
+
+    Parameters
+    ----------
+    dh : numpy.ndarray
+        Elevation change of a window holding the sites.
+    threshold : float
+        Change threshold (m).
+    transform : affine.Affine
+        The window's pixel-to-CRS transform.
+    crs
+        CRS of the grid.
+    sites : geopandas.GeoDataFrame
+        The sites of the window (``site_id``, geometry).
+    min_area_m2 : float
+        Smallest deposit kept.
+    """
     import geopandas as gpd
+    import pandas as pd
     import shapely
     from rasterio.features import rasterize, shapes
     from scipy import ndimage
 
-    cell = early.spacing[0] * early.spacing[1]
+    cell = abs(transform.a * transform.e)
     site_index = rasterize(((g, k + 1) for k, g in enumerate(sites.geometry)), out_shape=dh.shape,
-                           transform=early.transform, fill=0, dtype="int32")
+                           transform=transform, fill=0, dtype="int32")
     deposit = np.nan_to_num(dh, nan=-np.inf) > threshold
     deposit &= site_index > 0
     labels, count = ndimage.label(deposit, structure=np.ones((3, 3)))
     columns = ["deposit_id", "site_id", "area_m2", "mean_thickness_m", "max_thickness_m", "volume_m3"]
     if count == 0:
-        return gpd.GeoDataFrame({c: [] for c in columns}, geometry=[], crs=early.crs)
+        return gpd.GeoDataFrame({c: [] for c in columns}, geometry=[], crs=crs)
     index = np.arange(1, count + 1)
     cells = ndimage.sum_labels(deposit, labels, index)
     keep = index[cells * cell >= min_area_m2]
@@ -148,8 +284,8 @@ def waste_deposits(dh: np.ndarray, threshold: float, early: Dem, sites, min_area
     for k in keep.tolist():
         window = objects[k - 1]
         mask = labels[window] == k
-        transform = early.transform @ Affine.translation(window[1].start, window[0].start)
-        parts = [shapely.geometry.shape(g) for g, v in shapes(mask.astype(np.uint8), mask=mask, transform=transform,
+        placed = transform @ Affine.translation(window[1].start, window[0].start)
+        parts = [shapely.geometry.shape(g) for g, v in shapes(mask.astype(np.uint8), mask=mask, transform=placed,
                                                                 connectivity=8) if v]
         owners = np.bincount(site_index[window][mask])
         values = dh[window][mask]
@@ -157,22 +293,68 @@ def waste_deposits(dh: np.ndarray, threshold: float, early: Dem, sites, min_area
                      "area_m2": float(mask.sum() * cell), "mean_thickness_m": float(values.mean()),
                      "max_thickness_m": float(values.max()), "volume_m3": float(values.sum() * cell)})
         geoms.append(shapely.union_all(parts))
-    frame = gpd.GeoDataFrame(rows, geometry=geoms, crs=early.crs)
-    frame.insert(0, "deposit_id", [f"D{k:05d}" for k in range(1, len(frame) + 1)])
-    return frame[columns + ["geometry"]]
+    frame = gpd.GeoDataFrame(pd.DataFrame(rows, columns=columns[1:]), geometry=geoms, crs=crs)
+    frame.insert(0, "deposit_id", "")  # numbered once every group's deposits are in
+    return frame
 
 
-def _write_dh(dh: np.ndarray, early: Dem, out: Path, attrs: dict[str, Any]) -> None:
+def site_groups(sites, transform: Affine, shape: tuple[int, int]) -> list[tuple[np.ndarray, tuple[slice, slice]]]:
+    """Sites whose pixel windows (grown by one cell) touch, with the window covering each group.
+
+    Parameters
+    ----------
+    sites : geopandas.GeoDataFrame
+        Site polygons in the grid's CRS.
+    transform : affine.Affine
+        The grid's pixel-to-CRS transform (north up).
+    shape : (int, int)
+        Rows and columns of the grid.
+
+    Returns
+    -------
+    list of (numpy.ndarray, (slice, slice))
+        Row indices of the sites of each group (ascending; groups ordered by their first site) and the group's
+        window, clipped to the grid. A site off the grid is a group of its own with a one-cell window, where its
+        coverage is empty.
+    """
+    import shapely
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    bounds = sites.geometry.bounds.to_numpy()
+    inverse = ~transform
+    c0, r0 = inverse * (bounds[:, 0], bounds[:, 3])
+    c1, r1 = inverse * (bounds[:, 2], bounds[:, 1])
+    boxes = np.stack([np.floor(r0) - 1, np.floor(c0) - 1, np.ceil(r1) + 1, np.ceil(c1) + 1], axis=1)
+    boxes = np.clip(boxes, 0, [shape[0], shape[1], shape[0], shape[1]]).astype(np.int64)
+    on_grid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    boxes[~on_grid] = (0, 0, 1, 1)
+    rects = shapely.box(boxes[:, 1], boxes[:, 0], boxes[:, 3], boxes[:, 2])
+    left, right = shapely.STRtree(rects).query(rects, predicate="intersects")
+    pairs = on_grid[left] & on_grid[right]
+    n = len(sites)
+    graph = coo_matrix((np.ones(int(pairs.sum())), (left[pairs], right[pairs])), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    groups = []
+    for label in dict.fromkeys(labels.tolist()):
+        members = np.flatnonzero(labels == label)
+        b = boxes[members]
+        groups.append((members, (slice(int(b[:, 0].min()), int(b[:, 2].max())),
+                                 slice(int(b[:, 1].min()), int(b[:, 3].max())))))
+    return groups
+
+
+def _write_dh(dh: da.Array, early: Dem, out: Path, attrs: dict[str, Any]) -> None:
     import rioxarray  # noqa: F401 - the .rio accessor
     import xarray as xr
 
     rows, cols = dh.shape
     x = early.transform.c + early.transform.a * (np.arange(cols) + 0.5)
     y = early.transform.f + early.transform.e * (np.arange(rows) + 0.5)
-    da = xr.DataArray(dh.astype(np.float32), dims=("y", "x"), coords={"y": y, "x": x}, name="dh",
-                      attrs={"units": "m", "long_name": "elevation change, later minus earlier epoch"})
-    da = da.rio.write_crs(early.crs).rio.write_nodata(np.nan, encoded=True)
-    ds = da.to_dataset()
+    arr = xr.DataArray(dh.astype(np.float32), dims=("y", "x"), coords={"y": y, "x": x}, name="dh",
+                       attrs={"units": "m", "long_name": "elevation change, later minus earlier epoch"})
+    arr = arr.rio.write_crs(early.crs).rio.write_nodata(np.nan, encoded=True)
+    ds = arr.to_dataset()
     ds.attrs.update({k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in attrs.items()})
     tmp = _tmp(out)
     with warnings.catch_warnings():  # consolidated metadata are deliberate: lazy readers open the store in one read
@@ -196,6 +378,7 @@ def measure_volumes(
     stable_buffer_m: float = STABLE_BUFFER_M,
     site_id_col: str | None = None,
     storage_options: dict[str, Any] | None = None,
+    calibration_size: int = CALIBRATION_WINDOW,
 ) -> VolumeResult:
     """Measure per-site excavated and deposited volumes between two DEM epochs (module docstring).
 
@@ -223,6 +406,8 @@ def measure_volumes(
         Column of the sites file holding site ids.
     storage_options : dict, optional
         fsspec options for remote Zarr DEM sources.
+    calibration_size : int
+        Side (cells) of the calibration window of co-registration and the dh statistics.
 
     Returns
     -------
@@ -232,6 +417,9 @@ def measure_volumes(
     from mtg.kernels.coverage import polygon_coverage
     from mtg.kernels.cut_fill import cut_fill
     from mtg.kernels.dh_statistics import empirical_variogram, fit_spherical, nmad, volume_sigma
+
+    import geopandas as gpd
+    import pandas as pd
 
     start = time.perf_counter()
     out = Path(out)
@@ -244,24 +432,35 @@ def measure_volumes(
     early, late = align(read_dem(before, storage_options), read_dem(after, storage_options))
     site_frame = read_sites(sites, early.crs, site_id_col)
     spacing = early.spacing
-    stable = stable_terrain(early, late.values, site_frame, stable_buffer_m)
+    cell_area = spacing[0] * spacing[1]
+    buffered = site_frame.geometry.buffer(stable_buffer_m).to_numpy()
+    rows, cols = calibration_window(early, late.values, buffered, calibration_size)
+    e_win, l_win = (np.asarray(a) for a in dask.compute(early.values[rows, cols], late.values[rows, cols]))
+    whole = (rows.stop - rows.start, cols.stop - cols.start) == early.shape
+    for values, name in ((e_win, early.source), (l_win, late.source)):
+        if not np.isfinite(values).any():
+            raise MtgError(f"{name} holds no valid elevation{'' if whole else ' in the calibration window'}")
+    win_transform = early.transform * Affine.translation(cols.start, rows.start)
+    stable = stable_terrain(e_win, l_win, win_transform, buffered)
     if stable.sum() < 100:
         raise MtgError(f"only {int(stable.sum())} stable cells outside the sites: the DEMs must extend beyond "
                        f"the sites (by more than {stable_buffer_m:g} m) for co-registration and uncertainty")
     late_values = late.values
     coreg: dict[str, Any] = {"applied": False}
     if coregister:
-        result = nuth_kaab(early.values, late.values, stable, spacing, tilt=tilt)
-        late_values = apply_coregistration(late.values, result, spacing)
-        coreg = {"applied": True, **asdict(result)}
+        result = nuth_kaab(e_win, l_win, stable, spacing, tilt=tilt)
+        l_win = apply_coregistration(l_win, result, spacing)
+        late_values = corrected(late.values, result, spacing, (rows.start, cols.start))
+        coreg = {"applied": True, **asdict(result), "calibration_window": [rows.start, rows.stop, cols.start,
+                                                                           cols.stop]}
         log.info("co-registration: shift %.2f m east, %.2f m north, bias %.2f m; stable-terrain NMAD %.2f -> %.2f m",
                  result.shift_x_m, result.shift_y_m, result.bias_m, result.nmad_before_m, result.nmad_after_m)
-    dh = (late_values - early.values).astype(np.float32)
-    stable_dh = np.where(stable & np.isfinite(dh), dh, np.nan)
+    win_dh = (l_win - e_win).astype(np.float32)
+    stable_dh = np.where(stable & np.isfinite(win_dh), win_dh, np.nan)
     sigma = nmad(stable_dh[np.isfinite(stable_dh)])
     median = float(np.nanmedian(stable_dh))
     if np.nanstd(stable_dh) > 0:
-        max_lag = min(VARIOGRAM_MAX_LAG_M, 0.5 * max(dh.shape) * spacing[0])
+        max_lag = min(VARIOGRAM_MAX_LAG_M, 0.5 * max(win_dh.shape) * spacing[0])
         lags, gamma, counts = empirical_variogram(stable_dh, spacing, np.isfinite(stable_dh), max_lag_m=max_lag)
         sill, range_m, nugget = fit_spherical(lags, gamma, counts)
     else:  # identical epochs outside the sites (e.g. one survey pasted into another): no error to model
@@ -271,21 +470,35 @@ def measure_volumes(
     log.info("dh on stable terrain: median %.2f m, NMAD %.2f m, correlation range %.0f m; threshold %.2f m",
              median, sigma, range_m, threshold)
 
-    coverage = polygon_coverage(site_frame.geometry.to_numpy(), early.transform, dh.shape)
-    sums = cut_fill(early.values, late_values, coverage, threshold, spacing[0] * spacing[1], void_policy)
+    stats = np.full((len(site_frame), len(_SUM_FIELDS)), np.nan)
+    deposit_frames = []
+    groups = site_groups(site_frame, early.transform, early.shape)
+    for first in range(0, len(groups), GROUP_BATCH):
+        batch = groups[first:first + GROUP_BATCH]
+        windows = dask.compute(*[(early.values[w], late_values[w]) for _, w in batch])
+        for (members, (r, c)), (e, lt) in zip(batch, windows):
+            transform = early.transform * Affine.translation(c.start, r.start)
+            group = site_frame.iloc[members]
+            coverage = polygon_coverage(group.geometry.to_numpy(), transform, e.shape)
+            sums = cut_fill(e, lt, coverage, threshold, cell_area, void_policy)
+            stats[members] = np.stack([np.asarray(getattr(sums, f), dtype=np.float64) for f in _SUM_FIELDS], axis=1)
+            deposit_frames.append(waste_deposits((lt - e).astype(np.float32), threshold, transform, early.crs,
+                                                 group, min_deposit_m2))
+    log.info("summed dh over %d sites in %d windows", len(site_frame), len(groups))
     nugget_fraction = float(np.clip(nugget / sill, 0.0, 1.0)) if sill > 0 else 0.0  # sill: the total variance
     frame = site_frame.copy()
-    for name in ("excavated_m3", "deposited_m3", "net_m3", "excavated_area_m2", "deposited_area_m2", "area_m2",
-                 "void_fraction", "filled_area_m2", "mean_dh"):
-        frame[name] = np.asarray(getattr(sums, name), dtype=np.float64)
+    for k, name in enumerate(_SUM_FIELDS):
+        frame[name] = stats[:, k]
     for name, area in (("excavated", frame["excavated_area_m2"]), ("deposited", frame["deposited_area_m2"]),
                        ("net", frame["area_m2"])):
         frame[f"{name}_sigma_m3"] = (volume_sigma(area.to_numpy(), sigma, range_m, nugget_fraction=nugget_fraction,
-                                                  cell_area_m2=spacing[0] * spacing[1]) if range_m > 0 else 0.0)
+                                                  cell_area_m2=cell_area) if range_m > 0 else 0.0)
     frame["threshold_m"] = threshold
     frame["void_policy"] = void_policy
     frame["coregistered"] = bool(coregister)
-    deposits = waste_deposits(dh, threshold, early, site_frame, min_deposit_m2)
+    deposits = pd.concat(deposit_frames, ignore_index=True)
+    deposits["deposit_id"] = [f"D{k:05d}" for k in range(1, len(deposits) + 1)]
+    deposits = gpd.GeoDataFrame(deposits, geometry="geometry", crs=early.crs)
     frame["waste_deposits"] = frame["site_id"].map(deposits["site_id"].value_counts()).fillna(0).astype(int)
 
     report = {
@@ -302,7 +515,8 @@ def measure_volumes(
         tmp = _tmp(out / name)
         table.to_parquet(tmp)
         _publish(tmp, out / name)
-    _write_dh(dh, early, out / "dh.zarr", {"mtg:coregistration": coreg, "mtg:threshold_m": threshold})
+    _write_dh(late_values - early.values, early, out / "dh.zarr",
+              {"mtg:coregistration": coreg, "mtg:threshold_m": threshold})
     tmp = _tmp(out / "coregistration.json")
     tmp.write_text(json.dumps(report, indent=2, default=float))
     _publish(tmp, out / "coregistration.json")

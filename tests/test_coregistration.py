@@ -64,7 +64,8 @@ def synthetic(shift_east_m: float, shift_north_m: float, bias: float = 0.0, n: i
 def test_apply_moves_content_east_and_north_and_removes_bias_and_plane():
     z = np.arange(20.0).reshape(4, 5)
     base = Coregistration(shift_x_m=0.0, shift_y_m=0.0, bias_m=0.0, tilt=None, iterations=1, converged=True,
-                          median_before_m=0.0, nmad_before_m=0.0, median_after_m=0.0, nmad_after_m=0.0, n_stable=0)
+                          median_before_m=0.0, nmad_before_m=0.0, median_after_m=0.0, nmad_after_m=0.0, n_stable=0,
+                          grid_shape=(4, 5))
     east = apply_coregistration(z, replace(base, shift_x_m=10.0), SYN_SPACING)  # one cell east
     np.testing.assert_array_equal(east[:, 1:], z[:, :-1])
     assert np.all(np.isnan(east[:, 0]))
@@ -77,6 +78,23 @@ def test_apply_moves_content_east_and_north_and_removes_bias_and_plane():
     tilted = apply_coregistration(z, replace(base, bias_m=2.0, tilt=(0.5, 0.01, -0.02)), SYN_SPACING)
     np.testing.assert_allclose(tilted, z - 2.0 - (0.5 + 0.01 * x - 0.02 * y))
     assert apply_coregistration(z.astype(np.float32), base, SYN_SPACING).dtype == np.float32
+
+
+def test_blocks_padded_by_the_shift_reach_give_the_whole_grid():
+    # a tilted, sub-pixel shift applied block by block (each block with one NaN-padded cell of halo, placed by
+    # its origin in the fitted grid) equals the whole-grid result, including the NaN edge
+    rng = np.random.default_rng(3)
+    z = rng.normal(size=(9, 11))
+    result = Coregistration(shift_x_m=-4.0, shift_y_m=6.5, bias_m=0.3, tilt=(0.2, 0.001, -0.003), iterations=1,
+                            converged=True, median_before_m=0.0, nmad_before_m=0.0, median_after_m=0.0,
+                            nmad_after_m=0.0, n_stable=0, grid_shape=z.shape)
+    whole = apply_coregistration(z, result, SYN_SPACING)
+    padded = np.pad(z, 1, constant_values=np.nan)
+    for r0, r1 in ((0, 4), (4, 9)):
+        for c0, c1 in ((0, 5), (5, 11)):
+            block = padded[r0:r1 + 2, c0:c1 + 2]
+            got = apply_coregistration(block, result, SYN_SPACING, origin=(r0 - 1, c0 - 1))[1:-1, 1:-1]
+            np.testing.assert_array_equal(got, whole[r0:r1, c0:c1])
 
 
 def test_recovers_a_synthetic_displacement_with_the_documented_signs():

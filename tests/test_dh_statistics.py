@@ -112,6 +112,9 @@ def test_volume_sigma_limits_and_vectorisation():
     # a pure nugget averages over A / cell_area independent cells
     assert volume_sigma(1e6, sigma, a, 1.0, 100.0) == pytest.approx(sigma * math.sqrt(100.0 / 1e6) * 1e6)
     assert volume_sigma(50.0, sigma, a, 1.0, 100.0) == pytest.approx(sigma * 50.0)
+    # an unmeasured area (a site without valid cells) has an unknown error
+    got = volume_sigma(np.array([np.nan, 1e4]), sigma, a, 0.3, 100.0)
+    assert np.isnan(got[0]) and got[1] == pytest.approx(volume_sigma(1e4, sigma, a, 0.3, 100.0))
 
 
 @pytest.mark.parametrize("kwargs, name", [

@@ -82,10 +82,10 @@ def site_volumes(scene: Scene) -> dict[str, tuple[float, float]]:
     }
 
 
-def _dem_error(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
-    """Correlated plus white DEM error (m)."""
+def _dem_error(rng: np.random.Generator, shape: tuple[int, int], scale: float) -> np.ndarray:
+    """Correlated plus white DEM error (m), ``scale`` times the standard deviations above."""
     correlated = CORRELATED_ERROR_M * correlated_noise(rng, shape, range_px=ERROR_RANGE_M / DEM_RES)
-    return correlated + WHITE_ERROR_M * rng.standard_normal(shape)
+    return scale * (correlated + WHITE_ERROR_M * rng.standard_normal(shape))
 
 
 def _voids(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
@@ -99,8 +99,16 @@ def _voids(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
     return mask
 
 
-def observed_dems(scene: Scene) -> tuple[DemEpoch, DemEpoch]:
+def observed_dems(scene: Scene, error_scale: float = 1.0) -> tuple[DemEpoch, DemEpoch]:
     """The early and late DEM epochs as a DEM provider would deliver them.
+
+    Parameters
+    ----------
+    scene : Scene
+        The synthetic world.
+    error_scale : float
+        Multiplies the standard deviations of the DEM error (1: the TanDEM-X-like error of the sample; smaller
+        values give the same world with quieter DEMs, for checks that need the noise out of the way).
 
     Returns
     -------
@@ -119,7 +127,7 @@ def observed_dems(scene: Scene) -> tuple[DemEpoch, DemEpoch]:
     epochs = []
     for label, day, surface in (("2021", EARLY_DEM_DATE, early_true), ("2023", LATE_DEM_DATE, late_shifted + reg.bias_m)):
         rng = stream(scene.seed, "dem", label)
-        elevation = (surface + _dem_error(rng, shape)).astype(np.float32)
+        elevation = (surface + _dem_error(rng, shape, error_scale)).astype(np.float32)
         elevation[_voids(rng, shape)] = DEM_NODATA
         epochs.append(DemEpoch(label=label, day=day, elevation=elevation))
     return epochs[0], epochs[1]
