@@ -7,7 +7,7 @@ Usage::
 
 Data: the epochs and sites of ``volume_throughput.py`` (smooth terrain and dh, 1 % voids, star-shaped sites of
 50-2000 m) written once as one Zarr cube ``elevation (time, y, x)`` in ``--chunk`` x ``--chunk`` float32 blocks,
-and the sites as GeoParquet, under ``--workdir``. Each row runs in a fresh process (peak RSS from ``VmHWM``):
+and the sites as GeoParquet, under ``--workdir`` (reused by a later run with the same parameters). Each row runs in a fresh process (peak RSS from ``VmHWM``):
 
 1. the in-memory peer: both epochs read from the Zarr cube into numpy (what any whole-raster tool needs first);
 2. mtg: :func:`mtg.pipeline.volume.measure_volumes` from ``cube.zarr#0`` and ``#1`` (co-registration on the
@@ -45,7 +45,11 @@ def write_inputs(workdir: Path, size: int, n_sites: int, chunk: int) -> tuple[Pa
     import rioxarray  # noqa: F401 - the .rio accessor
     import xarray as xr
 
-    cube, sites = workdir / "dem.zarr", workdir / "sites.parquet"
+    cube, sites, marker = workdir / "dem.zarr", workdir / "sites.parquet", workdir / "inputs.json"
+    params = {"size": size, "sites": n_sites, "chunk": chunk}
+    if marker.exists() and json.loads(marker.read_text()) == params:
+        return cube, sites
+    marker.unlink(missing_ok=True)
     shutil.rmtree(cube, ignore_errors=True)
     early, late = synthetic_epochs(size)
     t = grid()
@@ -62,6 +66,7 @@ def write_inputs(workdir: Path, size: int, n_sites: int, chunk: int) -> tuple[Pa
     del early, late
     gpd.GeoDataFrame({"site_id": [f"s{k}" for k in range(n_sites)]}, geometry=random_sites(size, n_sites),
                      crs=CRS).to_parquet(sites)
+    marker.write_text(json.dumps(params))
     return cube, sites
 
 
@@ -100,7 +105,7 @@ def main() -> None:
     args.workdir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     cube, sites = write_inputs(args.workdir, args.size, args.sites, args.chunk)
-    print(f"wrote a {args.size} x {args.size} float32 pair in {args.chunk}-cell Zarr blocks and {args.sites} sites "
+    print(f"inputs: a {args.size} x {args.size} float32 pair in {args.chunk}-cell Zarr blocks and {args.sites} sites "
           f"in {time.perf_counter() - start:.0f} s", flush=True)
     pair_mib = 2 * 4 * args.size**2 / 2**20
     rows = [("numpy: both epochs read into memory (peer)", _row("numpy", cube, sites, args.workdir / "x")),

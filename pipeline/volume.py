@@ -15,8 +15,8 @@ Steps (``mtg volume``, and the volume stage of ``mtg run``):
    x the stable-terrain NMAD of the calibration window.
 5. Per site (:func:`mtg.kernels.cut_fill.cut_fill`, exact fractional coverage of the site polygon): excavated
    (dh < -t, reported positive), deposited (dh > t), net, areas, void fraction, voids filled by the void policy.
-   Sites whose pixel windows touch form a group, and each group's window is read once, so only one group's
-   cells are in memory at a time.
+   Sites whose pixel windows touch form a group; groups are read tile by tile (the DEM block holding a group's
+   first cell), so each block is computed about once and only one tile's windows are in memory at a time.
 6. Uncertainty: the stable-terrain NMAD and the range of a spherical variogram fitted to stable dh give 1-sigma
    errors of each volume for its area (:func:`mtg.kernels.dh_statistics.volume_sigma`; Rolstad et al. 2009,
    in the spirit of Hugonnet et al. 2022).
@@ -25,7 +25,9 @@ Steps (``mtg volume``, and the volume stage of ``mtg run``):
    cells lie inside sites, so a deposit never leaves its site group's window).
 
 None of the numbers depends on how the DEMs are chunked: the calibration lattice and the site windows are
-fixed by the grid and the sites, and the block-wise correction gives each cell what the whole-grid one gives.
+fixed by the grid and the sites, and the block-wise correction gives each cell what the whole-grid one gives
+(``dh.zarr`` is bit-identical; per-site sums agree to the last bits of float64 rounding, since the vectorised
+kernel's summation order follows the memory alignment of a window).
 
 Outputs in ``out``: ``site_volumes.parquet`` (GeoParquet, one row per site), ``waste_deposits.parquet``
 (GeoParquet), ``dh.zarr`` (the dh raster with its CRS) and ``coregistration.json``. Every file is written under
@@ -61,11 +63,9 @@ VOID_POLICIES = ("none", "local-mean", "hypsometric")
 STABLE_BUFFER_M = 200.0
 # Largest lag (m) of the stable-terrain variogram.
 VARIOGRAM_MAX_LAG_M = 5_000.0
-#: Side (cells) of the calibration window of co-registration and dh statistics (float64 work arrays of a
-#: 4096 x 4096 window take about 1.5 GB).
-CALIBRATION_WINDOW = 4096
-# Site groups whose windows are read in one dask computation.
-GROUP_BATCH = 64
+#: Side (cells) of the calibration window of co-registration and dh statistics: 61 km of 30 m cells (20 km of
+#: 10 m ones) hold terrain of every aspect; its float64 work arrays take about 0.5 GB.
+CALIBRATION_WINDOW = 2048
 # Per-site sums of :class:`mtg.kernels.cut_fill.CutFill` copied into ``site_volumes.parquet``.
 _SUM_FIELDS = ("excavated_m3", "deposited_m3", "net_m3", "excavated_area_m2", "deposited_area_m2", "area_m2",
                "void_fraction", "filled_area_m2", "mean_dh")
@@ -344,6 +344,19 @@ def site_groups(sites, transform: Affine, shape: tuple[int, int]) -> list[tuple[
     return groups
 
 
+def _tiles(groups: list[tuple[np.ndarray, tuple[slice, slice]]],
+           chunks: tuple[tuple[int, ...], ...]) -> list[list[int]]:
+    """Site groups by the DEM block holding their window's first cell: each tile's windows are read in one
+    computation, so every block is computed about once (plus the spill of windows into the next blocks)."""
+    row_edges, col_edges = np.cumsum((0,) + chunks[0]), np.cumsum((0,) + chunks[1])
+    tiles: dict[tuple[int, int], list[int]] = {}
+    for g, (_, (r, c)) in enumerate(groups):
+        key = (int(np.searchsorted(row_edges, r.start, "right")) - 1,
+               int(np.searchsorted(col_edges, c.start, "right")) - 1)
+        tiles.setdefault(key, []).append(g)
+    return [tiles[k] for k in sorted(tiles)]
+
+
 def _write_dh(dh: da.Array, early: Dem, out: Path, attrs: dict[str, Any]) -> None:
     import rioxarray  # noqa: F401 - the .rio accessor
     import xarray as xr
@@ -471,19 +484,24 @@ def measure_volumes(
              median, sigma, range_m, threshold)
 
     stats = np.full((len(site_frame), len(_SUM_FIELDS)), np.nan)
-    deposit_frames = []
+    deposit_frames = {}
     groups = site_groups(site_frame, early.transform, early.shape)
-    for first in range(0, len(groups), GROUP_BATCH):
-        batch = groups[first:first + GROUP_BATCH]
-        windows = dask.compute(*[(early.values[w], late_values[w]) for _, w in batch])
-        for (members, (r, c)), (e, lt) in zip(batch, windows):
+    for tile in _tiles(groups, early.values.chunks):
+        rows = slice(min(groups[g][1][0].start for g in tile), max(groups[g][1][0].stop for g in tile))
+        cols = slice(min(groups[g][1][1].start for g in tile), max(groups[g][1][1].stop for g in tile))
+        e_tile, l_tile = dask.compute(early.values[rows, cols], late_values[rows, cols])
+        for g in tile:
+            members, (r, c) = groups[g]
+            e = e_tile[r.start - rows.start:r.stop - rows.start, c.start - cols.start:c.stop - cols.start]
+            lt = l_tile[r.start - rows.start:r.stop - rows.start, c.start - cols.start:c.stop - cols.start]
             transform = early.transform * Affine.translation(c.start, r.start)
             group = site_frame.iloc[members]
             coverage = polygon_coverage(group.geometry.to_numpy(), transform, e.shape)
             sums = cut_fill(e, lt, coverage, threshold, cell_area, void_policy)
             stats[members] = np.stack([np.asarray(getattr(sums, f), dtype=np.float64) for f in _SUM_FIELDS], axis=1)
-            deposit_frames.append(waste_deposits((lt - e).astype(np.float32), threshold, transform, early.crs,
-                                                 group, min_deposit_m2))
+            deposit_frames[g] = waste_deposits((lt - e).astype(np.float32), threshold, transform, early.crs, group,
+                                               min_deposit_m2)
+    deposit_frames = [deposit_frames[g] for g in range(len(groups))]  # numbered in group order, not tile order
     log.info("summed dh over %d sites in %d windows", len(site_frame), len(groups))
     nugget_fraction = float(np.clip(nugget / sill, 0.0, 1.0)) if sill > 0 else 0.0  # sill: the total variance
     frame = site_frame.copy()
@@ -496,7 +514,7 @@ def measure_volumes(
     frame["threshold_m"] = threshold
     frame["void_policy"] = void_policy
     frame["coregistered"] = bool(coregister)
-    deposits = pd.concat(deposit_frames, ignore_index=True)
+    deposits = pd.concat([f for f in deposit_frames if len(f)] or deposit_frames[:1], ignore_index=True)
     deposits["deposit_id"] = [f"D{k:05d}" for k in range(1, len(deposits) + 1)]
     deposits = gpd.GeoDataFrame(deposits, geometry="geometry", crs=early.crs)
     frame["waste_deposits"] = frame["site_id"].map(deposits["site_id"].value_counts()).fillna(0).astype(int)

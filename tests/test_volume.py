@@ -134,10 +134,11 @@ def test_volumes_do_not_depend_on_chunking(district, tmp_path):
         out = tmp_path / f"out{chunk}"
         measure_volumes(f"{cube}#0", f"{cube}#1", sites, out, tilt=True, calibration_size=256)
         outputs.append(out)
+    # sums agree to float64 rounding (the vectorised kernel's addition order follows a window's memory alignment)
     a, b = (gpd.read_parquet(o / "site_volumes.parquet") for o in outputs)
-    pd.testing.assert_frame_equal(a.drop(columns="geometry"), b.drop(columns="geometry"), check_exact=True)
+    pd.testing.assert_frame_equal(a.drop(columns="geometry"), b.drop(columns="geometry"), rtol=1e-12, atol=1e-6)
     da_, db = (gpd.read_parquet(o / "waste_deposits.parquet") for o in outputs)
-    pd.testing.assert_frame_equal(da_.drop(columns="geometry"), db.drop(columns="geometry"), check_exact=True)
+    pd.testing.assert_frame_equal(da_.drop(columns="geometry"), db.drop(columns="geometry"), rtol=1e-12)
     ra, rb = (xr.open_zarr(o / "dh.zarr")["dh"].values for o in outputs)
     np.testing.assert_array_equal(ra, rb)
     window = json.loads((outputs[0] / "coregistration.json").read_text())["coregistration"]["calibration_window"]
