@@ -369,10 +369,18 @@ def _write_dh(dh: da.Array, early: Dem, out: Path, attrs: dict[str, Any]) -> Non
     arr = arr.rio.write_crs(early.crs).rio.write_nodata(np.nan, encoded=True)
     ds = arr.to_dataset()
     ds.attrs.update({k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in attrs.items()})
+    band = dh.chunksize[0]
+    # one Zarr chunk per DEM block (regularised: Zarr needs equal chunks)
+    ds = ds.chunk({"y": band, "x": dh.chunksize[1]})
     tmp = _tmp(out)
     with warnings.catch_warnings():  # consolidated metadata are deliberate: lazy readers open the store in one read
         warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
-        ds.chunk({"y": 512, "x": 512}).to_zarr(tmp, mode="w", consolidated=True, zarr_format=3)
+        ds.to_zarr(tmp, mode="w", consolidated=True, zarr_format=3, compute=False)
+        # one band of block rows at a time: the halos of the block-wise correction then never hold more than
+        # two bands in memory, however large the grid
+        for r0 in range(0, rows, band):
+            ds[["dh"]].drop_vars(["x", "spatial_ref"]).isel(y=slice(r0, r0 + band)).to_zarr(
+                tmp, region={"y": slice(r0, min(r0 + band, rows))})
     _publish(tmp, out)
 
 
