@@ -146,7 +146,8 @@ def run(
     config: ConfigOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Run every stage on the sample region (or the configured one): sample, ingest, site linking, volumes."""
+    """Run every stage on the sample region (or the configured one): sample, ingest, segmentation, site linking,
+    volumes, land use, site indicators, verification, the HTML report and the STAC catalog of the results."""
     from mtg.pipeline.run import run_pipeline
 
     _setup_logging(quiet)
@@ -160,11 +161,21 @@ def run(
         f"  reflectance cube     {result.ingest.reflectance_url}\n"
         f"  DEM cube             {result.ingest.dem_url}\n"
         f"  ingest summary       {result.ingest.summary_url}\n"
+        f"  mine probability     {result.segment.probability}\n"
+        f"  mine polygons        {result.segment.polygons} ({result.segment.n_polygons}, model "
+        f"{result.segment.model})\n"
         f"  sites                {result.sites.out} ({result.sites.n_sites} sites)\n"
         f"  site members         {result.sites.members}\n"
         f"  site volumes         {result.volumes.out / 'site_volumes.parquet'}\n"
         f"  waste deposits       {result.volumes.out / 'waste_deposits.parquet'} ({result.volumes.n_deposits})\n"
-        f"  dh raster            {result.volumes.out / 'dh.zarr'}"
+        f"  dh raster            {result.volumes.out / 'dh.zarr'}\n"
+        f"  land use             {result.landuse.out} ({result.landuse.summary['linked_share']:.0%} of "
+        f"{result.landuse.summary['total_km2']:.2f} km2 linked to a commodity)\n"
+        f"  site indicators      {result.indicators.parquet} (and .csv)\n"
+        + (f"  verification         {result.verification.parquet} {result.verification.counts}\n"
+           if result.verification else "")
+        + f"  results catalog      {result.catalog}\n"
+        f"report: [bold]{result.report}[/]"
     )
 
 
@@ -187,6 +198,20 @@ def link(
              "lower-cased.")] = None,
     out: Annotated[Optional[Path], typer.Option(
         "--out", "-o", help="Output file (default labels.parquet, or sites.parquet with --polygons).")] = None,
+    levels: Annotated[Optional[str], typer.Option(
+        help="Sites mode: more cuts recorded in the members file, comma-separated (e.g. 1km,2km,5km), for "
+             "--choose-cut and `mtg landuse --choose-cut/--sensitivity`.")] = None,
+    choose_cut: Annotated[bool, typer.Option(
+        "--choose-cut", help="Sites mode: form each site at its own cut h <= --cut among --levels, balancing area "
+                             "without a commodity against area with several (see mtg.pipeline.landuse).")] = False,
+    points_filter: Annotated[Optional[list[str]], typer.Option(
+        help="Sites mode: keep the point rows whose COLUMN lists VALUE ('Asset Type=Mine'); repeat: all must "
+             "hold.")] = None,
+    primary_col: Annotated[Optional[list[str]], typer.Option(
+        help="Sites mode: point column of primary commodities; repeat for several (default: commodity columns "
+             "named 'primary', else all).")] = None,
+    country_col: Annotated[Optional[str], typer.Option(
+        help="Sites mode: point column of the country (default: a column named country).")] = None,
     scheduler: SchedulerOpt = None,
     workers: WorkersOpt = None,
     quiet: QuietOpt = False,
@@ -195,6 +220,8 @@ def link(
 
     Points mode runs its graph tiles and clustering shards in this process, or on dask workers with --scheduler.
     """
+    from collections import Counter
+
     from mtg.pipeline.dask_cluster import dask_scheduler
     from mtg.pipeline.link import link_points, link_sites, parse_distance
 
@@ -206,14 +233,25 @@ def link(
             raise MtgError(f"sites mode links at one cut; got {len(cuts)} --cut values")
         if cuts and cuts[0] > h:
             raise MtgError(f"--cut {cut[0]} is above --h-max {h_max}")
+        grid = [parse_distance(v, "--levels") for v in (levels or "").split(",") if v.strip()]
+        if [v for v in grid if v > h]:
+            raise MtgError(f"--levels {levels}: {max(grid):g} m is above --h-max {h_max}")
         result = link_sites(polygons, points, out or Path("sites.parquet"), cut=cuts[0] if cuts else h,
-                            linkage=linkage, lon_col=lon_col, lat_col=lat_col, commodity_table=commodity_table)
+                            linkage=linkage, lon_col=lon_col, lat_col=lat_col, commodity_table=commodity_table,
+                            levels=grid, choose_cut=choose_cut, points_filter=points_filter or (),
+                            primary_cols=primary_col or None, country_col=country_col)
+        chosen = "" if result.chosen_cuts is None else "; cut chosen per site: " + ", ".join(
+            f"{n} at {c:g} m" for c, n in sorted(Counter(result.chosen_cuts.values()).items()))
         report.print(
             f"sites: [bold]{result.out}[/] ({result.n_sites} sites from {result.n_polygons} polygons and "
-            f"{result.n_points} points at {result.cut:g} m; {result.n_point_only_sites} without polygons)\n"
-            f"members: {result.members}; {result.seconds:.1f} s"
+            f"{result.n_points} points at {result.cut:g} m; {result.n_point_only_sites} without polygons{chosen})\n"
+            f"members: {result.members} (partitions at {', '.join(f'{v:g}' for v in result.levels)} m); "
+            f"{result.seconds:.1f} s"
         )
         return
+    if levels or choose_cut or points_filter or primary_col or country_col:
+        raise MtgError("--levels, --choose-cut, --points-filter, --primary-col and --country-col apply to sites "
+                       "mode only (with --polygons)")
     if points is None:
         raise MtgError("give --points FILE (points mode) and/or --polygons FILE (sites mode)")
     if commodity_table is not None:
@@ -272,3 +310,243 @@ def volume(
         f"dh: {result.out / 'dh.zarr'}; {coreg}; stable-terrain NMAD {result.nmad_m:.2f} m, threshold "
         f"{result.threshold_m:.2f} m; {result.seconds:.1f} s"
     )
+
+
+@app.command("report")
+@_user_errors
+def report_command(
+    run_dir: Annotated[Path, typer.Argument(help="Run folder of `mtg run`.")],
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", "-o", help="Output HTML file (default RUN_DIR/report.html).")] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Write the run's report: one HTML file with map, charts, thumbnails, tables and provenance; needs no network."""
+    from mtg.pipeline.report import write_report
+
+    _setup_logging(quiet)
+    report.print(f"report: [bold]{write_report(run_dir, out)}[/]")
+
+
+@app.command()
+@_user_errors
+def publish(
+    run_dir: Annotated[Path, typer.Argument(help="Run folder of `mtg run`.")],
+    verify: Annotated[bool, typer.Option(
+        "--verify", help="Check RUN_DIR/stac against the files (schemas, sizes, checksums) instead of writing it.")] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Write RUN_DIR/stac/catalog.json: a self-contained STAC catalog of the run's outputs, with checksums."""
+    from mtg.pipeline.results_catalog import STAC_DIR, verify_results_catalog, write_results_catalog
+
+    _setup_logging(quiet)
+    if verify:
+        n = verify_results_catalog(Path(run_dir) / STAC_DIR / "catalog.json")
+        report.print(f"results catalog {Path(run_dir) / STAC_DIR / 'catalog.json'}: {n} assets match their files")
+        return
+    report.print(f"results catalog: [bold]{write_results_catalog(run_dir)}[/]")
+
+
+@app.command()
+@_user_errors
+def train(
+    cube: Annotated[str, typer.Option(help="Reflectance cube (Zarr path or URL from mtg ingest).")],
+    labels: Annotated[Path, typer.Option(help="Mine polygons (GeoParquet, GPKG, ...; any CRS), with feature types.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Model folder to write (weights.pt, model_card.json).")],
+    holdout: Annotated[Optional[str], typer.Option(
+        help="XMIN,YMIN,XMAX,YMAX in the cube's CRS: never sampled; the model is scored there at the end.")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Most epochs (train.epochs).")] = None,
+    patience: Annotated[Optional[int], typer.Option(help="Epochs without a better validation IoU before stopping.")] = None,
+    chip: Annotated[Optional[int], typer.Option(help="Chip side in pixels.")] = None,
+    chips_per_epoch: Annotated[Optional[int], typer.Option(help="Chips drawn per epoch.")] = None,
+    batch: Annotated[Optional[int], typer.Option(help="Chips per training step.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="Torch threads (fixed, for reproducible weights).")] = None,
+    storage_options: Annotated[Optional[str], typer.Option(help="fsspec storage options (JSON) for a remote cube.")] = None,
+    config: ConfigOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train the mine-footprint U-Net on a cube and mine polygons: chips, per-epoch metrics, early stopping."""
+    import sys
+
+    from mtg.pipeline.train import train_model
+
+    _setup_logging(quiet)
+    box = None
+    if holdout is not None:
+        try:
+            box = tuple(float(v) for v in holdout.replace(" ", "").split(","))
+        except ValueError:
+            box = ()
+        if len(box) != 4 or not (box[0] < box[2] and box[1] < box[3]):
+            raise MtgError(f"--holdout {holdout!r} must be four numbers XMIN,YMIN,XMAX,YMAX with XMIN < XMAX, "
+                           "YMIN < YMAX (the cube's CRS)")
+    cfg = with_overrides(load_config(config), {
+        "train.holdout": box, "train.epochs": epochs, "train.patience": patience, "train.chip": chip,
+        "train.chips_per_epoch": chips_per_epoch, "train.batch": batch, "train.seed": seed, "train.threads": threads,
+    })
+    t, s = cfg.train, cfg.segment
+    result = train_model(
+        cube, labels, out, holdout=t.holdout, epochs=t.epochs, patience=t.patience, chip=t.chip,
+        chips_per_epoch=t.chips_per_epoch, batch=t.batch, positive_fraction=t.positive_fraction,
+        val_fraction=t.val_fraction, block=t.block, learning_rate=t.learning_rate, widths=t.widths, seed=t.seed,
+        threads=t.threads, class_column=t.class_column, threshold=s.threshold, tile=s.tile, overlap=s.overlap,
+        storage_options=parse_storage_options(storage_options) if storage_options else None,
+        command=" ".join(["mtg", *sys.argv[1:]]),
+    )
+    metrics = result.card.metrics
+    scored = [("validation", metrics["validation"], "val_")] + (
+        [("held-out", metrics["holdout"], "")] if "holdout" in metrics else [])
+    lines = [f"  {name:<10} IoU {m[p + 'iou']:.3f}  F1 {m[p + 'f1']:.3f}  precision {m[p + 'precision']:.3f}  "
+             f"recall {m[p + 'recall']:.3f}" for name, m, p in scored]
+    report.print(f"model: [bold]{result.out}[/] ({result.card.training['epochs_run']} epochs, best "
+                 f"{result.card.training['best_epoch']}; {result.seconds:.0f} s)\n" + "\n".join(lines))
+
+
+@app.command()
+@_user_errors
+def segment(
+    cube: Annotated[str, typer.Option(help="Reflectance cube (Zarr path or URL from mtg ingest).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: probability.zarr, mine_polygons.parquet.")],
+    model: Annotated[Optional[str], typer.Option(
+        help="Model folder from mtg train (segment.model; default the model shipped in the package).")] = None,
+    threshold: Annotated[Optional[float], typer.Option(help="Mining probability of the polygons (0.5).")] = None,
+    min_area_m2: Annotated[Optional[float], typer.Option(help="Smallest polygon kept, m^2.")] = None,
+    simplify_m: Annotated[Optional[float], typer.Option(help="Polygon simplification tolerance, m (0: none).")] = None,
+    tile: Annotated[Optional[int], typer.Option(help="Tile side in pixels (a multiple of 8).")] = None,
+    overlap: Annotated[Optional[int], typer.Option(help="Pixels shared by neighbouring tiles (up to tile/2).")] = None,
+    batch: Annotated[Optional[int], typer.Option(help="Tiles per forward pass.")] = None,
+    chunk: Annotated[Optional[int], typer.Option(help="Side of the dask inference blocks in pixels.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto (CUDA where available), cpu or cuda.")] = None,
+    time: Annotated[Optional[str], typer.Option(help="START/END: composite only these acquisitions.")] = None,
+    storage_options: Annotated[Optional[str], typer.Option(help="fsspec storage options (JSON) for a remote cube.")] = None,
+    scheduler: SchedulerOpt = None,
+    workers: WorkersOpt = None,
+    memory_limit: MemoryOpt = None,
+    config: ConfigOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Map mine footprints in a reflectance cube: seam-free tiled inference, probability raster and polygons."""
+    from mtg.pipeline.dask_cluster import dask_scheduler
+    from mtg.pipeline.segment import segment_cube
+
+    _setup_logging(quiet)
+    cfg = with_overrides(load_config(config), {
+        "segment.model": model, "segment.threshold": threshold, "segment.min_area_m2": min_area_m2,
+        "segment.simplify_m": simplify_m, "segment.tile": tile, "segment.overlap": overlap, "segment.batch": batch,
+        "segment.chunk": chunk, "segment.device": device, "segment.time": time, "dask.scheduler": scheduler,
+        "dask.workers": workers, "dask.memory_limit": memory_limit,
+    })
+    s = cfg.segment
+    with dask_scheduler(cfg.dask.scheduler, cfg.dask.workers, cfg.dask.memory_limit) as client:
+        result = segment_cube(
+            cube, out, model=s.model, threshold=s.threshold, min_area_m2=s.min_area_m2, simplify_m=s.simplify_m,
+            tile=s.tile, overlap=s.overlap, batch=s.batch, chunk=s.chunk, device=s.device, time_range=s.time,
+            storage_options=parse_storage_options(storage_options) if storage_options else None, client=client,
+            progress=not quiet,
+        )
+    report.print(
+        f"probability: [bold]{result.probability}[/]\nmine polygons: [bold]{result.polygons}[/] "
+        f"({result.n_polygons}, {result.mining_area_m2 / 1e6:.2f} km^2)\nmodel {result.model} on {result.device}; "
+        f"{result.n_pixels / 1e6:.1f} Mpx in {result.seconds:.1f} s"
+    )
+
+
+def _distances(text: Optional[str], name: str) -> list[float]:
+    from mtg.pipeline.link import parse_distance
+
+    return [parse_distance(v, name) for v in (text or "").split(",") if v.strip()]
+
+
+@app.command()
+@_user_errors
+def landuse(
+    sites: Annotated[Path, typer.Argument(help="Sites GeoParquet from `mtg link --polygons ...` (members beside it).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
+    choose_cut: Annotated[bool, typer.Option(
+        "--choose-cut", help="Re-form the sites with a cut per site among the recorded cuts <= --h-max (balances "
+                             "area without a commodity against area with several).")] = False,
+    h_max: Annotated[Optional[str], typer.Option(
+        help="Largest cut H of --choose-cut, a recorded cut (default: the sites' cut).")] = None,
+    sensitivity: Annotated[Optional[str], typer.Option(
+        help="Recorded cuts at which to repeat the split, comma-separated, e.g. 1km,2km,5km,10km.")] = None,
+    countries: Annotated[Optional[Path], typer.Option(
+        help="Country boundary polygons; default: the linked points' country attribute.")] = None,
+    country_col: Annotated[Optional[str], typer.Option(help="Country-name column of --countries.")] = None,
+    config: ConfigOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Commodity land use: each site's area split equally among its primary commodities; by commodity and country."""
+    from mtg.pipeline.landuse import write_land_use
+    from mtg.pipeline.link import parse_distance
+
+    _setup_logging(quiet)
+    cfg = with_overrides(load_config(config), {"landuse.h_max": h_max,
+                                               "landuse.countries": str(countries) if countries else None,
+                                               "landuse.country_col": country_col}).landuse
+    # landuse.choose_cut is for `mtg run`, whose linking records the levels; here the flag decides
+    result = write_land_use(sites, out, choose_cut=choose_cut,
+                            h_max=parse_distance(cfg.h_max, "--h-max") if cfg.h_max else None,
+                            sensitivity=_distances(sensitivity, "--sensitivity"), countries=cfg.countries,
+                            country_col=cfg.country_col)
+    s = result.summary
+    share = (lambda v: "n/a" if v is None else f"{100 * v:.1f}%")
+    report.print(
+        f"land use: [bold]{result.out}[/] ({s['n_sites']} sites with a footprint, {s['total_km2']:.4g} km^2; linked "
+        f"{share(s['linked_share'])}, Unknown {share(s['unlinked_share'])}, several commodities "
+        f"{share(s['multi_commodity_share'])}); {result.seconds:.1f} s"
+    )
+
+
+@app.command()
+@_user_errors
+def indicators(
+    run_dir: Annotated[Optional[Path], typer.Argument(
+        help="Run folder of `mtg run` (reads sites/ and volumes/, writes indicators/).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (default RUN_DIR/indicators).")] = None,
+    sites: Annotated[Optional[Path], typer.Option(help="Sites GeoParquet (default RUN_DIR/sites/sites.parquet).")] = None,
+    volumes: Annotated[Optional[Path], typer.Option(help="site_volumes.parquet of `mtg volume`.")] = None,
+    waste_deposits: Annotated[Optional[Path], typer.Option(help="waste_deposits.parquet of `mtg volume`.")] = None,
+    footprints_before: Annotated[Optional[list[Path]], typer.Option(
+        help="Footprint polygons of the earlier epoch; repeat for several files.")] = None,
+    footprints_after: Annotated[Optional[list[Path]], typer.Option(
+        help="Footprint polygons of the later epoch; repeat for several files.")] = None,
+    countries: Annotated[Optional[Path], typer.Option(help="Country boundary polygons.")] = None,
+    country_col: Annotated[Optional[str], typer.Option(help="Country-name column of --countries.")] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Site indicators: area, commodities, sources, area change, volumes, waste deposits, segmentation probability."""
+    from mtg.pipeline.indicators import run_indicators
+
+    _setup_logging(quiet)
+    if run_dir is None and (sites is None or out is None):
+        raise MtgError("give a RUN_DIR, or --sites and --out")
+    result = run_indicators(run_dir or Path("."), out, sites=sites, volumes=volumes, waste_deposits=waste_deposits,
+                            footprints_before=footprints_before or (), footprints_after=footprints_after or (),
+                            countries=countries, country_col=country_col)
+    report.print(f"site indicators: [bold]{result.parquet}[/] and {result.csv} ({result.n_sites} sites); "
+                 f"{result.seconds:.1f} s")
+
+
+@app.command()
+@_user_errors
+def verify(
+    reported: Annotated[Path, typer.Option(help="Reported figures, CSV (see docs/reported-figures-example.csv).")],
+    indicators: Annotated[Path, typer.Option(help="site_indicators.parquet of `mtg indicators`.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
+    tolerance: Annotated[Optional[float], typer.Option(help="Relative difference that disagrees (0.25).")] = None,
+    sigma: Annotated[Optional[float], typer.Option(help="Volumes must also differ by this many sigma (2).")] = None,
+    max_distance: Annotated[Optional[str], typer.Option(help="Farthest match by location (5km).")] = None,
+    config: ConfigOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Compare reported area, volume or tonnage figures with the site indicators and flag large disagreements."""
+    from mtg.pipeline.link import parse_distance
+    from mtg.pipeline.verify import write_verification
+
+    _setup_logging(quiet)
+    cfg = with_overrides(load_config(config), {"verify.tolerance": tolerance, "verify.sigma": sigma,
+                                               "verify.max_distance": max_distance}).verify
+    result = write_verification(reported, indicators, out, tolerance=cfg.tolerance, sigma=cfg.sigma,
+                                max_distance_m=parse_distance(cfg.max_distance, "--max-distance"))
+    counts = ", ".join(f"{n} {flag}" for flag, n in sorted(result.counts.items()))
+    report.print(f"verification: [bold]{result.parquet}[/] and {result.csv} ({counts}); {result.seconds:.1f} s")

@@ -74,6 +74,32 @@ class LinkConfig(_Section):
     commodity_table: str | None = None
 
 
+class LandUseConfig(_Section):
+    """Commodity land use of ``mtg run`` (as ``mtg landuse``), and the cuts the linking stage records for it."""
+
+    choose_cut: bool = True
+    h_max: str | None = None
+    levels: list[str] = ["250m", "500m", "750m"]
+    countries: str | None = None
+    country_col: str | None = None
+
+
+class IndicatorsConfig(_Section):
+    """Site indicators of ``mtg run`` (as ``mtg indicators``): footprints of two epochs for the area change."""
+
+    footprints_before: list[str] = []
+    footprints_after: list[str] = []
+
+
+class VerifyConfig(_Section):
+    """Verification of reported figures against the site indicators (as ``mtg verify``); off without a table."""
+
+    reported: str | None = None
+    tolerance: float = Field(default=0.25, gt=0)
+    sigma: float = Field(default=2.0, gt=0)
+    max_distance: str = "5km"
+
+
 class VolumeConfig(_Section):
     """The DEM-change stage of ``mtg run`` (the options of ``mtg volume``)."""
 
@@ -85,13 +111,52 @@ class VolumeConfig(_Section):
     min_deposit_m2: float = Field(default=10_000.0, ge=0)
 
 
+class SegmentConfig(_Section):
+    """Mine-footprint segmentation (``mtg segment`` and the segmentation stage of ``mtg run``)."""
+
+    model: str | None = None
+    threshold: float = Field(default=0.5, gt=0, lt=1)
+    min_area_m2: float = Field(default=5_000.0, ge=0)
+    simplify_m: float = Field(default=5.0, ge=0)
+    tile: int = Field(default=256, ge=8)
+    overlap: int = Field(default=64, ge=0)
+    batch: int = Field(default=8, ge=1)
+    chunk: int = Field(default=1024, ge=64)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    time: str | None = None
+
+
+class TrainConfig(_Section):
+    """Training a segmentation model (``mtg train``)."""
+
+    holdout: tuple[float, float, float, float] | None = None
+    epochs: int = Field(default=40, ge=1)
+    patience: int = Field(default=6, ge=1)
+    chip: int = Field(default=128, ge=8)
+    chips_per_epoch: int = Field(default=512, ge=1)
+    batch: int = Field(default=16, ge=1)
+    positive_fraction: float = Field(default=0.5, ge=0, le=1)
+    val_fraction: float = Field(default=0.2, gt=0, lt=1)
+    block: int = Field(default=256, ge=8)
+    learning_rate: float = Field(default=2e-3, gt=0)
+    widths: tuple[int, ...] = (16, 32, 64, 128)
+    seed: int = 0
+    threads: int = Field(default=2, ge=1)
+    class_column: str | None = "feature_type"
+
+
 class RunConfig(_Section):
     """Everything ``mtg run`` does, section by stage."""
 
     out: str = "mtg-run"
     sample: SampleConfig = SampleConfig()
     ingest: IngestConfig = IngestConfig()
+    segment: SegmentConfig = SegmentConfig()
+    train: TrainConfig = TrainConfig()
     link: LinkConfig = LinkConfig()
+    landuse: LandUseConfig = LandUseConfig()
+    indicators: IndicatorsConfig = IndicatorsConfig()
+    verify: VerifyConfig = VerifyConfig()
     volume: VolumeConfig = VolumeConfig()
     dask: DaskConfig = DaskConfig()
 

@@ -10,9 +10,15 @@ radius graph), yet the flat clusters at every cut ``<= h_max`` equal scipy's den
   (distance between features = geodesic distance between their nearest parts, 0 when they touch; single linkage
   by default) into sites. The sites file (GeoParquet, EPSG:4326) has one row per site: ``site_id``, the member
   polygons (``member_ids``, ``member_sources``), the linked points (``point_ids``, ``point_sources``), harmonised
-  ``commodities`` of the linked points, the union of the member polygons as geometry and its geodesic area
-  ``area_km2``. A site made of points only has the point (a MultiPoint for several) as geometry and a null
-  ``area_km2``: it has no footprint. ``<stem>_members.parquet`` maps every input feature to its ``site_id``.
+  ``commodities`` and ``primary_commodities`` of the linked points, ``country`` (majority of the linked points'
+  countries, ties alphabetical, else of the member polygons', else null), the site's ``cut_m``, the union of the
+  member polygons as geometry and its geodesic area ``area_km2`` (WGS-84 ellipsoid). A site made of points only
+  has the point (a MultiPoint for several) as geometry and a null ``area_km2``: it has no footprint.
+  ``<stem>_members.parquet`` maps every input feature to its ``site_id`` and keeps what land use needs at other
+  cuts: each point's commodities, primary commodities, country and lon/lat, and the partition at every recorded
+  cut (``cluster_<metres>``, the cut itself and ``levels``). The sites file's schema metadata ``mtg`` records the
+  inputs and parameters (:func:`read_link_metadata`). With ``choose_cut`` each site is formed at its own cut
+  (:func:`mtg.pipeline.landuse.choose_site_cuts`).
 
 All files are written atomically (a temporary name in the same folder, then :func:`os.replace`).
 """
@@ -430,6 +436,228 @@ def _geodesic_area_km2(geometry) -> float:
     return abs(geod.geometry_area_perimeter(oriented)[0]) / 1e6
 
 
+
+#: Columns read as a feature's country when no column is named (matched case-insensitively).
+COUNTRY_COLUMNS = ("country", "country_name", "country name")
+#: Columns of the members file besides the ``cluster_<metres>`` labels, in order.
+MEMBER_COLUMNS = ["source", "kind", "row", "feature_id", "site_id", "commodities", "primary_commodities", "country",
+                  "lon", "lat"]
+SITE_COLUMNS = ["site_id", "n_polygons", "n_points", "member_ids", "member_sources", "point_ids", "point_sources",
+                "commodities", "primary_commodities", "country", "cut_m", "area_km2", "geometry"]
+
+
+def parse_points_filter(text: str) -> tuple[str, str]:
+    """``"Asset Type=Mine"`` -> ``("Asset Type", "Mine")``: keep the point rows whose cell lists that value.
+
+    Raises
+    ------
+    MtgError
+        When the text has no ``=`` or an empty column or value.
+    """
+    column, sep, value = str(text).partition("=")
+    if not sep or not column.strip() or not value.strip():
+        raise MtgError(f"--points-filter {text!r} must be COLUMN=VALUE, e.g. 'Asset Type=Mine'")
+    return column.strip(), value.strip()
+
+
+def _filter_rows(frame: pd.DataFrame, filters: Sequence[tuple[str, str]], path: Path) -> np.ndarray:
+    """Rows kept by every filter: a cell matches when one of its ``;``/``,``/``|``-separated entries equals the value
+    (case-insensitive, whitespace collapsed)."""
+    from mtg.pipeline.commodities import normalise, split_commodities
+
+    keep = np.ones(len(frame), dtype=bool)
+    for column, value in filters:
+        if column not in frame.columns:
+            raise MtgError(f"--points-filter: {path} has no column {column!r}; its columns are {list(frame.columns)}")
+        wanted = normalise(value)
+        keep &= np.fromiter((any(normalise(v) == wanted for v in split_commodities(cell)) for cell in frame[column]),
+                            dtype=bool, count=len(frame))
+    if filters and not keep.any():
+        raise MtgError(f"--points-filter {['='.join(f) for f in filters]} keeps no row of {path}")
+    return keep
+
+
+def _country_values(frame: pd.DataFrame, column: str | None, path: Path, required: bool) -> list[str | None]:
+    """Stripped country names of the rows (None where empty) from ``column``, or a detected country column."""
+    if column is not None and column not in frame.columns:
+        if required:
+            raise MtgError(f"{path} has no country column {column!r}; its columns are {list(frame.columns)}")
+        column = None
+    if column is None:
+        column = next((c for c in frame.columns if isinstance(c, str) and c.casefold() in COUNTRY_COLUMNS), None)
+    if column is None:
+        return [None] * len(frame)
+    return [None if v is None or (isinstance(v, float) and v != v) or not str(v).strip() else str(v).strip()
+            for v in frame[column]]
+
+
+def majority(values) -> str | None:
+    """The most frequent non-null value; ties go to the alphabetically first; None when there is none."""
+    counts: dict[str, int] = {}
+    for v in values:
+        if v is not None and not pd.isna(v):
+            counts[v] = counts.get(v, 0) + 1
+    if not counts:
+        return None
+    return min(counts, key=lambda k: (-counts[k], k))
+
+
+class FootprintAreas:
+    """Union geometry and geodesic area (WGS-84 ellipsoid, km^2) of sets of polygons, cached by the set.
+
+    Nested partitions (the cuts of one hierarchy) are measured bottom-up once :meth:`add_hierarchy` has named the
+    parts of each cluster: a cluster's union is the union of its parts' unions, and when the parts are disjoint
+    (single linkage at a cut above 0: distinct clusters lie more than the cut apart) its area is the sum of theirs.
+
+    Parameters
+    ----------
+    geometries : sequence of shapely.Geometry or None
+        The features in lon/lat degrees by member index (None for features that are not polygons).
+    """
+
+    def __init__(self, geometries: Sequence[Any]):
+        self.geometries = list(geometries)
+        self._geometry: dict[tuple[int, ...], Any] = {}
+        self._area: dict[tuple[int, ...], float] = {}
+        self._parts: dict[tuple[int, ...], tuple[list[tuple[int, ...]], bool]] = {}
+
+    @staticmethod
+    def key(indices) -> tuple[int, ...]:
+        return tuple(sorted(int(k) for k in indices))
+
+    def add_hierarchy(self, labels_by_level: Sequence[np.ndarray], polygon: np.ndarray, disjoint: bool) -> None:
+        """Name the parts of every cluster of nested partitions (finest first), for bottom-up unions and areas.
+
+        Parameters
+        ----------
+        labels_by_level : sequence of numpy.ndarray
+            Member labels of each partition, finest first; each partition must be nested in the next.
+        polygon : numpy.ndarray
+            bool, which members are polygons.
+        disjoint : bool
+            Whether distinct clusters of a partition never overlap (single linkage at cuts above 0).
+        """
+        index = np.flatnonzero(polygon)
+        previous = None
+        for labels in labels_by_level:
+            labels = np.asarray(labels)[index]
+            order = np.argsort(labels, kind="stable")
+            groups = np.split(order, np.flatnonzero(np.diff(labels[order])) + 1) if order.size else []
+            for group in groups:
+                if previous is None:
+                    continue
+                children = np.unique(previous[group])
+                if children.size > 1:
+                    members = index[group]
+                    parts = [self.key(members[previous[group] == c]) for c in children]
+                    self._parts[self.key(members)] = (parts, disjoint)
+            previous = labels
+
+    def geometry(self, indices) -> Any:
+        """Union of the polygons ``indices`` (None for none)."""
+        import shapely
+
+        key = indices if isinstance(indices, tuple) else self.key(indices)
+        if not key:
+            return None
+        if key not in self._geometry:
+            if len(key) == 1:
+                geometry = self.geometries[key[0]]
+            elif key in self._parts:
+                geometry = shapely.union_all([self.geometry(part) for part in self._parts[key][0]])
+            else:
+                geometry = shapely.union_all([self.geometries[k] for k in key])
+            self._geometry[key] = geometry
+        return self._geometry[key]
+
+    def area(self, indices) -> float:
+        """Geodesic area (km^2) of the union of the polygons ``indices``; NaN for none."""
+        key = indices if isinstance(indices, tuple) else self.key(indices)
+        if not key:
+            return float("nan")
+        if key not in self._area:
+            parts = self._parts.get(key)
+            if parts is not None and parts[1]:
+                self._area[key] = float(sum(self.area(part) for part in parts[0]))
+            else:
+                self._area[key] = _geodesic_area_km2(self.geometry(key))
+        return self._area[key]
+
+    def union(self, indices) -> tuple[Any, float]:
+        """``(union geometry, area_km2)`` of the polygons ``indices`` (member indices, any order)."""
+        key = self.key(indices)
+        return self.geometry(key), self.area(key)
+
+
+def _names(lists) -> list[str]:
+    out: dict[str, None] = {}
+    for names in lists:
+        for name in names:
+            out.setdefault(str(name), None)
+    return list(out)
+
+
+def assemble_sites(members: pd.DataFrame, labels: np.ndarray, footprints: FootprintAreas,
+                   cut_m: np.ndarray | float | None = None, with_geometry: bool = True):
+    """The sites of one partition of the members: one row per label, in label order.
+
+    Parameters
+    ----------
+    members : pandas.DataFrame
+        The members table (:data:`MEMBER_COLUMNS`; ``kind`` "polygon" or "point", points with ``lon``/``lat``).
+    labels : numpy.ndarray
+        Site label of each member (int).
+    footprints : FootprintAreas
+        Polygon geometries by member index, for the unions and their areas.
+    cut_m : float or numpy.ndarray, optional
+        Cut of each site (scalar, or per member: the cut that made its site).
+    with_geometry : bool
+        False leaves the polygon sites' geometry empty (None) and measures only their areas (faster).
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        :data:`SITE_COLUMNS` in EPSG:4326. Commodities are the linked points' (in order of appearance); the country
+        is the majority over the linked points' countries (ties: alphabetical), else over the member polygons',
+        else null. A site of points only has the point(s) as geometry and a null area.
+    """
+    import geopandas as gpd
+    import shapely
+
+    labels = np.asarray(labels)
+    kinds = members["kind"].to_numpy()
+    ids, sources = members["feature_id"].to_numpy(), members["source"].to_numpy()
+    xy = members[["lon", "lat"]].to_numpy(dtype=np.float64)
+    countries = members["country"].astype(object).where(members["country"].notna(), None).to_numpy()
+    commodities, primary = members["commodities"].to_numpy(), members["primary_commodities"].to_numpy()
+    cuts = np.broadcast_to(np.asarray(np.nan if cut_m is None else cut_m, dtype=np.float64), labels.shape)
+    order = np.argsort(labels, kind="stable")
+    bounds = np.flatnonzero(np.diff(labels[order])) + 1
+    rows = []
+    for index in np.split(order, bounds) if labels.size else []:
+        poly = index[kinds[index] == "polygon"]
+        pts = index[kinds[index] == "point"]
+        if poly.size:
+            key = footprints.key(poly)
+            geometry, area = (footprints.geometry(key) if with_geometry else None), footprints.area(key)
+        else:
+            geometry = shapely.Point(xy[pts[0]]) if pts.size == 1 else shapely.MultiPoint(xy[pts])
+            area = np.nan
+        country = majority(countries[pts]) or majority(countries[poly])
+        rows.append({
+            "site_id": int(labels[index[0]]), "n_polygons": int(poly.size), "n_points": int(pts.size),
+            "member_ids": [str(ids[k]) for k in poly], "member_sources": [str(sources[k]) for k in poly],
+            "point_ids": [str(ids[k]) for k in pts], "point_sources": [str(sources[k]) for k in pts],
+            "commodities": _names(commodities[pts]), "primary_commodities": _names(primary[pts]),
+            "country": country, "cut_m": float(cuts[index[0]]), "area_km2": float(area), "geometry": geometry,
+        })
+    if not rows:
+        return gpd.GeoDataFrame({c: [] for c in SITE_COLUMNS}, geometry="geometry", crs="EPSG:4326")
+    sites = gpd.GeoDataFrame(rows, columns=SITE_COLUMNS, geometry="geometry", crs="EPSG:4326")
+    sites["country"] = sites["country"].astype("string")
+    return sites
+
+
 @dataclass
 class SitesResult:
     """What :func:`link_sites` wrote."""
@@ -443,94 +671,273 @@ class SitesResult:
     cut: float
     unknown_commodities: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    levels: list[float] = field(default_factory=list)
+    chosen_cuts: dict[int, float] | None = None
+    ambiguous_cuts: list[float] = field(default_factory=list)
+
+
+def _load_site_features(polygons: Sequence[str | Path], points: str | Path | None, lon_col: str, lat_col: str,
+                        harmoniser: CommodityHarmoniser, commodity_cols: Sequence[str] | None,
+                        primary_cols: Sequence[str] | None, point_id_col: str | None, country_col: str | None,
+                        points_filter: Sequence[tuple[str, str]]) -> tuple[list, pd.DataFrame]:
+    """Geometries (polygons first, then points) and the members table without labels."""
+    import shapely
+
+    geoms: list = []
+    parts: list[pd.DataFrame] = []
+    for path in polygons:
+        path = Path(path)
+        frame = read_polygons(path)
+        geoms.extend(frame.geometry.to_list())
+        n = len(frame)
+        parts.append(pd.DataFrame({
+            "source": [str(path)] * n, "kind": ["polygon"] * n, "row": np.arange(n, dtype=np.int64),
+            "feature_id": _ids(frame, None, path), "commodities": [[] for _ in range(n)],
+            "primary_commodities": [[] for _ in range(n)],
+            "country": _country_values(frame, country_col, path, required=False),
+            "lon": np.full(n, np.nan), "lat": np.full(n, np.nan)}))
+    if points is not None:
+        path = Path(points)
+        frame, lon, lat = read_points(path, lon_col, lat_col)
+        ids = _ids(frame, point_id_col, path)
+        keep = _filter_rows(frame, points_filter, path)
+        rows = np.flatnonzero(keep)
+        frame = frame.iloc[rows].reset_index(drop=True)
+        lon, lat, ids = lon[rows], lat[rows], [ids[k] for k in rows]
+        cols = list(commodity_cols) if commodity_cols is not None else \
+            [c for c in frame.columns if isinstance(c, str) and "commodit" in c.lower()]
+        primary = list(primary_cols) if primary_cols is not None else \
+            ([c for c in cols if "primary" in c.lower()] or cols)
+        commodities = harmoniser.harmonise_rows(frame, cols)
+        # the primary names are among all names: a harmoniser sharing the log reports each unknown name once
+        primary_names = CommodityHarmoniser(harmoniser.table, _logged=harmoniser._logged).harmonise_rows(frame, primary)
+        geoms.extend(shapely.points(lon, lat).tolist())
+        n = len(frame)
+        parts.append(pd.DataFrame({
+            "source": [str(path)] * n, "kind": ["point"] * n, "row": rows.astype(np.int64), "feature_id": ids,
+            "commodities": commodities, "primary_commodities": primary_names,
+            "country": _country_values(frame, country_col, path, required=country_col is not None),
+            "lon": lon, "lat": lat}))
+    members = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=MEMBER_COLUMNS)
+    members["country"] = members["country"].astype("string")
+    return geoms, members
+
+
+def _write_geoparquet(frame, out: Path, metadata: dict[str, Any]) -> None:
+    """Write a GeoDataFrame to ``out`` atomically, with ``metadata`` as JSON under the schema key ``mtg``."""
+    import pyarrow.parquet as pq
+
+    tmp = _atomic_target(out)
+    try:
+        frame.to_parquet(tmp, index=False)
+        table = pq.read_table(tmp)
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                               b"mtg": json.dumps(metadata).encode()})
+        pq.write_table(table, tmp)
+    except BaseException:
+        if tmp.exists():
+            tmp.unlink()
+        raise
+    _replace(tmp, out)
+
+
+def read_link_metadata(sites: str | Path) -> dict[str, Any]:
+    """The parameters :func:`link_sites` recorded in a sites file (``{}`` for files written without them)."""
+    import pyarrow.parquet as pq
+
+    try:
+        metadata = pq.read_schema(sites).metadata or {}
+    except Exception as err:  # noqa: BLE001 - pyarrow raises several types for unreadable files
+        raise MtgError(f"{sites} is not a readable Parquet file: {err}") from None
+    return json.loads(metadata[b"mtg"]) if b"mtg" in metadata else {}
+
+
+#: Smallest cut at which sites mode links groups of overlapping or touching polygons as one feature.
+ATOM_MIN_CUT_M = 1.0
+
+
+def _polygon_atoms(polygons: Sequence[Any]) -> tuple[np.ndarray, list]:
+    """Groups of polygons that overlap or touch (connected components of ``intersects``) and their unions.
+
+    Returns the group of each polygon (groups numbered by their first polygon) and the groups' geometries. A group
+    whose union GEOS cannot compute (invalid input) is left as its separate polygons.
+    """
+    import shapely
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+    from shapely.errors import GEOSException
+
+    arr = np.empty(len(polygons), dtype=object)
+    arr[:] = list(polygons)
+    i, j = shapely.STRtree(arr).query(arr, predicate="intersects")
+    n = arr.size
+    component = connected_components(coo_matrix((np.ones(i.size), (i, j)), shape=(n, n)), directed=False)[1]
+    order = np.argsort(component, kind="stable")
+    atom_of = np.empty(n, dtype=np.int64)
+    atoms: list = []
+    for group in np.split(order, np.flatnonzero(np.diff(component[order])) + 1):
+        unions = [arr[group[0]]]
+        if group.size > 1:
+            try:
+                unions = [shapely.union_all(arr[group])]
+            except GEOSException:
+                unions = list(arr[group])
+        atom_of[group] = len(atoms) + (np.arange(group.size) if len(unions) > 1 else 0)
+        atoms.extend(unions)
+    # number the groups in order of their first polygon, as the clustering numbers clusters
+    first = np.full(len(atoms), n, dtype=np.int64)
+    np.minimum.at(first, atom_of, np.arange(n))
+    rank = np.empty(len(atoms), dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(atoms))
+    reordered: list = [None] * len(atoms)
+    for k, geometry in enumerate(atoms):
+        reordered[rank[k]] = geometry
+    return rank[atom_of], reordered
 
 
 def link_sites(polygons: Sequence[str | Path], points: str | Path | None = None, out: str | Path = "sites.parquet",
                cut: float = 2_000.0, linkage: str = "single", lon_col: str = "lon", lat_col: str = "lat",
                commodity_table: str | Path | None = None, commodity_cols: Sequence[str] | None = None,
-               point_id_col: str | None = None) -> SitesResult:
-    """Link polygons (from several files) and points into sites at one cut; write the sites and members files.
+               point_id_col: str | None = None, *, levels: Sequence[float] = (), choose_cut: bool = False,
+               primary_cols: Sequence[str] | None = None, country_col: str | None = None,
+               points_filter: Sequence[tuple[str, str] | str] = ()) -> SitesResult:
+    """Link polygons (from several files) and points into sites; write the sites and members files.
 
     Feature distance is the geodesic distance between the nearest parts of two features (0 when they touch or
-    overlap). Commodity columns default to every point column whose name contains "commodit" (ICMM's
-    ``Primary Commodity``, ``Secondary Commodity``, ``Other Commodities``).
-    """
-    import geopandas as gpd
-    import shapely
+    overlap). One hierarchy is built up to the largest of ``cut`` and ``levels``; the members file records the
+    partition at every one of them (``cluster_<metres>``).
 
+    Parameters
+    ----------
+    polygons : sequence of path
+        Polygon files (GeoPackage, GeoParquet, shapefile, GeoJSON, ...; any CRS).
+    points : path, optional
+        Point file (:func:`read_points`) with commodity columns.
+    out : path
+        Sites GeoParquet; the members file is ``<stem>_members.parquet`` beside it.
+    cut : float
+        Cut in metres. With ``choose_cut`` it is the largest cut ``H`` of the per-site choice.
+    linkage : {"single", "complete", "average"}
+    lon_col, lat_col : str
+        Coordinate columns of a CSV/Parquet point file.
+    commodity_table : path, optional
+        Harmonisation table (:mod:`mtg.pipeline.commodities`).
+    commodity_cols : sequence of str, optional
+        Point columns with commodities; default every column whose name contains "commodit" (ICMM's
+        ``Primary Commodity``, ``Secondary Commodity``, ``Other Commodities``).
+    point_id_col : str, optional
+        Point id column (default: a unique ``...id`` column, else the row).
+    levels : sequence of float
+        More cuts (metres) recorded in the members file, for :func:`mtg.pipeline.landuse.choose_site_cuts` and
+        land-use sensitivity.
+    choose_cut : bool
+        Form each site at its own cut ``h <= cut`` among ``levels`` and ``cut`` (see
+        :func:`mtg.pipeline.landuse.choose_site_cuts`); the sites file gives each site's ``cut_m``.
+    primary_cols : sequence of str, optional
+        Point columns with the *primary* commodities; default the commodity columns whose name contains "primary",
+        or all commodity columns when none does.
+    country_col : str, optional
+        Point column with the country (default: a column named ``country``, any case); polygons contribute a
+        column of that name, or ``country``/``country_name``, when they have one.
+    points_filter : sequence of (column, value) or "COLUMN=VALUE"
+        Keep only the point rows whose cell lists the value (:func:`parse_points_filter`); member ``row`` stays
+        the row in the file.
+
+    Returns
+    -------
+    SitesResult
+    """
     start = time.perf_counter()
     out = Path(out)
     if not polygons:
         raise MtgError("sites mode needs at least one --polygons file")
-    linker = _linker(float(cut), [float(cut)], linkage)
+    cut = float(cut)
+    levels = sorted({float(v) for v in levels} - {cut})
+    if choose_cut and not [v for v in levels if v < cut]:
+        raise MtgError(f"choosing the cut per site needs --levels below the cut ({cut:g} m), e.g. 250m,500m,750m")
+    h_max = max([cut, *levels])
+    linker = _linker(h_max, [cut, *levels], linkage)
+    filters = [parse_points_filter(f) if isinstance(f, str) else tuple(f) for f in points_filter]
     harmoniser = CommodityHarmoniser.from_path(commodity_table)
-
-    geoms, kinds, sources, rows, ids = [], [], [], [], []
-    for path in polygons:
-        path = Path(path)
-        frame = read_polygons(path)
-        geoms.extend(frame.geometry.to_list())
-        kinds.extend(["polygon"] * len(frame))
-        sources.extend([str(path)] * len(frame))
-        rows.extend(range(len(frame)))
-        ids.extend(_ids(frame, None, path))
-    n_polygons = len(geoms)
-    commodities: list[list[str]] = [[] for _ in range(n_polygons)]
-    if points is not None:
-        path = Path(points)
-        frame, lon, lat = read_points(path, lon_col, lat_col)
-        cols = list(commodity_cols) if commodity_cols is not None else \
-            [c for c in frame.columns if isinstance(c, str) and "commodit" in c.lower()]
-        commodities.extend(harmoniser.harmonise_rows(frame, cols))
-        geoms.extend(shapely.points(lon, lat).tolist())
-        kinds.extend(["point"] * len(frame))
-        sources.extend([str(path)] * len(frame))
-        rows.extend(range(len(frame)))
-        ids.extend(_ids(frame, point_id_col, path))
-    log.info("linking %d polygons and %d points at %g m (%s linkage)", n_polygons, len(geoms) - n_polygons,
-             linker.h_max, linker.linkage)
+    geoms, members = _load_site_features(polygons, points, lon_col, lat_col, harmoniser, commodity_cols,
+                                         primary_cols, point_id_col, country_col, filters)
+    n_polygons = int((members["kind"] == "polygon").sum())
+    log.info("linking %d polygons and %d points at %s m (%s linkage)", n_polygons, len(geoms) - n_polygons,
+             ", ".join(f"{c:g}" for c in linker.cuts), linker.linkage)
+    # Single linkage never separates features that overlap or touch: link each such group ("atom") as one union,
+    # which leaves fewer pairs to measure and the same partitions (at cuts of 1 m and more, where the lon/lat
+    # intersection test and the distance kernel's local plane cannot disagree).
+    atomise = linker.linkage == "single" and min(linker.cuts) >= ATOM_MIN_CUT_M and n_polygons > 1
+    atom_of, linked = _polygon_atoms(geoms[:n_polygons]) if atomise else (np.arange(n_polygons), geoms[:n_polygons])
+    feature_of = np.concatenate([atom_of, len(linked) + np.arange(len(geoms) - n_polygons)]).astype(np.int64)
+    if atomise:
+        log.info("%d polygons form %d groups that overlap or touch", n_polygons, len(linked))
     try:
-        linker.fit_geometries(geoms)
+        linker.fit_geometries(list(linked) + geoms[n_polygons:])
     except ModuleNotFoundError as err:
         raise MtgError(f"sites mode needs mtg.kernels.geometry_graph, which is not installed: {err}") from None
-    labels = linker.labels_
+    if linker.ambiguous_cuts_:
+        log.warning("cuts %s m meet tied merge heights: their partitions depend on merge order",
+                    linker.ambiguous_cuts_)
+    # member labels, numbered in order of first appearance over the members
+    labels_by_cut = {c: pd.factorize(v[feature_of])[0].astype(np.int64) for c, v in linker.labels_by_cut_.items()}
+    for level in sorted(labels_by_cut):
+        members[cut_column(level)] = labels_by_cut[level]
+    footprints = FootprintAreas([g if k < n_polygons else None for k, g in enumerate(geoms)])
+    footprints.add_hierarchy([labels_by_cut[v] for v in sorted(labels_by_cut)],
+                             (members["kind"] == "polygon").to_numpy(), disjoint=linker.linkage == "single")
+    chosen = None
+    if choose_cut:
+        from mtg.pipeline.landuse import choose_site_cuts
 
-    members = pd.DataFrame({"source": sources, "kind": kinds, "row": np.asarray(rows, dtype=np.int64),
-                            "feature_id": ids, "site_id": labels.astype(np.int64)})
-    site_rows = []
-    for site, group in members.groupby("site_id", sort=True):
-        index = group.index.to_numpy()
-        poly = index[index < n_polygons]
-        pts = index[index >= n_polygons]
-        names: dict[str, None] = {}
-        for k in pts:
-            for name in commodities[k]:
-                names.setdefault(name, None)
-        if poly.size:
-            geometry = shapely.union_all([geoms[k] for k in poly])
-            area = _geodesic_area_km2(geometry)
-        else:
-            geometry = geoms[pts[0]] if pts.size == 1 else shapely.multipoints([geoms[k] for k in pts])
-            area = np.nan
-        site_rows.append({
-            "site_id": int(site), "n_polygons": int(poly.size), "n_points": int(pts.size),
-            "member_ids": [ids[k] for k in poly], "member_sources": [sources[k] for k in poly],
-            "point_ids": [ids[k] for k in pts], "point_sources": [sources[k] for k in pts],
-            "commodities": list(names), "area_km2": area, "geometry": geometry,
-        })
-    sites = gpd.GeoDataFrame(site_rows, geometry="geometry", crs="EPSG:4326")
-    if sites.empty:
-        sites = gpd.GeoDataFrame(columns=["site_id", "n_polygons", "n_points", "member_ids", "member_sources",
-                                          "point_ids", "point_sources", "commodities", "area_km2", "geometry"],
-                                 geometry="geometry", crs="EPSG:4326")
+        labels, cut_of_member = choose_site_cuts(members, [v for v in levels if v < cut] + [cut], footprints)
+    else:
+        labels, cut_of_member = labels_by_cut[cut], np.full(len(members), cut)
+    members.insert(4, "site_id", labels)
+    sites = assemble_sites(members, labels, footprints, cut_of_member)
+    if choose_cut:
+        chosen = dict(zip(sites["site_id"].astype(int), sites["cut_m"].astype(float)))
+    metadata = {"polygons": [str(p) for p in polygons], "points": None if points is None else str(points),
+                "cut_m": cut, "levels_m": sorted(linker.labels_by_cut_), "choose_cut": bool(choose_cut),
+                "linkage": linker.linkage, "lon_col": lon_col, "lat_col": lat_col,
+                "commodity_table": None if commodity_table is None else str(commodity_table),
+                "points_filter": ["=".join(f) for f in filters], "ambiguous_cuts_m": linker.ambiguous_cuts_}
     members_out = out.with_name(f"{out.stem}_members.parquet")
-    tmp = _atomic_target(out)
-    sites.to_parquet(tmp, index=False)
+    _write_geoparquet(sites, out, metadata)
     tmp_members = _atomic_target(members_out)
     members.to_parquet(tmp_members, index=False)
-    _replace(tmp, out)
     _replace(tmp_members, members_out)
     return SitesResult(out=out, members=members_out, n_sites=len(sites), n_polygons=n_polygons,
                        n_points=len(geoms) - n_polygons, n_point_only_sites=int((sites["n_polygons"] == 0).sum()),
-                       cut=linker.h_max, unknown_commodities=sorted(harmoniser.unknown),
-                       seconds=time.perf_counter() - start)
+                       cut=cut, unknown_commodities=sorted(harmoniser.unknown), seconds=time.perf_counter() - start,
+                       levels=sorted(linker.labels_by_cut_), chosen_cuts=chosen,
+                       ambiguous_cuts=linker.ambiguous_cuts_)
+
+
+def load_member_polygons(members: pd.DataFrame, relative_to: str | Path | None = None) -> list:
+    """The polygon of each member (None for points), read again from the member sources.
+
+    Relative source paths are tried as given, then relative to ``relative_to`` (the sites file's folder).
+
+    Raises
+    ------
+    MtgError
+        Naming a source file that no longer exists or no longer has the member's row.
+    """
+    geometries: list = [None] * len(members)
+    polygons = members[members["kind"] == "polygon"]
+    for source, group in polygons.groupby("source", sort=False):
+        path = Path(source)
+        if not path.exists() and relative_to is not None and (Path(relative_to) / path).exists():
+            path = Path(relative_to) / path
+        if not path.exists():
+            raise MtgError(f"polygon source {source} of the sites file does not exist (run from the folder where "
+                           f"mtg link ran, or link again)")
+        frame = read_polygons(path)
+        rows = group["row"].to_numpy()
+        if rows.max() >= len(frame):
+            raise MtgError(f"polygon source {path} has {len(frame)} rows, fewer than the sites file expects "
+                           f"(row {int(rows.max())}): it changed since mtg link ran; link again")
+        for index, geometry in zip(group.index, frame.geometry.to_numpy()[rows]):
+            geometries[index] = geometry
+    return geometries

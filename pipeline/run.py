@@ -18,7 +18,13 @@ from mtg.pipeline.dask_cluster import DaskProgress, dask_scheduler
 from mtg.pipeline.errors import MtgError
 from mtg.pipeline.grid import aoi_geometry, bbox_geometry
 from mtg.pipeline.ingest import Chunking, IngestResult, build_cubes, write_cubes
+from mtg.pipeline.indicators import IndicatorsResult, run_indicators
+from mtg.pipeline.landuse import LandUseResult, write_land_use
 from mtg.pipeline.link import SitesResult, link_sites, parse_distance
+from mtg.pipeline.report import write_report
+from mtg.pipeline.results_catalog import write_results_catalog
+from mtg.pipeline.segment import SegmentResult, segment_cube
+from mtg.pipeline.verify import VerifyResult, write_verification
 from mtg.pipeline.volume import VolumeResult, measure_volumes
 
 if TYPE_CHECKING:
@@ -126,12 +132,20 @@ class RunResult:
     out: Path
     sample: SampleRegion
     ingest: IngestResult
+    segment: SegmentResult
     sites: SitesResult
     volumes: VolumeResult
+    landuse: LandUseResult
+    indicators: IndicatorsResult
+    verification: VerifyResult | None
+    report: Path
+    catalog: Path
 
 
 def run_pipeline(config: RunConfig, progress: bool = True) -> RunResult:
-    """Run every stage on the configured region: sample, ingest, site linking, then DEM-change volumes."""
+    """Run every stage on the configured region: sample, ingest, segmentation, site linking, DEM-change volumes,
+    commodity land use, site indicators, verification (with a table of reported figures), the HTML report and the
+    STAC catalog of the results."""
     out = Path(config.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     region = ensure_sample(out / "sample", config.sample, progress=progress)
@@ -144,10 +158,19 @@ def run_pipeline(config: RunConfig, progress: bool = True) -> RunResult:
     else:
         source, aoi = resolve_source(ingest_cfg.catalog), ingest_aoi(ingest_cfg)
     result = run_ingest(ingest_cfg, config.dask, source=source, aoi=aoi, progress=progress)
-    # Until segmentation exists, the sample's truth polygons stand in for the model's footprints.
-    sites = link_sites([region.truth / "mine_polygons.parquet"], region.truth / "mine_points.parquet",
-                       out / "sites" / "sites.parquet", cut=parse_distance(config.link.cut, "link.cut"),
-                       linkage=config.link.linkage, commodity_table=config.link.commodity_table)
+    s, d = config.segment, config.dask
+    with dask_scheduler(d.scheduler, d.workers, d.memory_limit) as client:
+        footprints = segment_cube(
+            result.reflectance_url, out / "segment", model=s.model, threshold=s.threshold,
+            min_area_m2=s.min_area_m2, simplify_m=s.simplify_m, tile=s.tile, overlap=s.overlap, batch=s.batch,
+            chunk=s.chunk, device=s.device, time_range=s.time, storage_options=ingest_cfg.storage_options,
+            client=client, progress=progress)
+    lu = config.landuse
+    h_max = parse_distance(lu.h_max or config.link.cut, "landuse.h_max")
+    levels = [parse_distance(v, "landuse.levels") for v in lu.levels]
+    sites = link_sites([footprints.polygons], region.truth / "mine_points.parquet",
+                       out / "sites" / "sites.parquet", cut=h_max, linkage=config.link.linkage,
+                       commodity_table=config.link.commodity_table, levels=levels, choose_cut=lu.choose_cut)
     log.info("linked %d mine polygons and %d mine points into %d sites", sites.n_polygons, sites.n_points,
              sites.n_sites)
     dem = str(Path(ingest_cfg.out) / "dem.zarr")
@@ -157,4 +180,22 @@ def run_pipeline(config: RunConfig, progress: bool = True) -> RunResult:
                               void_policy=v.void_policy, min_deposit_m2=v.min_deposit_m2,
                               storage_options=ingest_cfg.storage_options)
     log.info("volumes of %d sites and %d waste deposits in %s", volumes.n_sites, volumes.n_deposits, volumes.out)
-    return RunResult(out=out, sample=region, ingest=result, sites=sites, volumes=volumes)
+    landuse = write_land_use(sites.out, out / "landuse", countries=lu.countries, country_col=lu.country_col)
+    log.info("land use: %.3f km2 in total, %.0f %% linked to a commodity", landuse.summary["total_km2"],
+             100 * landuse.summary["linked_share"])
+    ind = config.indicators
+    indicators = run_indicators(out, countries=lu.countries, country_col=lu.country_col,
+                                footprints_before=ind.footprints_before, footprints_after=ind.footprints_after)
+    verification = None
+    if config.verify.reported:
+        vc = config.verify
+        verification = write_verification(vc.reported, indicators.parquet, out / "verification",
+                                          tolerance=vc.tolerance, sigma=vc.sigma,
+                                          max_distance_m=parse_distance(vc.max_distance, "verify.max_distance"))
+        log.info("verification of reported figures: %s", verification.counts)
+    report = write_report(out)  # before the catalog, which records the report's checksum
+    catalog = write_results_catalog(out)
+    log.info("report %s and STAC catalog of the results %s", report, catalog)
+    return RunResult(out=out, sample=region, ingest=result, segment=footprints, sites=sites, volumes=volumes,
+                     landuse=landuse, indicators=indicators, verification=verification, report=report,
+                     catalog=catalog)

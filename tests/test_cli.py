@@ -29,26 +29,32 @@ def test_run_writes_sample_catalog_and_cubes(tmp_path):
     proc = mtg("run", "--out", "run", "--seed", "7", "--config", str(config), cwd=tmp_path)  # a relative --out
     out = tmp_path / "run"
     for path in ("sample/catalog.json", "sample/truth/mine_polygons.parquet", "cubes/reflectance.zarr",
-                 "cubes/dem.zarr", "cubes/ingest.json"):
+                 "cubes/dem.zarr", "cubes/ingest.json", "segment/probability.zarr", "segment/mine_polygons.parquet"):
         assert (out / path).exists(), path
         assert str(out / path.split("/")[0]) in proc.stdout
     assert json.loads((out / "sample" / "sample.json").read_text())["parameters"]["seed"] == 7
     refl = open_cube(str(out / "cubes" / "reflectance.zarr"))
     assert refl.sizes["time"] == 6 and refl.odc.geobox.resolution.x == 10
-    # the linking stage (single linkage at 1 km) groups the truth polygons as planar distances in UTM say
+    # the linking stage (single linkage at 1 km) groups the segmentation's polygons as planar distances in UTM say
     import geopandas as gpd
     import pandas as pd
     from scipy.sparse.csgraph import connected_components
 
-    truth = gpd.read_parquet(out / "sample" / "truth" / "mine_polygons.parquet")
-    points = gpd.read_parquet(out / "sample" / "truth" / "mine_points.parquet").to_crs(truth.crs)
-    geoms = np.concatenate([truth.geometry.to_numpy(), points.geometry.to_numpy()])  # points link sites too
+    footprints = gpd.read_parquet(out / "segment" / "mine_polygons.parquet")
+    assert len(footprints) > 0
+    points = gpd.read_parquet(out / "sample" / "truth" / "mine_points.parquet").to_crs(footprints.crs)
+    geoms = np.concatenate([footprints.geometry.to_numpy(), points.geometry.to_numpy()])  # points link sites too
     near = np.array([[a.distance(b) <= 1000.0 for b in geoms] for a in geoms])
     expected = connected_components(near, directed=False)[1]
     members = pd.read_parquet(out / "sites" / "sites_members.parquet")
-    linked = members["site_id"].to_numpy()  # polygons, then points, in input order
+    # the 1 km partition (sites themselves are cut per site at 250 m-1 km for land use: landuse.choose_cut)
+    linked = members["cluster_1000"].to_numpy()  # polygons, then points, in input order
     assert len(set(zip(expected, linked))) == len(set(expected)) == len(set(linked))
     assert str(out / "sites" / "sites.parquet") in proc.stdout
+    for path in ("landuse/summary.json", "landuse/landuse_by_commodity.csv", "indicators/site_indicators.parquet",
+                 "indicators/site_indicators.csv", "report.html", "stac/catalog.json"):
+        assert (out / path).is_file(), path
+    assert proc.stdout.strip().splitlines()[-1] == f"report: {out / 'report.html'}"
     # a second run reuses the sample and finds the cubes complete
     again = mtg("run", "--out", str(out), "--seed", "7", "--config", str(config))
     summary = json.loads((out / "cubes" / "ingest.json").read_text())

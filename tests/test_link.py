@@ -253,3 +253,37 @@ def test_link_sites_assembly_on_small_known_layouts(tmp_path):
     assert first.area_km2 == pytest.approx(2 * 1.11 * 1.1, rel=0.05)
     assert sites.iloc[2].geometry.geom_type == "MultiPoint" and np.isnan(sites.iloc[2].area_km2)
     assert sites.iloc[2].commodities.tolist() == ["coal"]
+
+
+def test_overlapping_polygons_linked_as_groups_give_the_same_sites(tmp_path, monkeypatch):
+    """Single linkage links polygons that overlap or touch as one union (fewer pairs): the same partitions as
+    linking every polygon (real detections: Earth Genome 2018 lies inside Amazon Mining Watch 2018)."""
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    import mtg.pipeline.link as link
+
+    amw = shared_file("amazon_mining_watch", "yearly_website_layers", "mining_201800_simplified.geojson")
+    eg = shared_file("stdl_mineral_extraction_sites", "earthgenome_artisanal_brazil",
+                     "artisanal-mes_Earth-Genome_detections-2018.shp")
+    icmm = shared_file(*ICMM)
+    area = box(-57.5, -7.5, -56.0, -5.5)  # Tapajos
+    for name, path in (("amw", amw), ("eg", eg)):
+        frame = gpd.read_file(path).to_crs("EPSG:4326")
+        frame[frame.intersects(area)].to_parquet(tmp_path / f"{name}.parquet")
+    polygons = [tmp_path / "amw.parquet", tmp_path / "eg.parquet"]
+
+    def run(name):
+        return link.link_sites(polygons, icmm, tmp_path / f"{name}.parquet", cut=3000.0, levels=[1000.0],
+                               lon_col="Longitude", lat_col="Latitude")
+
+    grouped = run("grouped")
+    monkeypatch.setattr(link, "ATOM_MIN_CUT_M", np.inf)
+    single = run("single")
+    a, b = pd.read_parquet(grouped.members), pd.read_parquet(single.members)
+    polygons_a = a[a["kind"] == "polygon"]
+    assert len(polygons_a) > 300 and polygons_a["site_id"].nunique() < len(polygons_a) / 2
+    for column in ("site_id", "cluster_1000", "cluster_3000"):
+        assert a[column].tolist() == b[column].tolist(), column
+    sites_a, sites_b = gpd.read_parquet(grouped.out), gpd.read_parquet(single.out)
+    np.testing.assert_allclose(sites_a["area_km2"], sites_b["area_km2"])

@@ -17,6 +17,9 @@ _NAMES = (
     "Karri Downs", "Ironstone Bluff", "Ngarla Range", "Mirrin Well", "Jindabyne Rocks", "Tallering Gap",
 )
 _COMMODITIES = (("iron ore",), ("iron ore",), ("manganese",), ("copper", "gold"), ("iron ore",), ("gold",))
+#: Country of every point, spelt as ICMM's ``Country`` column spells it: the region (centred on
+#: ``region.CENTRE_LONLAT`` near Newman, at most 100 km across) lies wholly inside Western Australia.
+COUNTRY = "Australia"
 
 
 @dataclass(frozen=True)

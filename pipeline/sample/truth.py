@@ -12,6 +12,7 @@ from shapely.geometry import Point
 
 from mtg.pipeline.sample.cog import write_cog
 from mtg.pipeline.sample.dem import site_volumes
+from mtg.pipeline.sample.points import COUNTRY
 from mtg.pipeline.sample.landcover import cover_code_table
 from mtg.pipeline.sample.scene import EARLY_DEM_DATE, LATE_DEM_DATE, Scene
 from mtg.pipeline.sample.sentinel2 import WrittenScene
@@ -42,7 +43,7 @@ def volume_table(scene: Scene) -> pd.DataFrame:
 
 
 def point_table(scene: Scene) -> gpd.GeoDataFrame:
-    """The mine-point database in EPSG:4326; ``site_id`` is null for prospects."""
+    """The mine-point database in EPSG:4326; ``site_id`` is null for prospects; ``country`` is the points' country."""
     lon, lat = scene.grid.to_lonlat([p.x for p in scene.points], [p.y for p in scene.points])
     return gpd.GeoDataFrame(
         {
@@ -50,6 +51,7 @@ def point_table(scene: Scene) -> gpd.GeoDataFrame:
             "name": [p.name for p in scene.points],
             "commodities": [list(p.commodities) for p in scene.points],
             "site_id": pd.array([p.site_id for p in scene.points], dtype="string"),
+            "country": [COUNTRY] * len(scene.points),
         },
         geometry=[Point(round(float(x), 7), round(float(y), 7)) for x, y in zip(lon, lat)],
         crs="EPSG:4326",

@@ -1,0 +1,197 @@
+"""Segmentation models on disk: a folder with ``weights.pt`` (a torch state_dict) and ``model_card.json``.
+
+The card says what the model expects and how it was made: input bands and indices, their normalisation, the
+classes, the architecture, the training data and command, and the metrics per epoch and on held-out ground.
+A model trained on the sample region ships in the package (``mtg/pipeline/models/mine_unet_sample``) so that
+``mtg run`` and ``mtg segment`` work offline; :func:`load_model` keeps one loaded copy per process and device.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from functools import lru_cache
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from mtg.pipeline.catalogs import format_validation_error
+from mtg.pipeline.errors import MtgError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+SHIPPED_MODEL = "mine_unet_sample"
+WEIGHTS = "weights.pt"
+CARD = "model_card.json"
+
+
+class _Card(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Inputs(_Card):
+    """What goes into the model: channels of the composite and their normalisation."""
+
+    bands: list[str]
+    indices: list[str]
+    composite: str
+    resolution_m: float = Field(gt=0)
+    mean: list[float]
+    std: list[float]
+
+
+class Architecture(_Card):
+    """The network: :class:`mtg.pipeline.unet.UNet` and its arguments."""
+
+    name: str = "unet"
+    in_channels: int = Field(ge=1)
+    n_classes: int = Field(ge=2)
+    widths: list[int]
+    parameters: int = Field(ge=1)
+
+
+class ModelCard(_Card):
+    """The model card (``model_card.json``)."""
+
+    name: str
+    weights: str = WEIGHTS
+    weights_format: str = "torch state_dict (torch.save)"
+    architecture: Architecture
+    inputs: Inputs
+    classes: list[str]
+    training: dict[str, Any]
+    metrics: dict[str, Any]
+    limitations: str = ""
+
+
+def shipped_model_dir() -> Path:
+    """The folder of the model that ships in the package."""
+    return Path(str(files("mtg.pipeline") / "models" / SHIPPED_MODEL))
+
+
+def resolve_model_dir(model: str | Path | None) -> Path:
+    """The model folder: ``model``, or the shipped model when None."""
+    return shipped_model_dir() if model in (None, "") else Path(model)
+
+
+def read_card(model: str | Path | None) -> ModelCard:
+    """Read and validate the card of a model folder (None: the shipped model).
+
+    Raises
+    ------
+    MtgError
+        When the folder, the card or the weights are missing, or a card field is invalid (named).
+    """
+    folder = resolve_model_dir(model)
+    path = folder / CARD
+    if not path.is_file():
+        raise MtgError(f"model folder {folder} has no {CARD} (a model folder holds {WEIGHTS} and {CARD}, as "
+                       "written by mtg train)")
+    try:
+        card = ModelCard.model_validate(json.loads(path.read_text()))
+    except json.JSONDecodeError as err:
+        raise MtgError(f"{path} is not valid JSON: {err}") from None
+    except ValidationError as err:
+        raise MtgError(f"{path}: {format_validation_error(err)}") from None
+    n_channels = len(card.inputs.bands) + len(card.inputs.indices)
+    if not len(card.inputs.mean) == len(card.inputs.std) == n_channels == card.architecture.in_channels:
+        raise MtgError(f"{path}: inputs.mean, inputs.std and architecture.in_channels must all match the "
+                       f"{n_channels} input channels (bands + indices)")
+    if len(card.classes) != card.architecture.n_classes:
+        raise MtgError(f"{path}: {len(card.classes)} classes but architecture.n_classes = "
+                       f"{card.architecture.n_classes}")
+    if not (folder / card.weights).is_file():
+        raise MtgError(f"model folder {folder} has no weights file {card.weights}")
+    return card
+
+
+def save_model(module: Any, card: ModelCard, out: str | Path) -> Path:
+    """Write the weights and card of a model into the folder ``out``, replacing it as a whole.
+
+    The folder is written under a temporary name beside ``out`` and renamed, so ``out`` never holds a weights
+    file without its card.
+    """
+    import torch
+
+    out = Path(out).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir()
+    try:
+        torch.save({k: v.detach().cpu() for k, v in module.state_dict().items()}, tmp / card.weights)
+        (tmp / CARD).write_text(card.model_dump_json(indent=2) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    load_model.cache_clear()  # a copy loaded from the old folder is stale now
+    return out
+
+
+class LoadedModel:
+    """A model ready for inference on one device: the network in eval mode, its card and its normalisation."""
+
+    def __init__(self, folder: Path, device: str) -> None:
+        import torch
+        from mtg.pipeline.unet import UNet
+
+        self.folder = folder
+        self.card = read_card(folder)
+        self.device = torch.device(device)
+        arch = self.card.architecture
+        net = UNet(arch.in_channels, arch.n_classes, arch.widths)
+        try:
+            state = torch.load(folder / self.card.weights, map_location="cpu", weights_only=True)
+            net.load_state_dict(state)
+        except (RuntimeError, OSError, KeyError) as err:
+            raise MtgError(f"cannot load the weights {folder / self.card.weights}: {err}") from None
+        self.net = net.eval().to(self.device, memory_format=torch.channels_last)
+        self.multiple = net.multiple
+        self.mean = np.asarray(self.card.inputs.mean, dtype=np.float32)[:, None, None]
+        self.std = np.asarray(self.card.inputs.std, dtype=np.float32)[:, None, None]
+
+    def predict(self, tiles: np.ndarray, batch: int) -> np.ndarray:
+        """Class probabilities of raw input tiles.
+
+        Parameters
+        ----------
+        tiles : numpy.ndarray
+            ``(n, channels, tile, tile)`` unnormalised channels; NaN (never clear) becomes the channel mean.
+        batch : int
+            Tiles per forward pass.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(n, classes, tile, tile)`` float32 softmax probabilities.
+        """
+        import torch
+
+        x = np.nan_to_num((tiles - self.mean) / self.std, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+        cuda = self.device.type == "cuda"
+        out = []
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=cuda):
+            for start in range(0, len(x), batch):
+                t = torch.from_numpy(x[start:start + batch]).to(self.device, memory_format=torch.channels_last,
+                                                                non_blocking=cuda)
+                out.append(torch.softmax(self.net(t).float(), dim=1).cpu().numpy())
+        return np.concatenate(out) if out else np.empty((0, len(self.card.classes), *x.shape[2:]), np.float32)
+
+
+def default_device() -> str:
+    """``cuda`` when torch sees a GPU, else ``cpu``."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@lru_cache(maxsize=4)
+def load_model(model: str | None, device: str) -> LoadedModel:
+    """The model of folder ``model`` (None: the shipped one) on ``device``, loaded once per process.
+
+    Dask workers call this in every task; the cache makes that one load per worker process.
+    """
+    return LoadedModel(resolve_model_dir(model).resolve(), device)

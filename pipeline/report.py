@@ -1,0 +1,414 @@
+"""The run report: one self-contained HTML file (``mtg report RUN_DIR``) that opens without any network.
+
+Everything is inlined at write time: the page's script and style (``report_assets/``), the data as JSON in a
+``<script type="application/json">`` block, and raster thumbnails as PNG data URIs. A Content-Security-Policy
+forbids every request that is not to an inline resource or a ``data:`` URI, so the page cannot reach out even
+by accident. The page shows an interactive map of the sites (SVG, Web Mercator; colour = primary commodity, circle
+area = mining area), the selected site's indicators, land use by commodity, volumes with 1-sigma errors,
+elevation-change and mining-probability thumbnails, sortable tables and the run's provenance.
+
+Only ``sites/sites.parquet`` is required; every other part of the run folder is optional and, when missing,
+gets a short "not computed in this run" note in its place.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import math
+import os
+import platform
+import uuid
+from dataclasses import asdict
+from datetime import UTC, datetime
+from importlib import metadata, resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mtg.pipeline.errors import MtgError
+from mtg.pipeline.report_figures import render_thumbnail
+
+log = logging.getLogger(__name__)
+
+REPORT_NAME = "report.html"
+NO_COMMODITY = "no commodity linked"
+# Colours of common commodities; others take FALLBACK_COLOURS in name order.
+COMMODITY_COLOURS = {
+    "gold": "#d4a017", "copper": "#c0612b", "iron ore": "#8c2d2d", "coal": "#3d3d3d", "lithium": "#7b4fa0",
+    "nickel": "#3f8f5b", "manganese": "#c2528b", "bauxite": "#e08a3c", "zinc": "#4f76b8", "silver": "#8fa0b3",
+    "uranium": "#9aae1e", "tin": "#5d8c99", "cobalt": "#2a5db0", "diamonds": "#49b6c4", NO_COMMODITY: "#9e9e9e",
+}
+FALLBACK_COLOURS = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#a6761d", "#17becf", "#bcbd22")
+
+# Site indicators the page shows: column, label, unit, scale (shown = value x scale), digits, 1-sigma column.
+SITE_FIELDS: tuple[tuple[str, str, str, float, int, str | None], ...] = (
+    ("site_id", "Site", "", 1, 0, None),
+    ("commodities", "Commodities", "", 1, 0, None),
+    ("primary_commodities", "Primary commodities", "", 1, 0, None),
+    ("country", "Country", "", 1, 0, None),
+    ("area_km2", "Mining area", "km²", 1, 3, None),
+    ("area_before_km2", "Mining area, first date", "km²", 1, 3, None),
+    ("area_after_km2", "Mining area, last date", "km²", 1, 3, None),
+    ("area_change_km2", "Change in mining area", "km²", 1, 3, None),
+    ("excavated_m3", "Excavated volume", "million m³", 1e-6, 2, "excavated_sigma_m3"),
+    ("deposited_m3", "Deposited volume", "million m³", 1e-6, 2, "deposited_sigma_m3"),
+    ("net_m3", "Net volume change", "million m³", 1e-6, 2, "net_sigma_m3"),
+    ("waste_deposit_count", "Waste deposits", "", 1, 0, None),
+    ("waste_deposit_area_m2", "Waste deposit area", "ha", 1e-4, 1, None),
+    ("waste_deposit_volume_m3", "Waste deposit volume", "million m³", 1e-6, 2, None),
+    ("mean_probability", "Mean mining probability", "", 1, 2, None),
+    ("n_polygons", "Mapped footprints", "", 1, 0, None),
+    ("n_points", "Inventory points", "", 1, 0, None),
+    ("sources", "Sources", "", 1, 0, None),
+)
+# Units read from column-name endings for tables without a field list: ending, unit, scale, digits.
+SUFFIX_UNITS = (("_km2", "km²", 1, 3), ("_m3", "m³", 1, 0), ("_m2", "m²", 1, 0), ("_m", "m", 1, 2),
+                ("share", "%", 100, 1), ("_fraction", "%", 100, 1))
+
+
+def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Write the self-contained HTML report of a run folder.
+
+    Parameters
+    ----------
+    run_dir : str or Path
+        Run folder of ``mtg run`` (the layout in the README); only ``sites/sites.parquet`` is required.
+    out : str or Path, optional
+        Output file; default ``RUN_DIR/report.html``. Written under a temporary name and renamed.
+
+    Returns
+    -------
+    Path
+        The report file.
+    """
+    run = Path(run_dir).resolve()
+    if not run.is_dir():
+        raise MtgError(f"the run folder {run} does not exist (write one with `mtg run --out {run}`)")
+    target = Path(out).resolve() if out else run / REPORT_NAME
+    page = render_page(collect(run))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        tmp.write_text(page, encoding="utf-8")
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    log.info("wrote the report %s (%.0f kB)", target, target.stat().st_size / 1e3)
+    return target
+
+
+def render_page(data: dict[str, Any]) -> str:
+    """The HTML page: template with the style, script and data inlined."""
+    assets = resources.files("mtg.pipeline.report_assets")
+    payload = json.dumps(_jsonable(data), ensure_ascii=False, separators=(",", ":")).replace("</", "<\\/")
+    return ((assets / "report.html").read_text(encoding="utf-8")
+            .replace("{{title}}", html.escape(data["title"]))
+            .replace("/*{{css}}*/", (assets / "report.css").read_text(encoding="utf-8"))
+            .replace("/*{{js}}*/", (assets / "report.js").read_text(encoding="utf-8"))
+            .replace("{{data}}", payload))
+
+
+def collect(run: Path) -> dict[str, Any]:
+    """Everything the page shows, as JSON-ready data; missing optional parts become notes."""
+    notes: dict[str, str] = {}
+    sites = site_frame(run, notes)
+    landuse = _landuse(run, notes)
+    named = set(sites["primary"]) | {str(r["commodity"]) for r in (landuse["rows"] if landuse else [])}
+    data: dict[str, Any] = {
+        "title": f"Mining footprints and volumes: {run.name}",
+        "summary": _summary(sites, run),
+        "colours": commodity_colours(named),
+        "fields": site_fields(sites),
+        "map": site_map(sites, run, notes),
+        "site_source": sites.attrs["source"],
+        "sites": _records(sites, [f[0] for f in SITE_FIELDS] + [f[5] for f in SITE_FIELDS if f[5]] + ["primary"]),
+        "landuse": landuse,
+        "volumes": _volume_chart(sites),
+        "thumbnails": _thumbnails(run, sites, notes),
+        "tables": _tables(run, notes),
+        "provenance": provenance(run),
+        "notes": notes,
+    }
+    if data["volumes"] is None:
+        notes.setdefault("volumes", "Not computed in this run (volumes/site_volumes.parquet is missing).")
+    return data
+
+
+def site_frame(run: Path, notes: dict[str, str]):  # noqa: ANN201 - a GeoDataFrame
+    """Sites with their indicators: ``indicators/site_indicators.parquet`` when present, else sites + volumes."""
+    import geopandas as gpd
+
+    path = run / "sites" / "sites.parquet"
+    if not path.exists():
+        raise MtgError(f"{path} does not exist: the report needs the run's sites (`mtg run` or `mtg link`)")
+    try:
+        sites = gpd.read_parquet(path).to_crs(4326)
+    except Exception as err:  # noqa: BLE001 - pyarrow and geopandas raise many types
+        raise MtgError(f"{path} is not a readable GeoParquet file of sites: {err}") from None
+    if "site_id" not in sites:
+        raise MtgError(f"{path} has no site_id column; its columns are {list(sites.columns)}")
+    sites["site_id"] = sites["site_id"].astype(str)
+    extra = _read(run / "indicators" / "site_indicators.parquet", notes, "indicators")
+    if extra is None:
+        volumes = _read(run / "volumes" / "site_volumes.parquet", {}, "volumes")
+        extra = None if volumes is None else volumes.rename(columns={"waste_deposits": "waste_deposit_count"})
+    if extra is not None:
+        extra = pd.DataFrame(extra.drop(columns="geometry", errors="ignore"))
+        extra["site_id"] = extra["site_id"].astype(str)
+        keep = [c for c in sites.columns if c == "site_id" or c == "geometry" or c not in extra.columns]
+        sites = sites[keep].merge(extra, on="site_id", how="left")
+    sites.attrs["source"] = ("indicators/site_indicators.parquet" if "indicators" not in notes else
+                             "sites/sites.parquet" + ("" if extra is None else " and volumes/site_volumes.parquet"))
+    for column in ("commodities", "primary_commodities", "sources"):
+        if column in sites:
+            sites[column] = sites[column].map(_as_list)
+    if "commodities" not in sites:
+        sites["commodities"] = [[] for _ in range(len(sites))]
+    primary = sites["primary_commodities"] if "primary_commodities" in sites else sites["commodities"]
+    sites["primary"] = [p[0] if p else (c[0] if c else NO_COMMODITY) for p, c in zip(primary, sites["commodities"])]
+    return sites
+
+
+def site_fields(sites: pd.DataFrame) -> list[dict[str, Any]]:
+    """The :data:`SITE_FIELDS` that the sites have, leaving out columns with no value at all."""
+    def measured(column: pd.Series) -> bool:
+        return bool(column.map(lambda v: len(v) > 0 if isinstance(v, list) else pd.notna(v)).any())
+
+    return [_field(*f, numeric=pd.api.types.is_numeric_dtype(sites[f[0]])) for f in SITE_FIELDS
+            if f[0] in sites.columns and measured(sites[f[0]])]
+
+
+def commodity_colours(commodities: set[str]) -> dict[str, str]:
+    """A colour for each commodity: :data:`COMMODITY_COLOURS`, else the fallback palette in name order."""
+    names = sorted(commodities)
+    others = [n for n in names if n not in COMMODITY_COLOURS]
+    fallback = {n: FALLBACK_COLOURS[k % len(FALLBACK_COLOURS)] for k, n in enumerate(others)}
+    return {n: COMMODITY_COLOURS.get(n, fallback.get(n)) for n in names}
+
+
+def site_map(sites, run: Path, notes: dict[str, str]) -> dict[str, Any]:  # noqa: ANN001 - GeoDataFrame
+    """Site outlines and circles in Web Mercator metres (SVG y down), the waste deposits, and the extent."""
+    if sites.empty:
+        notes["map"] = "The run found no mining sites."
+        return {"features": [], "deposits": [], "lat0": 0.0, "view": [0, 0, 1_000, 1_000]}
+    merc = sites.to_crs(3857)
+    x0, y0, x1, y1 = merc.total_bounds
+    span = max(x1 - x0, y1 - y0, 1_000.0)
+    tolerance = span / 4_000
+    areas = merc["area_km2"].to_numpy(dtype=float) if "area_km2" in merc else np.full(len(merc), np.nan)
+    largest = np.nanmax(areas) if np.isfinite(areas).any() else 1.0
+    features = []
+    for sid, geom, area in zip(merc["site_id"], merc.geometry, areas):
+        anchor = geom.representative_point() if geom.geom_type != "Point" else geom
+        radius = 4.0 + 18.0 * math.sqrt(area / largest) if np.isfinite(area) and largest > 0 else 4.0
+        features.append({"id": sid, "path": _svg_path(geom.simplify(tolerance)), "cx": round(anchor.x),
+                         "cy": round(-anchor.y), "r": round(radius, 1)})
+    deposits = _read(run / "volumes" / "waste_deposits.parquet", notes, "deposits")
+    deposit_paths = [] if deposits is None or deposits.crs is None else [
+        {"id": str(d), "site": str(s), "path": _svg_path(g.simplify(tolerance))}
+        for d, s, g in zip(deposits["deposit_id"], deposits["site_id"], deposits.to_crs(3857).geometry)]
+    pad = 0.08 * span
+    lat0 = float(np.mean(sites.total_bounds[[1, 3]]))
+    return {"features": features, "deposits": deposit_paths, "lat0": lat0,
+            "view": [x0 - pad, -y1 - pad, (x1 - x0) + 2 * pad, (y1 - y0) + 2 * pad]}
+
+
+def _svg_path(geom) -> str:  # noqa: ANN001 - shapely geometry
+    """SVG path data of a (multi)polygon in metres rounded to 1 m, y flipped; empty for points."""
+    from shapely import get_coordinates
+
+    polygons = [g for g in getattr(geom, "geoms", [geom]) if g.geom_type == "Polygon"]
+    return " ".join("M" + "L".join(f"{x:.0f},{-y:.0f}" for x, y in get_coordinates(ring)) + "Z"
+                    for p in polygons for ring in (p.exterior, *p.interiors))
+
+
+def _summary(sites, run: Path) -> dict[str, Any]:  # noqa: ANN001 - GeoDataFrame
+    """Headline numbers."""
+    summary: dict[str, Any] = {"n_sites": len(sites), "n_polygon_sites": int(sites.geometry.geom_type.ne("Point").sum())}
+    for column in ("area_km2", "excavated_m3", "deposited_m3", "net_m3", "waste_deposit_count"):
+        if column in sites:
+            summary[column] = float(np.nansum(sites[column].to_numpy(dtype=float)))
+    landuse = run / "landuse" / "summary.json"
+    if landuse.exists():
+        summary["landuse"] = json.loads(landuse.read_text())
+    return summary
+
+
+def _landuse(run: Path, notes: dict[str, str]) -> dict[str, Any] | None:
+    """Chart data of land use by commodity (without the total row) and the linked/unlinked split."""
+    table = _read(run / "landuse" / "landuse_by_commodity.parquet", notes, "landuse")
+    if table is None or not {"commodity", "area_km2"} <= set(table.columns):
+        notes.setdefault("landuse", "landuse/landuse_by_commodity.parquet has no commodity and area_km2 columns.")
+        return None
+    rows = table[table["commodity"].astype(str).str.lower() != "total"]
+    summary_path = run / "landuse" / "summary.json"
+    return {"rows": _records(rows, ["commodity", "area_km2", "share", "n_sites"]),
+            "summary": json.loads(summary_path.read_text()) if summary_path.exists() else None}
+
+
+def _volume_chart(sites) -> dict[str, Any] | None:  # noqa: ANN001 - GeoDataFrame
+    """Per-site excavated and deposited volumes with their 1-sigma errors."""
+    columns = ["site_id", "primary", "excavated_m3", "excavated_sigma_m3", "deposited_m3", "deposited_sigma_m3",
+               "net_m3", "net_sigma_m3"]
+    if "excavated_m3" not in sites:
+        return None
+    rows = sites[sites["excavated_m3"].notna()]
+    return {"rows": _records(rows, columns)} if len(rows) else None
+
+
+def _thumbnails(run: Path, sites, notes: dict[str, str]) -> list[dict[str, Any]]:  # noqa: ANN001
+    """The elevation-change and mining-probability thumbnails that exist."""
+    wanted = (
+        ("dh", run / "volumes" / "dh.zarr", "dh", "Elevation change between the DEM epochs", "m", True),
+        ("probability", run / "segment" / "probability.zarr", "probability", "Mining probability (segmentation)",
+         "", False),
+    )
+    out = []
+    for key, path, variable, title, units, diverging in wanted:
+        if not path.exists():
+            notes[key] = f"Not computed in this run ({path.relative_to(run)} is missing)."
+            continue
+        try:
+            out.append(asdict(render_thumbnail(path, variable=variable, title=title, units=units,
+                                               diverging=diverging, sites=sites)) | {"key": key})
+        except Exception as err:  # noqa: BLE001 - a bad raster costs its thumbnail, not the report
+            log.warning("no thumbnail of %s: %s", path, err)
+            notes[key] = f"{path.relative_to(run)} could not be drawn: {err}"
+    return out
+
+
+def _tables(run: Path, notes: dict[str, str]) -> list[dict[str, Any]]:
+    """The sortable tables besides the site indicators: land use, waste deposits, verification."""
+    specs = (
+        ("landuse_by_commodity", "Land use by commodity", run / "landuse" / "landuse_by_commodity.parquet"),
+        ("landuse_by_country", "Land use by country", run / "landuse" / "landuse_by_country.parquet"),
+        ("landuse_by_commodity_country", "Land use by commodity and country",
+         run / "landuse" / "landuse_by_commodity_country.parquet"),
+        ("deposits", "Extractive-waste deposits", run / "volumes" / "waste_deposits.parquet"),
+        ("verification", "Verification flags", run / "verification" / "verification.parquet"),
+    )
+    tables = []
+    for key, title, path in specs:
+        frame = _read(path, notes, key)
+        if frame is None:
+            continue
+        frame = pd.DataFrame(frame.drop(columns="geometry", errors="ignore"))
+        total = frame.iloc[:, 0].astype(str).str.lower().eq("total")
+        columns = [_infer_column(c, frame[c]) for c in frame.columns]
+        tables.append({"key": key, "title": title, "source": str(path.relative_to(run)), "columns": columns,
+                       "rows": _records(frame[~total], list(frame.columns)),
+                       "footer": _records(frame[total], list(frame.columns))})
+    return tables
+
+
+def provenance(run: Path) -> dict[str, Any]:
+    """Where the results come from and how to make them again."""
+    ingest = _json(run / "cubes" / "ingest.json")
+    coreg = _json(run / "volumes" / "coregistration.json")
+    sample = _json(run / "sample" / "sample.json")
+    segment = _json(run / "segment" / "segment.json")
+    seed = f" --seed {sample['parameters']['seed']}" if sample else ""
+    catalog = ingest.get("source") if ingest else (str(run / "sample" / "catalog.json") if sample else None)
+    files = sorted(str(p.relative_to(run)) for sub in ("sites", "segment", "volumes", "landuse", "indicators",
+                                                       "verification") for p in (run / sub).glob("*")
+                   if not p.name.startswith("."))
+    return {
+        "run_dir": str(run),
+        "created": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "software": f"mine-the-gap {metadata.version('mine-the-gap')} (Python {platform.python_version()})",
+        "catalog": catalog,
+        "sample": sample.get("parameters") if sample else None,
+        "reflectance_items": len(ingest.get("reflectance_items", [])) if ingest else None,
+        "dem_items": ingest.get("dem_items") if ingest else None,
+        "crs": (ingest or {}).get("grid", {}).get("crs") or (coreg or {}).get("crs"),
+        "coregistration": coreg and {k: coreg.get(k) for k in ("before", "after", "before_date", "after_date",
+                                                                 "coregistration", "stable_nmad_m", "threshold_m",
+                                                                 "threshold_rule", "void_policy", "cell_size_m")}
+                          | {"range_m": coreg.get("variogram", {}).get("range_m")},
+        "segmentation": segment and {k: segment.get(k) for k in ("model", "threshold", "n_polygons",
+                                                                  "mining_area_m2", "device")},
+        "files": files,
+        "commands": [f"mtg run --out {run}{seed}", f"mtg report {run}", f"mtg publish {run}"],
+    }
+
+
+def _read(path: Path, notes: dict[str, str], key: str):  # noqa: ANN202 - a (Geo)DataFrame or None
+    """An optional table: GeoParquet, Parquet, or the CSV beside it; ``None`` (and a note) when missing."""
+    import geopandas as gpd
+
+    candidates = [path, path.with_suffix(".csv")]
+    found = next((p for p in candidates if p.exists()), None)
+    if found is None:
+        notes.setdefault(key, f"Not computed in this run ({path.parent.name}/{path.name} is missing).")
+        return None
+    try:
+        if found.suffix == ".csv":
+            return pd.read_csv(found)
+        try:
+            return gpd.read_parquet(found)
+        except ValueError:  # plain Parquet without geometry
+            return pd.read_parquet(found)
+    except Exception as err:  # noqa: BLE001 - an unreadable optional file costs its section, not the report
+        log.warning("could not read %s: %s", found, err)
+        notes.setdefault(key, f"{found.parent.name}/{found.name} could not be read: {err}")
+        return None
+
+
+def _json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text()) if path.exists() else None
+    except json.JSONDecodeError:
+        log.warning("%s is not valid JSON; left out of the provenance", path)
+        return None
+
+
+def _field(key: str, label: str, unit: str, scale: float, digits: int, sigma: str | None, *,
+           numeric: bool) -> dict[str, Any]:
+    return {"key": key, "label": label, "unit": unit, "scale": scale, "digits": digits, "sigma": sigma,
+            "numeric": numeric}
+
+
+def _infer_column(name: str, series: pd.Series) -> dict[str, Any]:
+    """Label, unit and number format of a table column, read from its name."""
+    numeric = pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)
+    for suffix, unit, scale, digits in SUFFIX_UNITS:
+        if numeric and name.endswith(suffix):
+            stem = name[: -len(suffix)] if name != suffix else name
+            return _field(name, stem.replace("_", " ").strip().capitalize() or name, unit, scale, digits, None,
+                          numeric=True)
+    digits = 0 if pd.api.types.is_integer_dtype(series) else 3
+    return _field(name, name.replace("_", " ").capitalize(), "", 1, digits if numeric else 0, None, numeric=numeric)
+
+
+def _as_list(value: Any) -> list[str]:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return []
+    if isinstance(value, str):
+        return [value] if value else []
+    return [str(v) for v in value]
+
+
+def _records(frame: pd.DataFrame, columns: list[str]) -> list[dict[str, Any]]:
+    present = [c for c in dict.fromkeys(columns) if c in frame.columns]
+    return [dict(zip(present, row)) for row in frame[present].itertuples(index=False, name=None)]
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON values: numpy scalars and arrays unwrapped, NaN and infinities as null."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.bool_, bool)):
+        return bool(value)
+    if isinstance(value, (np.integer, int)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        return float(value) if math.isfinite(value) else None
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    return value if isinstance(value, str) else str(value)

@@ -1,0 +1,378 @@
+// The mine-the-gap run report: map, charts, thumbnails and tables drawn from the JSON block #mtg-data.
+// Plain JavaScript with no libraries and no network access.
+(function () {
+  "use strict";
+  const D = JSON.parse(document.getElementById("mtg-data").textContent);
+  const NS = "http://www.w3.org/2000/svg"; // the SVG namespace name, not a resource
+  const SITES = {};
+  D.sites.forEach(function (s) { SITES[s.site_id] = s; });
+
+  // ---- small helpers ---------------------------------------------------------------------------------------
+  function html(tag, attrs, parent, text) {
+    const e = document.createElement(tag);
+    Object.keys(attrs || {}).forEach(function (k) { e.setAttribute(k, attrs[k]); });
+    if (text !== undefined && text !== null) e.textContent = text;
+    if (parent) parent.appendChild(e);
+    return e;
+  }
+  function svg(tag, attrs, parent, text) {
+    const e = document.createElementNS(NS, tag);
+    Object.keys(attrs || {}).forEach(function (k) { e.setAttribute(k, attrs[k]); });
+    if (text !== undefined && text !== null) e.textContent = text;
+    if (parent) parent.appendChild(e);
+    return e;
+  }
+  function missing(v) { return v === null || v === undefined || (typeof v === "number" && isNaN(v)); }
+  function num(v, digits, scale) {
+    return (v * (scale || 1)).toLocaleString("en-GB", { minimumFractionDigits: digits, maximumFractionDigits: digits });
+  }
+  function fmt(v, field) {
+    if (Array.isArray(v)) return v.length ? v.join(", ") : "–";
+    if (missing(v)) return "–";
+    if (typeof v === "boolean") return v ? "yes" : "no";
+    if (typeof v === "number") return num(v, field ? field.digits : 3, field ? field.scale : 1);
+    return String(v);
+  }
+  function withSigma(row, field) {
+    let text = fmt(row[field.key], field);
+    if (field.sigma && !missing(row[field.sigma]) && !missing(row[field.key])) text += " ± " + fmt(row[field.sigma], field);
+    return text;
+  }
+  function heading(field) { return field.unit ? field.label + " (" + field.unit + ")" : field.label; }
+  function note(parent, key, prefix) {
+    if (D.notes[key]) html("p", { class: "note" }, parent, (prefix ? prefix + ": " : "") + D.notes[key]);
+  }
+  function niceStep(span, ticks) {
+    const raw = span / Math.max(ticks, 1);
+    const power = Math.pow(10, Math.floor(Math.log10(raw)));
+    const m = [1, 2, 2.5, 5, 10].find(function (f) { return f * power >= raw; });
+    return m * power;
+  }
+  function colour(name) { return D.colours[name] || "#777777"; }
+  function siteLabel(id) { return "Site " + id; }
+
+  // ---- headline cards --------------------------------------------------------------------------------------
+  (function cards() {
+    const S = D.summary, box = document.getElementById("cards");
+    function card(value, label) {
+      const c = html("div", { class: "card" }, box);
+      html("div", { class: "value" }, c, value);
+      html("div", { class: "label" }, c, label);
+    }
+    card(String(S.n_sites), "mining sites (" + S.n_polygon_sites + " mapped from imagery)");
+    if (!missing(S.area_km2)) card(num(S.area_km2, 2) + " km²", "mining land in the sites");
+    if (S.landuse && !missing(S.landuse.linked_share))
+      card(num(S.landuse.linked_share, 0, 100) + " %", "of mining land linked to a commodity");
+    if (!missing(S.excavated_m3)) card(num(S.excavated_m3, 1, 1e-6) + " million m³", "excavated between the surveys");
+    if (!missing(S.deposited_m3)) card(num(S.deposited_m3, 1, 1e-6) + " million m³", "deposited between the surveys");
+    if (!missing(S.waste_deposit_count)) card(String(S.waste_deposit_count), "extractive-waste deposits");
+  })();
+
+  // ---- map ---------------------------------------------------------------------------------------------------
+  const mapSvg = document.getElementById("map");
+  const M = D.map;
+  const layers = { sites: svg("g", {}, mapSvg), deposits: svg("g", {}, mapSvg), bubbles: svg("g", {}, mapSvg),
+                   labels: svg("g", { class: "labels" }, mapSvg) };
+  const shapes = {}; // site id -> the SVG elements that draw it
+  let view = M.view.slice(), dragged = false;
+
+  function unitsPerPixel() {
+    const box = mapSvg.getBoundingClientRect();
+    return Math.max(view[2] / Math.max(box.width, 1), view[3] / Math.max(box.height, 1));
+  }
+  function applyView() {
+    mapSvg.setAttribute("viewBox", view.join(" "));
+    const k = unitsPerPixel();
+    M.features.forEach(function (f) {
+      shapes[f.id].circle.setAttribute("r", f.r * k);
+      shapes[f.id].label.setAttribute("x", f.cx + (f.r + 3) * k);
+      shapes[f.id].label.setAttribute("y", f.cy + 4 * k);
+      shapes[f.id].label.setAttribute("font-size", 12 * k);
+    });
+    // scale bar: Web Mercator metres shrink by cos(latitude) on the ground
+    const metresPerPixel = k * Math.cos(M.lat0 * Math.PI / 180);
+    let length = niceStep(metresPerPixel * 120, 1);
+    if (length / metresPerPixel > 120) length /= 2;
+    const bar = document.querySelector("#scalebar .bar");
+    bar.style.width = (length / metresPerPixel) + "px";
+    document.querySelector("#scalebar span").textContent = length >= 1000 ? (length / 1000) + " km" : length + " m";
+  }
+  M.features.forEach(function (f) {
+    const site = SITES[f.id], fill = colour(site.primary);
+    const tip = siteLabel(f.id) + " – " + (site.commodities.length ? site.commodities.join(", ") : "no commodity linked");
+    const entry = { circle: svg("circle", { cx: f.cx, cy: f.cy, r: f.r, fill: fill, stroke: fill, class: "bubble",
+                                             "data-site": f.id }, layers.bubbles) };
+    svg("title", {}, entry.circle, tip);
+    entry.label = svg("text", { x: f.cx, y: f.cy }, layers.labels, siteLabel(f.id));
+    if (f.path) {
+      entry.path = svg("path", { d: f.path, fill: fill, class: "site", "data-site": f.id }, layers.sites);
+      svg("title", {}, entry.path, tip);
+    }
+    shapes[f.id] = entry;
+    [entry.circle, entry.path].forEach(function (e) {
+      if (e) e.addEventListener("click", function () { if (!dragged) select(f.id); });
+    });
+  });
+  M.deposits.forEach(function (d) {
+    if (d.path) svg("path", { d: d.path, class: "deposit" }, layers.deposits);
+  });
+  mapSvg.addEventListener("wheel", function (ev) {
+    ev.preventDefault();
+    const box = mapSvg.getBoundingClientRect(), k = unitsPerPixel();
+    // the map point under the cursor stays put (the view is centred in the box: preserveAspectRatio meet)
+    const px = view[0] + view[2] / 2 + (ev.clientX - box.left - box.width / 2) * k;
+    const py = view[1] + view[3] / 2 + (ev.clientY - box.top - box.height / 2) * k;
+    const factor = Math.exp(Math.max(-1, Math.min(1, ev.deltaY / 300)));
+    view = [px - (px - view[0]) * factor, py - (py - view[1]) * factor, view[2] * factor, view[3] * factor];
+    applyView();
+  }, { passive: false });
+  let drag = null;
+  mapSvg.addEventListener("pointerdown", function (ev) {
+    drag = { x: ev.clientX, y: ev.clientY, view: view.slice(), k: unitsPerPixel() };
+    dragged = false;
+  });
+  window.addEventListener("pointermove", function (ev) {
+    if (!drag) return;
+    const dx = ev.clientX - drag.x, dy = ev.clientY - drag.y;
+    if (Math.abs(dx) + Math.abs(dy) > 3) { dragged = true; mapSvg.classList.add("dragging"); }
+    if (dragged) {
+      view = [drag.view[0] - dx * drag.k, drag.view[1] - dy * drag.k, drag.view[2], drag.view[3]];
+      applyView();
+    }
+  });
+  window.addEventListener("pointerup", function () { drag = null; mapSvg.classList.remove("dragging"); });
+  document.getElementById("reset-view").addEventListener("click", function () { view = M.view.slice(); applyView(); });
+  window.addEventListener("resize", applyView);
+  applyView();
+
+  (function legend() {
+    const box = document.getElementById("legend");
+    note(box, "map", "Map");
+    html("strong", {}, box, "Primary commodity:");
+    const counts = {};
+    D.sites.forEach(function (s) { counts[s.primary] = (counts[s.primary] || 0) + 1; });
+    Object.keys(counts).sort().forEach(function (name) {
+      const item = html("span", {}, box);
+      html("span", { class: "swatch", style: "background:" + colour(name) }, item);
+      item.appendChild(document.createTextNode(name + " (" + counts[name] + ")"));
+    });
+    html("span", {}, box, "· circle area ∝ mining area · dashed: waste deposits");
+  })();
+
+  // ---- selected-site panel -----------------------------------------------------------------------------------
+  function select(id) {
+    Object.keys(shapes).forEach(function (k) {
+      [shapes[k].circle, shapes[k].path].forEach(function (e) { if (e) e.classList.toggle("selected", k === id); });
+    });
+    document.querySelectorAll("tr[data-site]").forEach(function (tr) {
+      tr.classList.toggle("selected", tr.getAttribute("data-site") === id);
+    });
+    const site = SITES[id], panel = document.getElementById("panel");
+    panel.textContent = "";
+    html("h3", {}, panel, siteLabel(id));
+    const line = html("p", {}, panel);
+    html("span", { class: "swatch", style: "background:" + colour(site.primary) }, line);
+    line.appendChild(document.createTextNode("Primary commodity: " + site.primary));
+    const dl = html("dl", {}, panel);
+    D.fields.forEach(function (f) {
+      if (f.key === "site_id") return;
+      html("dt", {}, dl, heading(f));
+      html("dd", { "data-key": f.key }, dl, withSigma(site, f));
+    });
+  }
+
+  // ---- charts ------------------------------------------------------------------------------------------------
+  (function landuse() {
+    const box = document.getElementById("landuse-chart"), split = document.getElementById("landuse-split");
+    if (!D.landuse) { note(box, "landuse", "Land use"); return; }
+    const S = D.landuse.summary;
+    if (S) {
+      const bar = html("div", { class: "split", role: "img", "aria-label": "linked and unlinked mining land" }, split);
+      [["linked to a commodity", S.linked_km2, S.linked_share, "#0b5394"],
+       ["not linked", S.unlinked_km2, S.unlinked_share, "#8a8a8a"]].forEach(function (p) {
+        if (!missing(p[2]) && p[2] > 0)
+          html("div", { style: "width:" + (100 * p[2]) + "%;background:" + p[3], title: p[0] }, bar,
+               p[0] + ": " + num(p[1], 2) + " km² (" + num(p[2], 0, 100) + " %)");
+      });
+      if (!missing(S.multi_commodity_km2))
+        html("p", { class: "explain" }, split, "Mining land at sites linked to more than one commodity: " +
+             num(S.multi_commodity_km2, 2) + " km² (" + num(S.multi_commodity_share || 0, 0, 100) + " %)." +
+             (missing(S.cut_m) ? "" : " Sites join mapped footprints and inventory points within " + num(S.cut_m, 0) + " m."));
+    }
+    const rows = D.landuse.rows.slice().sort(function (a, b) { return (b.area_km2 || 0) - (a.area_km2 || 0); });
+    const W = 760, left = 150, right = 150, rowH = 26, top = 8, H = top + rows.length * rowH + 30;
+    const maxV = Math.max.apply(null, rows.map(function (r) { return r.area_km2 || 0; }).concat([1e-9]));
+    const step = niceStep(maxV, 4), axisMax = Math.ceil(maxV / step) * step, plotW = W - left - right;
+    const chart = svg("svg", { viewBox: "0 0 " + W + " " + H, role: "img", "aria-label": "Land use by commodity" }, box);
+    const x = function (v) { return left + plotW * v / axisMax; };
+    for (let t = 0; t <= axisMax + 1e-9; t += step) {
+      const g = svg("g", { class: "grid" }, chart);
+      svg("line", { x1: x(t), x2: x(t), y1: top, y2: H - 24 }, g);
+      svg("text", { x: x(t), y: H - 8, "text-anchor": "middle" }, chart, num(t, step < 1 ? 2 : 0));
+    }
+    rows.forEach(function (r, i) {
+      const y = top + i * rowH;
+      svg("text", { x: left - 8, y: y + rowH / 2 + 4, "text-anchor": "end" }, chart, r.commodity);
+      const rect = svg("rect", { class: "bar", x: left, y: y + 4, width: Math.max(x(r.area_km2 || 0) - left, 0.5),
+                                 height: rowH - 8, fill: colour(r.commodity) }, chart);
+      svg("title", {}, rect, r.commodity + ": " + num(r.area_km2 || 0, 3) + " km²");
+      svg("text", { x: x(r.area_km2 || 0) + 6, y: y + rowH / 2 + 4 }, chart,
+          num(r.area_km2 || 0, 2) + " km²" + (missing(r.share) ? "" : " (" + num(r.share, 0, 100) + " %)"));
+    });
+    svg("text", { x: x(axisMax) + 16, y: H - 8 }, chart, "km²");
+  })();
+
+  (function volumes() {
+    const box = document.getElementById("volume-chart");
+    if (!D.volumes) { note(box, "volumes", "Volumes"); return; }
+    const rows = D.volumes.rows, scale = 1e-6;
+    const series = [["excavated", "Excavated", "#8c510a"], ["deposited", "Deposited", "#35978f"]];
+    let maxV = 1e-9;
+    rows.forEach(function (r) {
+      series.forEach(function (s) { maxV = Math.max(maxV, ((r[s[0] + "_m3"] || 0) + (r[s[0] + "_sigma_m3"] || 0)) * scale); });
+    });
+    const W = 760, left = 64, right = 16, top = 30, bottom = 44, H = 320, plotW = W - left - right, plotH = H - top - bottom;
+    const step = niceStep(maxV, 5), axisMax = Math.ceil(maxV / step) * step;
+    const y = function (v) { return top + plotH * (1 - Math.max(v, 0) / axisMax); };
+    const chart = svg("svg", { viewBox: "0 0 " + W + " " + H, role: "img", "aria-label": "Volumes per site" }, box);
+    for (let t = 0; t <= axisMax + 1e-9; t += step) {
+      const g = svg("g", { class: "grid" }, chart);
+      svg("line", { x1: left, x2: W - right, y1: y(t), y2: y(t) }, g);
+      svg("text", { x: left - 6, y: y(t) + 4, "text-anchor": "end" }, chart, num(t, step < 1 ? 1 : 0));
+    }
+    svg("text", { x: 14, y: top + plotH / 2, transform: "rotate(-90 14 " + (top + plotH / 2) + ")",
+                  "text-anchor": "middle" }, chart, "million m³");
+    const slot = plotW / rows.length, barW = Math.min(36, slot * 0.36);
+    rows.forEach(function (r, i) {
+      const cx = left + slot * (i + 0.5);
+      series.forEach(function (s, j) {
+        const v = (r[s[0] + "_m3"] || 0) * scale, e = (r[s[0] + "_sigma_m3"] || 0) * scale;
+        const bx = cx + (j - 1) * barW - 2 + j * 4;
+        const rect = svg("rect", { class: "bar", x: bx, y: y(v), width: barW, height: Math.max(y(0) - y(v), 0.5), fill: s[2] }, chart);
+        svg("title", {}, rect, siteLabel(r.site_id) + " " + s[1].toLowerCase() + ": " + num(v, 2) + " ± " + num(e, 2) + " million m³");
+        if (e > 0) {
+          const ex = bx + barW / 2, g = svg("g", { class: "err" }, chart);
+          svg("line", { x1: ex, x2: ex, y1: y(v - e), y2: y(v + e) }, g);
+          svg("line", { x1: ex - 4, x2: ex + 4, y1: y(v + e), y2: y(v + e) }, g);
+          svg("line", { x1: ex - 4, x2: ex + 4, y1: y(v - e), y2: y(v - e) }, g);
+        }
+      });
+      svg("text", { x: cx, y: H - bottom + 16, "text-anchor": "middle" }, chart, siteLabel(r.site_id));
+      svg("text", { x: cx, y: H - bottom + 30, "text-anchor": "middle", fill: "#59636e" }, chart, r.primary);
+    });
+    series.forEach(function (s, j) {
+      svg("rect", { x: left + 10 + j * 120, y: 8, width: 12, height: 12, fill: s[2] }, chart);
+      svg("text", { x: left + 27 + j * 120, y: 18 }, chart, s[1]);
+    });
+    svg("text", { x: left + 250, y: 18 }, chart, "error bars: ±1 sigma");
+  })();
+
+  // ---- raster thumbnails -------------------------------------------------------------------------------------
+  (function thumbnails() {
+    const box = document.getElementById("thumbs");
+    D.thumbnails.forEach(function (t) {
+      const fig = html("figure", { "data-key": t.key }, box);
+      html("figcaption", {}, fig, t.title);
+      const frame = html("div", { class: "thumb" }, fig);
+      html("img", { src: t.uri, width: t.width, height: t.height, alt: t.title }, frame);
+      const overlay = svg("svg", { viewBox: "0 0 " + t.width + " " + t.height, preserveAspectRatio: "none" }, frame);
+      t.outlines.forEach(function (d) { svg("path", { d: d }, overlay); });
+      html("div", { class: "colorbar", style: "background:linear-gradient(to right," + t.stops.join(",") + ")" }, fig);
+      const ticks = html("div", { class: "ticks" }, fig), u = t.units ? " " + t.units : "";
+      [t.vmin, (t.vmin + t.vmax) / 2, t.vmax].forEach(function (v) { html("span", {}, ticks, num(v, Math.abs(t.vmax) < 5 ? 1 : 0) + u); });
+      html("div", { class: "source" }, fig, "from " + t.source + ", " + t.width + " × " + t.height + " pixels shown");
+    });
+    note(box, "dh", "Elevation change");
+    note(box, "probability", "Mining probability");
+  })();
+
+  // ---- sortable tables ---------------------------------------------------------------------------------------
+  function table(parent, title, source, columns, rows, footer, onRow) {
+    html("h3", {}, parent, title);
+    if (source) html("div", { class: "source" }, parent, "from " + source);
+    const wrap = html("div", { class: "table-wrap" }, parent);
+    const t = html("table", {}, wrap), head = html("tr", {}, html("thead", {}, t)), body = html("tbody", {}, t);
+    let state = { key: null, dir: 1 };
+    function fill() {
+      body.textContent = "";
+      rows.forEach(function (r) {
+        const tr = html("tr", onRow ? { "data-site": r.site_id, class: "selectable" } : {}, body);
+        columns.forEach(function (c) {
+          html("td", c.numeric ? { class: "num" } : {}, tr, withSigma(r, c));
+        });
+        if (onRow) tr.addEventListener("click", function () { onRow(r.site_id); });
+      });
+    }
+    columns.forEach(function (c) {
+      const th = html("th", { scope: "col", "data-key": c.key, "aria-sort": "none", title: "Sort by " + c.label }, head, heading(c));
+      th.addEventListener("click", function () {
+        state = { key: c.key, dir: state.key === c.key ? -state.dir : 1 };
+        rows.sort(function (a, b) {
+          const x = a[c.key], y = b[c.key];
+          if (missing(x) || (Array.isArray(x) && !x.length)) return missing(y) ? 0 : 1;
+          if (missing(y) || (Array.isArray(y) && !y.length)) return -1;
+          if (typeof x === "number" && typeof y === "number") return state.dir * (x - y);
+          return state.dir * String(x).localeCompare(String(y), "en", { numeric: true });
+        });
+        head.querySelectorAll("th").forEach(function (h) { h.setAttribute("aria-sort", "none"); });
+        th.setAttribute("aria-sort", state.dir > 0 ? "ascending" : "descending");
+        fill();
+      });
+    });
+    if (footer && footer.length) {
+      const tf = html("tfoot", {}, t);
+      footer.forEach(function (r) {
+        const tr = html("tr", {}, tf);
+        columns.forEach(function (c) { html("td", c.numeric ? { class: "num" } : {}, tr, fmt(r[c.key], c)); });
+      });
+    }
+    fill();
+  }
+  (function tables() {
+    const box = document.getElementById("tables");
+    const siteBox = html("div", { id: "site-table" }, box);
+    table(siteBox, "Site indicators", D.site_source, D.fields, D.sites.slice(), null, function (id) {
+            select(id);
+            document.getElementById("map-section").scrollIntoView({ behavior: "smooth" });
+          });
+    note(siteBox, "indicators", "Site indicators");
+    D.tables.forEach(function (t) {
+      table(html("div", { id: "table-" + t.key }, box), t.title, t.source, t.columns, t.rows, t.footer, null);
+    });
+    [["landuse_by_commodity", "Land use by commodity"], ["deposits", "Extractive-waste deposits"],
+     ["verification", "Verification flags"]].forEach(function (k) { note(box, k[0], k[1]); });
+  })();
+
+  // ---- provenance --------------------------------------------------------------------------------------------
+  (function provenance() {
+    const P = D.provenance, box = document.getElementById("provenance"), dl = html("dl", {}, box);
+    function item(label, value) { if (!missing(value) && value !== "") { html("dt", {}, dl, label); html("dd", {}, dl, value); } }
+    item("Run folder", P.run_dir);
+    item("Report written", P.created);
+    item("Software", P.software);
+    item("Input catalog", P.catalog);
+    if (P.sample) item("Sample region", "synthetic sample, seed " + P.sample.seed + ", " + P.sample.size_km + " km × " + P.sample.size_km + " km, " + P.sample.n_dates + " Sentinel-2 dates");
+    if (!missing(P.reflectance_items)) item("Sentinel-2 scenes", String(P.reflectance_items));
+    if (P.dem_items) item("Elevation models", P.dem_items.join(", "));
+    item("Map projection of the rasters", P.crs);
+    const G = P.segmentation;
+    if (G) item("Segmentation", "model " + G.model + ", probability threshold " + num(G.threshold, 2) + ": " +
+                G.n_polygons + " mine polygons, " + num((G.mining_area_m2 || 0) / 1e6, 2) + " km² (run on " + G.device + ")");
+    const C = P.coregistration;
+    if (C) {
+      item("Elevation survey dates", (C.before_date || "?") + " → " + (C.after_date || "?"));
+      const R = C.coregistration || {};
+      item("Co-registration", R.applied ? "later survey shifted " + num(R.shift_x_m, 2) + " m east, " + num(R.shift_y_m, 2) +
+           " m north, " + num(R.bias_m, 2) + " m vertical bias removed; stable-terrain NMAD " + num(R.nmad_before_m, 2) +
+           " m before, " + num(R.nmad_after_m, 2) + " m after" : "not applied");
+      item("Change threshold", num(C.threshold_m, 2) + " m (" + C.threshold_rule + "); correlation range " + num(C.range_m || 0, 0) + " m; voids: " + C.void_policy);
+    } else {
+      item("Co-registration", "not recorded in this run (volumes/coregistration.json is missing)");
+    }
+    item("Files behind this report", P.files.join(", "));
+    html("h3", {}, box, "Reproduce this run");
+    html("p", { class: "explain" }, box, "With mine-the-gap installed (pip install -e . in its source folder), these commands " +
+         "make the run folder, this report and the STAC catalog of the results again (add --config FILE if the run used a run-config file):");
+    html("pre", {}, box).appendChild(html("code", {}, null, P.commands.join("\n")));
+  })();
+})();

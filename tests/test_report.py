@@ -1,0 +1,209 @@
+"""`mtg report`: one self-contained HTML file, opened in headless Chromium (Debian's, driven by Playwright)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pytest
+
+from conftest import ARTIFACTS
+from mtg.pipeline.errors import MtgError
+from mtg.pipeline.report import write_report
+from mtg.pipeline.report_figures import DIVERGING, colorize, png_bytes
+from run_folder import write_run_folder
+
+MTG = str(Path(sys.executable).parent / "mtg")
+SVG_NAMESPACE = "http://www.w3.org/2000/svg"
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    return write_run_folder(tmp_path_factory.mktemp("report") / "run")
+
+
+@pytest.fixture(scope="module")
+def bare_run(run_dir, tmp_path_factory) -> Path:
+    """A run folder with the sites only: every optional part is missing."""
+    bare = tmp_path_factory.mktemp("bare") / "run"
+    shutil.copytree(run_dir / "sites", bare / "sites")
+    return bare
+
+
+def page_data(path: Path) -> dict:
+    """The JSON block the page is drawn from."""
+    block = re.search(r'<script type="application/json" id="mtg-data">(.*?)</script>', path.read_text(), re.S)
+    return json.loads(block.group(1))
+
+
+def test_report_is_one_file_that_loads_nothing(run_dir, tmp_path):
+    path = write_report(run_dir, tmp_path / "out" / "r.html")
+    text = path.read_text()
+    assert set(re.findall(r"https?://[^\s\"'<>)]+", text)) == {SVG_NAMESPACE}  # a namespace name, never fetched
+    assert not re.search(r"<(script|img|iframe)[^>]+src=\"(?!data:)", text)
+    assert "<link rel=\"stylesheet\"" not in text and "@import" not in text and "url(" not in text
+    assert "default-src 'none'" in text  # the Content-Security-Policy forbids any request
+    assert not list(path.parent.glob(".*.tmp"))
+
+
+def test_report_data_are_the_run_files(run_dir):
+    path = write_report(run_dir)
+    assert path == run_dir / "report.html"
+    data = page_data(path)
+    assert data["notes"] == {}, data["notes"]
+    sites = gpd.read_parquet(run_dir / "sites" / "sites.parquet")
+    assert len(data["sites"]) == len(sites) == len(data["map"]["features"])
+    volumes = gpd.read_parquet(run_dir / "volumes" / "site_volumes.parquet").set_index("site_id")
+    by_id = {s["site_id"]: s for s in data["sites"]}
+    for sid, row in volumes.iterrows():
+        assert by_id[sid]["excavated_m3"] == pytest.approx(row["excavated_m3"])
+        assert by_id[sid]["deposited_sigma_m3"] == pytest.approx(row["deposited_sigma_m3"])
+    assert {t["key"] for t in data["thumbnails"]} == {"dh", "probability"}
+    assert all(t["uri"].startswith("data:image/png;base64,") and t["outlines"] for t in data["thumbnails"])
+    assert {t["key"] for t in data["tables"]} == {"landuse_by_commodity", "landuse_by_country",
+                                                  "landuse_by_commodity_country", "deposits", "verification"}
+    landuse = next(t for t in data["tables"] if t["key"] == "landuse_by_commodity")
+    assert [r["commodity"] for r in landuse["footer"]] == ["Total"]
+    assert data["provenance"]["commands"][0].startswith(f"mtg run --out {run_dir}")
+    assert data["provenance"]["coregistration"]["before_date"] < data["provenance"]["coregistration"]["after_date"]
+
+
+def test_missing_parts_get_a_note_not_an_error(bare_run):
+    data = page_data(write_report(bare_run))
+    assert {"indicators", "volumes", "landuse", "dh", "probability", "deposits", "verification"} <= set(data["notes"])
+    assert all("not computed in this run" in note.lower() for note in data["notes"].values())
+    assert data["volumes"] is None and data["landuse"] is None and data["thumbnails"] == []
+
+
+def test_png_thumbnails_decode_with_gdal():
+    from rasterio.io import MemoryFile
+
+    rgba = np.random.default_rng(0).integers(0, 256, (5, 7, 4), dtype=np.uint8)
+    with MemoryFile(png_bytes(rgba)) as mem, mem.open() as png:
+        assert png.driver == "PNG" and np.array_equal(png.read(), rgba.transpose(2, 0, 1))
+    colours = colorize(np.array([[-2.0, 0.0, 2.0, np.nan]]), -2.0, 2.0, DIVERGING)
+    assert [f"#{r:02x}{g:02x}{b:02x}" for r, g, b, _ in colours[0, :3]] == [DIVERGING[0], DIVERGING[5], DIVERGING[-1]]
+    assert colours[0, :, 3].tolist() == [255, 255, 255, 0]
+
+
+def test_missing_sites_is_one_clear_error(tmp_path):
+    with pytest.raises(MtgError, match=re.escape(str(tmp_path / "sites" / "sites.parquet"))):
+        write_report(tmp_path)
+    proc = subprocess.run([MTG, "report", str(tmp_path / "nowhere")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("error:") and "nowhere" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# ---- in the browser ----------------------------------------------------------------------------------------------
+
+def chromium() -> str:
+    """Debian's Chromium (installed by .ci/run) and Playwright; skip without them, except in CI where they must be."""
+    name = os.environ.get("MTG_CHROMIUM", "chromium")  # another Chromium build can be named here
+    path = shutil.which(name)
+    problem = None if path else f"{name!r}, not found (Debian's: apt-get install chromium, as .ci/run does)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        problem = "playwright is not installed (the project's dev extra)"
+    if problem:
+        (pytest.fail if os.environ.get("CI") else pytest.skip)(f"browser test needs {problem}")
+    return path
+
+
+@pytest.fixture(scope="module")
+def browser():
+    path = chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=path, headless=True)
+        yield launched
+        launched.close()
+
+
+def open_report(browser, path: Path):
+    """The page, with its console errors, page errors and requests recorded; any non-file request is aborted."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    log = {"errors": [], "requests": [], "blocked": []}
+    page.on("console", lambda m: log["errors"].append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: log["errors"].append(str(e)))
+    page.on("request", lambda r: log["requests"].append(r.url))
+
+    def block(route):
+        log["blocked"].append(route.request.url)
+        route.abort()
+
+    page.route(re.compile(r"^(?!file:|data:)"), block)
+    page.goto(path.as_uri())
+    return page, log
+
+
+def sized(locator) -> bool:
+    return all(b and b["width"] > 0 and b["height"] > 0 for b in (e.bounding_box() for e in locator.all()))
+
+
+def test_report_renders_and_responds_in_chromium(browser, run_dir):
+    path = write_report(run_dir)
+    data = page_data(path)
+    page, log = open_report(browser, path)
+    page.wait_for_selector("#map path.site")
+    polygons = [f for f in data["map"]["features"] if f["path"]]
+    assert page.locator("#map path.site").count() == len(polygons) and sized(page.locator("#map path.site"))
+    assert page.locator("#map circle.bubble").count() == len(data["sites"]) and sized(page.locator("#map circle"))
+    assert page.locator("#landuse-chart rect.bar").count() == len(data["landuse"]["rows"])
+    assert sized(page.locator("#landuse-chart rect.bar"))
+    assert page.locator("#volume-chart rect.bar").count() == 2 * len(data["volumes"]["rows"])
+    assert page.locator("#volume-chart g.err").count() > 0 and sized(page.locator("#volume-chart svg"))
+    assert page.eval_on_selector_all("#thumbs img", "imgs => imgs.map(i => i.complete && i.naturalWidth)") == [
+        t["width"] for t in data["thumbnails"]]
+
+    site = next(s for s in data["sites"] if s.get("excavated_m3"))
+    page.locator(f'#map circle[data-site="{site["site_id"]}"]').click()
+    assert page.locator("#panel h3").inner_text() == f"Site {site['site_id']}"
+    expected = f"{site['excavated_m3'] / 1e6:.2f} ± {site['excavated_sigma_m3'] / 1e6:.2f}"
+    assert page.locator('#panel dd[data-key="excavated_m3"]').inner_text() == expected
+
+    before = page.get_attribute("#map", "viewBox")
+    box = page.locator("#map").bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.wheel(0, -400)
+    page.wait_for_function(f"document.getElementById('map').getAttribute('viewBox') !== '{before}'")
+
+    areas = {s["site_id"]: s.get("area_km2") for s in data["sites"]}
+    order = sorted(areas, key=lambda k: (areas[k] is None, areas[k] if areas[k] is not None else math.inf))
+    first_column = '#site-table tbody tr td:first-child'
+    unsorted = page.locator(first_column).all_inner_texts()
+    page.locator('#site-table th[data-key="area_km2"]').click()
+    assert page.locator(first_column).all_inner_texts() == order != unsorted
+    page.locator('#site-table th[data-key="area_km2"]').click()
+    descending = [k for k in reversed(order) if areas[k] is not None] + [k for k in order if areas[k] is None]
+    assert page.locator(first_column).all_inner_texts() == descending
+    assert page.get_attribute('#site-table th[data-key="area_km2"]', "aria-sort") == "descending"
+
+    page.locator("#reset-view").click()
+    assert page.get_attribute("#map", "viewBox") == before
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
+    assert log["errors"] == [] and log["blocked"] == []
+    assert all(url.startswith(("file:", "data:")) for url in log["requests"]), log["requests"]
+    page.close()
+
+
+def test_bare_report_shows_notes_in_chromium(browser, bare_run):
+    page, log = open_report(browser, write_report(bare_run))
+    page.wait_for_selector("#map circle.bubble")
+    assert page.locator(".note").count() >= 5
+    assert "not computed in this run" in page.locator("#volumes-section .note").inner_text().lower()
+    page.locator("#map circle.bubble").first.click()
+    assert page.locator("#panel h3").inner_text().startswith("Site ")
+    assert log["errors"] == [] and log["blocked"] == []
+    page.close()
