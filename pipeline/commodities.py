@@ -56,6 +56,14 @@ def split_commodities(value) -> list[str]:
     return [part.strip() for part in SEPARATORS.split(str(value)) if part.strip()]
 
 
+def name_list(value) -> list[str]:
+    """The distinct names of one table cell, in order: a list cell's elements, a text cell's parts
+    (:func:`split_commodities`: ``"gold;copper"`` and a CSV's ``;``-joined lists), none for a null cell."""
+    if not isinstance(value, (list, tuple, np.ndarray)) and pd.isna(value):
+        return []
+    return list(dict.fromkeys(split_commodities(value)))
+
+
 @dataclass(frozen=True)
 class CommodityTable:
     """A loaded harmonisation table: normalised raw name -> harmonised names (empty tuple: left out)."""

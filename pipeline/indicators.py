@@ -34,27 +34,24 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mtg.pipeline.commodities import name_list
 from mtg.pipeline.errors import MtgError
-from mtg.pipeline.landuse import UNKNOWN, apply_countries, atomic_write, csv_ready, read_sites
-from mtg.pipeline.link import FootprintAreas, _geodesic_area_km2, read_polygons
+from mtg.pipeline.landuse import UNKNOWN, apply_countries, largest_overlap, read_sites
+from mtg.pipeline.link import FootprintAreas, _geodesic_area_km2, member_rows, member_source, read_polygons
+from mtg.pipeline.table_io import read_geoparquet, write_table
 
 log = logging.getLogger(__name__)
 
-INDICATOR_COLUMNS = [
-    "site_id", "area_km2", "commodities", "primary_commodities", "sources", "country", "n_polygons", "n_points",
-    "area_before_km2", "area_after_km2", "area_change_km2", "excavated_m3", "excavated_sigma_m3", "deposited_m3",
-    "deposited_sigma_m3", "net_m3", "net_sigma_m3", "waste_deposit_count", "waste_deposit_area_m2",
-    "waste_deposit_volume_m3", "mean_probability", "geometry",
-]
-VOLUME_COLUMNS = ["excavated_m3", "excavated_sigma_m3", "deposited_m3", "deposited_sigma_m3", "net_m3",
-                  "net_sigma_m3"]
-
-
-def _resolve(source: str, relative_to: Path | None) -> Path:
-    path = Path(source)
-    if not path.exists() and relative_to is not None and (relative_to / path).exists():
-        path = relative_to / path
-    return path
+#: What the sites file says of each site.
+SITE_COLUMNS = ("site_id", "area_km2", "commodities", "primary_commodities", "sources", "country", "n_polygons",
+                "n_points")
+AREA_CHANGE_COLUMNS = ("area_before_km2", "area_after_km2", "area_change_km2")
+VOLUME_COLUMNS = ("excavated_m3", "excavated_sigma_m3", "deposited_m3", "deposited_sigma_m3", "net_m3",
+                  "net_sigma_m3")
+WASTE_COLUMNS = ("waste_deposit_count", "waste_deposit_area_m2", "waste_deposit_volume_m3")
+#: What the other stages measured: null where they did not run.
+MEASURED_COLUMNS = (*AREA_CHANGE_COLUMNS, *VOLUME_COLUMNS, *WASTE_COLUMNS, "mean_probability")
+INDICATOR_COLUMNS = [*SITE_COLUMNS, *MEASURED_COLUMNS, "geometry"]
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -62,17 +59,6 @@ def _same_file(a: Path, b: Path) -> bool:
         return a.exists() and b.exists() and a.resolve().samefile(b.resolve())
     except OSError:
         return False
-
-
-def _read_geo(path: Path, what: str):
-    import geopandas as gpd
-
-    if not path.is_file():
-        raise MtgError(f"{what} file {path} does not exist")
-    try:
-        return gpd.read_parquet(path)
-    except Exception as err:  # noqa: BLE001 - pyarrow/geopandas raise many types
-        raise MtgError(f"{path} is not a readable GeoParquet {what} file: {err}") from None
 
 
 def epoch_areas(sites, members: pd.DataFrame | None, footprints: Sequence[str | Path],
@@ -90,37 +76,26 @@ def epoch_areas(sites, members: pd.DataFrame | None, footprints: Sequence[str | 
     relative_to : path, optional
         Folder for relative member sources.
     """
-    import shapely
-
     geoms: list = []
     owner: list = []
     site_ids = sites["site_id"].to_numpy()
     polygonal = sites.geometry.geom_type.isin(["Polygon", "MultiPolygon"]).to_numpy()
-    equal_area = sites.geometry.to_crs("EPSG:6933").to_numpy()[polygonal]
-    tree = shapely.STRtree(equal_area)
-    candidates = site_ids[polygonal]
     unassigned = 0
     for path in map(Path, footprints):
         frame = read_polygons(path)
         linked = None
         if members is not None:
-            sources = [s for s in members["source"].unique() if _same_file(_resolve(s, relative_to), path)]
+            sources = [s for s in members["source"].unique() if _same_file(member_source(s, relative_to), path)]
             if sources:
                 linked = members[members["source"].isin(sources) & (members["kind"] == "polygon")]
         if linked is not None:
-            rows = linked["row"].to_numpy()
-            geoms.extend(frame.geometry.to_numpy()[rows])
+            geoms.extend(frame.geometry.to_numpy()[member_rows(linked, frame, path)])
             owner.extend(linked["site_id"].to_numpy())
             continue
-        projected = frame.geometry.to_crs("EPSG:6933").make_valid().to_numpy()
-        for geometry, projected_geometry in zip(frame.geometry.to_numpy(), projected):
-            hits = tree.query(projected_geometry, predicate="intersects")
-            if hits.size == 0:
-                unassigned += 1
-                continue
-            overlap = [shapely.intersection(projected_geometry, equal_area[h]).area for h in hits]
-            geoms.append(geometry)
-            owner.append(candidates[hits[int(np.argmax(overlap))]])
+        found = largest_overlap(frame.geometry, sites.geometry[polygonal], site_ids[polygonal])
+        unassigned += sum(site is None for site in found)
+        geoms.extend(g for g, site in zip(frame.geometry.to_numpy(), found) if site is not None)
+        owner.extend(site for site in found if site is not None)
     if unassigned:
         log.info("%d footprint polygon(s) of %s overlap no site and are left out", unassigned,
                  ", ".join(map(str, footprints)))
@@ -142,14 +117,14 @@ def mean_probability(members: pd.DataFrame, relative_to: Path | None = None) -> 
     """
     parts = []
     for source, group in members[members["kind"] == "polygon"].groupby("source", sort=False):
-        path = _resolve(source, relative_to)
+        path = member_source(source, relative_to)
         if not path.exists():
             log.warning("member source %s does not exist: no segmentation probability from it", source)
             continue
         frame = read_polygons(path)
         if "mean_probability" not in frame.columns:
             continue
-        rows = group["row"].to_numpy()
+        rows = member_rows(group, frame, path)
         probability = pd.to_numeric(frame["mean_probability"], errors="coerce").to_numpy(dtype=np.float64)[rows]
         if "area_m2" in frame.columns:
             weight = pd.to_numeric(frame["area_m2"], errors="coerce").to_numpy(dtype=np.float64)[rows]
@@ -199,15 +174,11 @@ def site_indicators(sites: str | Path, *, members: str | Path | None = None, vol
     ids = frame["site_id"].astype(str).to_numpy()
 
     def as_lists(column: str) -> list[list[str]]:
-        values = frame[column] if column in frame.columns else frame["commodities"]
-        return [[str(v) for v in x] if x is not None else [] for x in values]
+        return [name_list(v) for v in (frame[column] if column in frame.columns else frame["commodities"])]
 
     def stems(row) -> list[str]:
-        names: dict[str, None] = {}
-        for column in ("member_sources", "point_sources"):
-            for source in row.get(column, []) if row.get(column) is not None else []:
-                names.setdefault(Path(str(source)).stem, None)
-        return list(names)
+        return list(dict.fromkeys(Path(source).stem for column in ("member_sources", "point_sources")
+                                  for source in name_list(row.get(column))))
 
     country = (frame["country"].astype(object).where(frame["country"].notna(), UNKNOWN)
                if "country" in frame.columns else pd.Series(UNKNOWN, index=frame.index))
@@ -221,7 +192,7 @@ def site_indicators(sites: str | Path, *, members: str | Path | None = None, vol
         "n_polygons": frame["n_polygons"].to_numpy(dtype=np.int64) if "n_polygons" in frame.columns else 0,
         "n_points": frame["n_points"].to_numpy(dtype=np.int64) if "n_points" in frame.columns else 0,
     })
-    for column in INDICATOR_COLUMNS[8:-1]:
+    for column in MEASURED_COLUMNS:
         out[column] = np.nan
 
     if footprints_before:
@@ -234,14 +205,15 @@ def site_indicators(sites: str | Path, *, members: str | Path | None = None, vol
         out["area_change_km2"] = np.where(seen, a - b, np.nan)
 
     if volumes is not None:
-        table = _read_geo(Path(volumes), "site volumes")
+        table = read_geoparquet(volumes, "site volumes")
         missing = [c for c in ["site_id", *VOLUME_COLUMNS] if c not in table.columns]
         if missing:
             raise MtgError(f"site volumes file {volumes} lacks the column(s) {missing}; its columns are "
                            f"{list(table.columns)}")
         table = pd.DataFrame(table.drop(columns=table.geometry.name)).assign(site_id=table["site_id"].astype(str))
-        if table["site_id"].duplicated().any():
-            raise MtgError(f"site volumes file {volumes} repeats site_id {table['site_id'][table['site_id'].duplicated()].iloc[0]!r}")
+        repeated = table["site_id"][table["site_id"].duplicated()]
+        if len(repeated):
+            raise MtgError(f"site volumes file {volumes} repeats site_id {repeated.iloc[0]!r}")
         unknown = sorted(set(table["site_id"]) - set(ids))
         if unknown:
             log.warning("site volumes file %s has %d site(s) not in %s (e.g. %s): left out", volumes, len(unknown),
@@ -251,7 +223,7 @@ def site_indicators(sites: str | Path, *, members: str | Path | None = None, vol
             out[column] = joined[column].to_numpy(dtype=np.float64)
 
     if waste_deposits is not None:
-        deposits = _read_geo(Path(waste_deposits), "waste deposits")
+        deposits = read_geoparquet(waste_deposits, "waste deposits")
         missing = [c for c in ("site_id", "area_m2", "volume_m3") if c not in deposits.columns]
         if missing:
             raise MtgError(f"waste deposits file {waste_deposits} lacks the column(s) {missing}")
@@ -292,12 +264,7 @@ class IndicatorsResult:
 def write_site_indicators(indicators, out: str | Path) -> tuple[Path, Path]:
     """Write ``site_indicators.parquet`` (GeoParquet) and ``site_indicators.csv`` (WKT geometry, lists
     ``;``-joined) into the folder ``out``, atomically."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    table = csv_ready(indicators.drop(columns="geometry"))
-    table["geometry"] = indicators.geometry.to_wkt().to_numpy()
-    return (atomic_write(out / "site_indicators.parquet", lambda p: indicators.to_parquet(p, index=False)),
-            atomic_write(out / "site_indicators.csv", lambda p: table.to_csv(p, index=False)))
+    return write_table(indicators, Path(out), "site_indicators")
 
 
 def run_indicators(run: str | Path, out: str | Path | None = None, *, sites: str | Path | None = None,

@@ -29,7 +29,6 @@ keep ``H``.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -40,9 +39,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mtg.pipeline.commodities import name_list
 from mtg.pipeline.errors import MtgError
-from mtg.pipeline.link import (FootprintAreas, _atomic_target, _replace, _write_geoparquet, assemble_sites,
-                               cut_column, load_member_polygons, read_link_metadata, read_polygons)
+from mtg.pipeline.link import (FootprintAreas, assemble_sites, cut_column, load_member_polygons, read_link_metadata,
+                               read_polygons)
+from mtg.pipeline.table_io import atomic_write_all, read_geoparquet, to_geoparquet, write_json, write_table
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +72,8 @@ class LandUse:
     by_commodity_country : pandas.DataFrame
         ``commodity, country, area_km2, share, n_sites``; ``Total`` last.
     by_site : pandas.DataFrame
-        One row per site with a footprint: ``site_id, cut_m, country, area_km2, n_commodities, commodities,
-        area_per_commodity_km2``.
+        One row per site with a footprint: ``site_id`` (text, as in the site indicators), ``cut_m, country,
+        area_km2, n_commodities, commodities, area_per_commodity_km2``.
     summary : dict
         Totals and shares (see :func:`split_land_use`).
     """
@@ -88,20 +89,15 @@ def _share(part: float, total: float) -> float | None:
     return float(part / total) if total > 0 else None
 
 
-def _as_names(value) -> list[str]:
-    if value is None or (isinstance(value, float) and value != value):
-        return []
-    return list(dict.fromkeys(str(v) for v in value))
-
-
 def split_land_use(sites: pd.DataFrame, cut_m: float | None = None) -> LandUse:
     """Split each site's area equally among its primary commodities and total it by commodity and country.
 
     Parameters
     ----------
     sites : pandas.DataFrame
-        ``site_id``, ``area_km2`` (NaN for sites without footprint: left out), ``primary_commodities`` (lists;
-        ``commodities`` when absent), optional ``country`` (null: ``Unknown``) and ``cut_m``.
+        ``site_id`` (unique), ``area_km2`` (NaN for sites without footprint: left out), ``primary_commodities``
+        (lists, or text split by :func:`mtg.pipeline.commodities.name_list`; ``commodities`` when absent), optional
+        ``country`` (null: ``Unknown``) and ``cut_m``.
     cut_m : float, optional
         The cut the sites were linked at, for the summary.
 
@@ -118,16 +114,21 @@ def split_land_use(sites: pd.DataFrame, cut_m: float | None = None) -> LandUse:
     for needed in ("site_id", "area_km2", column):
         if needed not in sites.columns:
             raise MtgError(f"the sites table has no column {needed!r}; its columns are {list(sites.columns)}")
+    site_ids = sites["site_id"].astype(str)
+    repeated = site_ids[site_ids.duplicated()]
+    if len(repeated):
+        raise MtgError(f"the sites table repeats site_id {repeated.iloc[0]!r} ({len(repeated)} repeated rows): "
+                       f"each site must be one row")
     area = pd.to_numeric(sites["area_km2"], errors="coerce").to_numpy(dtype=np.float64)
     footprint = np.isfinite(area)
     table = pd.DataFrame({
-        "site_id": sites["site_id"].to_numpy()[footprint],
+        "site_id": site_ids.to_numpy()[footprint],
         "cut_m": (sites["cut_m"].to_numpy(dtype=np.float64) if "cut_m" in sites.columns
                   else np.full(len(sites), np.nan if cut_m is None else cut_m))[footprint],
         "country": (sites["country"].astype(object).where(sites["country"].notna(), UNKNOWN).to_numpy()
                     if "country" in sites.columns else np.full(len(sites), UNKNOWN, dtype=object))[footprint],
         "area_km2": area[footprint],
-        "commodities": [_as_names(v) for v in sites[column].to_numpy()[footprint]],
+        "commodities": [name_list(v) for v in sites[column].to_numpy()[footprint]],
     })
     table["n_commodities"] = table["commodities"].map(len).astype(np.int64)
     table["area_per_commodity_km2"] = table["area_km2"] / table["n_commodities"].clip(lower=1)
@@ -154,15 +155,6 @@ def split_land_use(sites: pd.DataFrame, cut_m: float | None = None) -> LandUse:
         frame["n_sites"] = frame["n_sites"].astype(np.int64)
         return frame[[*keys, "area_km2", "share", "n_sites"]]
 
-    by_country = table.groupby("country", sort=False).agg(area_km2=("area_km2", "sum"), n_sites=("site_id", "size"))
-    by_country = by_country.reset_index()
-    by_country["share"] = by_country["area_km2"] / total if total > 0 else np.nan
-    by_country = by_country.assign(_unknown=by_country["country"] == UNKNOWN).sort_values(
-        ["_unknown", "area_km2", "country"], ascending=[True, False, True]).drop(columns="_unknown")
-    by_country = pd.concat([by_country, pd.DataFrame([{"country": TOTAL, "area_km2": total, "n_sites": len(table),
-                                                       "share": 1.0 if total > 0 else np.nan}])], ignore_index=True)
-    by_country["n_sites"] = by_country["n_sites"].astype(np.int64)
-
     linked = float(table.loc[table["n_commodities"] > 0, "area_km2"].sum())
     multi = float(table.loc[table["n_commodities"] > 1, "area_km2"].sum())
     assignments = float((table["area_km2"] * (table["n_commodities"] - 1).clip(lower=0)).sum())
@@ -179,8 +171,7 @@ def split_land_use(sites: pd.DataFrame, cut_m: float | None = None) -> LandUse:
     }
     by_site = table[["site_id", "cut_m", "country", "area_km2", "n_commodities", "commodities",
                      "area_per_commodity_km2"]].reset_index(drop=True)
-    return LandUse(by_commodity=grouped(["commodity"]), by_country=by_country[["country", "area_km2", "share",
-                                                                                "n_sites"]],
+    return LandUse(by_commodity=grouped(["commodity"]), by_country=grouped(["country"]),
                    by_commodity_country=grouped(["commodity", "country"]), by_site=by_site, summary=summary)
 
 
@@ -282,11 +273,52 @@ def choose_site_cuts(members: pd.DataFrame, levels: Sequence[float], footprints:
 # ----------------------------------------------------------------------------------------------- countries
 
 
-def countries_from_boundaries(geometries, boundaries: str | Path, name_col: str | None = None) -> list[str | None]:
-    """The country of each geometry from a boundary polygon layer: the one covering most of its area.
+def largest_overlap(geometries, targets, keys: Sequence) -> list:
+    """For each geometry, the key of the targets that cover most of it, compared in the equal-area EPSG:6933.
 
-    Areas of intersection are compared in the equal-area EPSG:6933; points take the polygon containing them (for
-    several points, the one containing most). Geometries outside every polygon get None.
+    Targets sharing a key add up; a point or multi-point geometry counts its points inside each target. Ties go to
+    the smallest key; an empty geometry, or one that intersects no target, gets None.
+
+    Parameters
+    ----------
+    geometries, targets : geopandas.GeoSeries
+        Any CRS (EPSG:4326 when unset).
+    keys : sequence
+        One key per target.
+    """
+    import geopandas as gpd
+    import shapely
+
+    def equal_area(series) -> np.ndarray:
+        series = gpd.GeoSeries(series)
+        series = series.set_crs("EPSG:4326") if series.crs is None else series
+        return series.to_crs("EPSG:6933").make_valid().to_numpy()
+
+    polys, keys = equal_area(targets), list(keys)
+    tree = shapely.STRtree(polys)
+    out: list = []
+    for geometry in equal_area(geometries):
+        hits = tree.query(geometry, predicate="intersects") if geometry is not None and not geometry.is_empty \
+            else np.array([], dtype=np.int64)
+        if hits.size == 0:
+            out.append(None)
+            continue
+        if shapely.get_dimensions(geometry) == 0:
+            parts = shapely.get_parts(geometry)
+            weight = [shapely.intersects(polys[h], parts).sum() for h in hits]
+        else:
+            weight = [shapely.intersection(polys[h], geometry).area for h in hits]
+        by_key: dict = {}
+        for h, w in zip(hits, weight):
+            by_key[keys[h]] = by_key.get(keys[h], 0.0) + float(w)
+        out.append(min(by_key, key=lambda k: (-by_key[k], k)))
+    return out
+
+
+def countries_from_boundaries(geometries, boundaries: str | Path, name_col: str | None = None) -> list[str | None]:
+    """The country of each geometry from a boundary polygon layer: the one covering most of its area
+    (:func:`largest_overlap`; points take the polygon containing most of them). Geometries outside every polygon get
+    None.
 
     Parameters
     ----------
@@ -297,9 +329,6 @@ def countries_from_boundaries(geometries, boundaries: str | Path, name_col: str 
     name_col : str, optional
         Column of the country names; default the first of :data:`BOUNDARY_NAME_COLUMNS` (case-insensitive).
     """
-    import geopandas as gpd
-    import shapely
-
     path = Path(boundaries)
     layer = read_polygons(path)
     if name_col is None:
@@ -310,30 +339,7 @@ def countries_from_boundaries(geometries, boundaries: str | Path, name_col: str 
                            f"columns are {list(layer.columns)}: name it with --country-col")
     elif name_col not in layer.columns:
         raise MtgError(f"{path} has no column {name_col!r}; its columns are {list(layer.columns)}")
-    names = layer[name_col].astype(str).to_numpy()
-    polys = layer.geometry.to_crs("EPSG:6933").make_valid().to_numpy()
-    tree = shapely.STRtree(polys)
-    sites = gpd.GeoSeries(geometries)
-    sites = (sites.set_crs("EPSG:4326") if sites.crs is None else sites).to_crs("EPSG:6933").to_numpy()
-    out: list[str | None] = []
-    for geometry in sites:
-        if geometry is None or geometry.is_empty:
-            out.append(None)
-            continue
-        hits = tree.query(geometry, predicate="intersects")
-        if hits.size == 0:
-            out.append(None)
-            continue
-        if shapely.get_dimensions(geometry) == 0:
-            parts = shapely.get_parts(geometry)
-            weight = [shapely.intersects(polys[h], parts).sum() for h in hits]
-        else:
-            weight = [shapely.intersection(polys[h], shapely.make_valid(geometry)).area for h in hits]
-        by_name: dict[str, float] = {}
-        for h, w in zip(hits, weight):
-            by_name[names[h]] = by_name.get(names[h], 0.0) + float(w)
-        out.append(min(by_name, key=lambda k: (-by_name[k], k)))
-    return out
+    return largest_overlap(geometries, layer.geometry, layer[name_col].astype(str).to_numpy())
 
 
 def apply_countries(sites, boundaries: str | Path | None, name_col: str | None = None):
@@ -351,54 +357,10 @@ def apply_countries(sites, boundaries: str | Path | None, name_col: str | None =
 # ----------------------------------------------------------------------------------------------- files
 
 
-def atomic_write(out: Path, writer) -> Path:
-    """Call ``writer(tmp)`` on a temporary name beside ``out``, then rename it to ``out``."""
-    tmp = _atomic_target(out)
-    try:
-        writer(tmp)
-    except BaseException:
-        if tmp.exists():
-            tmp.unlink()
-        raise
-    _replace(tmp, out)
-    return out
-
-
-def csv_ready(frame: pd.DataFrame) -> pd.DataFrame:
-    """A copy of ``frame`` with list cells ``;``-joined, for CSV."""
-    csv = pd.DataFrame(frame).copy()
-    for column in csv.columns:
-        if csv[column].map(lambda v: isinstance(v, (list, tuple, np.ndarray))).any():
-            csv[column] = csv[column].map(lambda v: ";".join(map(str, v)) if isinstance(v, (list, tuple, np.ndarray))
-                                          else v)
-    return csv
-
-
-def write_table(frame: pd.DataFrame, folder: Path, name: str) -> tuple[Path, Path]:
-    """Write ``folder/name.parquet`` and ``folder/name.csv`` atomically; list cells become ``;``-joined in the CSV."""
-    folder.mkdir(parents=True, exist_ok=True)
-    csv = csv_ready(frame)
-    return (atomic_write(folder / f"{name}.parquet", lambda p: frame.to_parquet(p, index=False)),
-            atomic_write(folder / f"{name}.csv", lambda p: csv.to_csv(p, index=False)))
-
-
-def write_json(data: dict, out: Path) -> Path:
-    """Write ``data`` as indented JSON to ``out`` atomically."""
-    text = json.dumps(data, indent=2, default=lambda v: v.item() if hasattr(v, "item") else str(v))
-    return atomic_write(out, lambda p: p.write_text(text))
-
-
 def read_sites(path: str | Path):
     """A sites GeoParquet (from :func:`mtg.pipeline.link.link_sites`), checked for the columns land use needs."""
-    import geopandas as gpd
-
     path = Path(path)
-    if not path.is_file():
-        raise MtgError(f"sites file {path} does not exist")
-    try:
-        sites = gpd.read_parquet(path)
-    except Exception as err:  # noqa: BLE001 - pyarrow/geopandas raise many types
-        raise MtgError(f"{path} is not a readable GeoParquet sites file: {err}") from None
+    sites = read_geoparquet(path, "sites")
     missing = [c for c in ("site_id", "area_km2", "commodities") if c not in sites.columns]
     if missing:
         raise MtgError(f"sites file {path} lacks the column(s) {missing}; its columns are {list(sites.columns)} "
@@ -452,7 +414,10 @@ def write_land_use(sites: str | Path, out: str | Path, *, choose_cut: bool = Fal
         ``landuse_by_site`` (each ``.parquet`` and ``.csv``) and ``summary.json``.
     choose_cut : bool
         Re-form the sites with a cut per site (:func:`choose_site_cuts`) among the recorded levels ``<= h_max``;
-        also writes ``cut_objective`` and ``sites_chosen.parquet``.
+        also writes ``cut_objective`` and ``sites_chosen.parquet`` (with the countries used) and its members file.
+        With cuts chosen per site (here or by ``mtg link --choose-cut``) the summary's ``cut_m`` is null and
+        ``choose_cut`` (``h_max_m``, ``levels_m``, the objective), ``chosen_cuts`` (site -> metres) and
+        ``chosen_cut_counts`` (metres -> sites with a footprint) say which cuts were chosen.
     h_max : float, optional
         Largest cut ``H`` of the choice (metres); default the sites' cut.
     sensitivity : sequence of float
@@ -472,9 +437,10 @@ def write_land_use(sites: str | Path, out: str | Path, *, choose_cut: bool = Fal
     frame = read_sites(sites_path)
     meta = read_link_metadata(sites_path)
     cut = meta.get("cut_m")
+    per_site = choose_cut or bool(meta.get("choose_cut"))
+    levels = [float(v) for v in meta.get("levels_m", []) if cut is None or float(v) <= cut]
     files: list[Path] = []
-    summary_extra: dict[str, Any] = {}
-    members = footprints = None
+    members = footprints = chosen_members = None
     if choose_cut or sensitivity:
         members = read_members(sites_path)
         recorded = _recorded_levels(members)
@@ -494,18 +460,18 @@ def write_land_use(sites: str | Path, out: str | Path, *, choose_cut: bool = Fal
         labels, cut_of_member = choose_site_cuts(members, levels, footprints, objective)
         frame = assemble_sites(members, labels, footprints, cut_of_member)
         chosen_members = members.drop(columns="site_id").assign(site_id=labels)
-        _write_geoparquet(frame, out / "sites_chosen.parquet", {**meta, "choose_cut": True, "cut_m": top,
-                                                                "sites": str(sites_path)})
-        atomic_write(out / "sites_chosen_members.parquet", lambda p: chosen_members.to_parquet(p, index=False))
-        files += [out / "sites_chosen.parquet", out / "sites_chosen_members.parquet",
-                  *write_table(objective, out, "cut_objective")]
+        files += write_table(objective, out, "cut_objective")
         cut = top
-        summary_extra["choose_cut"] = {"h_max_m": top, "levels_m": levels, "objective": OBJECTIVE}
     frame = apply_countries(frame, countries, country_col)
-    landuse = split_land_use(frame, cut_m=cut)
-    summary = {**landuse.summary, **summary_extra, "sites": str(sites_path),
-               "countries": None if countries is None else str(countries)}
-    if choose_cut or meta.get("choose_cut"):
+    if chosen_members is not None:
+        chosen_meta = {**meta, "choose_cut": True, "cut_m": cut, "sites": str(sites_path)}
+        files += atomic_write_all({out / "sites_chosen.parquet": lambda p: to_geoparquet(frame, p, chosen_meta),
+                                   out / "sites_chosen_members.parquet":
+                                       lambda p: chosen_members.to_parquet(p, index=False)})
+    landuse = split_land_use(frame, cut_m=None if per_site else cut)
+    summary = {**landuse.summary, "sites": str(sites_path), "countries": None if countries is None else str(countries)}
+    if per_site:
+        summary["choose_cut"] = {"h_max_m": cut, "levels_m": levels, "objective": OBJECTIVE}
         chosen = landuse.by_site.set_index("site_id")["cut_m"]
         summary["chosen_cuts"] = {str(k): float(v) for k, v in chosen.items()}
         summary["chosen_cut_counts"] = {f"{k:g}": int(v) for k, v in chosen.value_counts().sort_index().items()}
@@ -516,7 +482,7 @@ def write_land_use(sites: str | Path, out: str | Path, *, choose_cut: bool = Fal
     table = None
     if sensitivity:
         table, by_commodity = land_use_sensitivity(members, footprints, sensitivity, countries, country_col)
-        if choose_cut or meta.get("choose_cut"):
+        if per_site:
             row = {"cut_m": np.nan, "cut": "chosen per site", **_summary_row(landuse.summary)}
             table = pd.concat([table, pd.DataFrame([row])], ignore_index=True)
             chosen_rows = landuse.by_commodity.assign(cut_m=np.nan, cut="chosen per site")

@@ -27,10 +27,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +41,7 @@ from mtg.kernels.hac import SparseHAC, sparse_hac
 from mtg.pipeline.commodities import CommodityHarmoniser
 from mtg.pipeline.errors import MtgError
 from mtg.pipeline.sharded_linking import cluster_points
+from mtg.pipeline.table_io import METADATA_KEY, atomic_write, atomic_write_all, to_geoparquet
 
 log = logging.getLogger(__name__)
 
@@ -80,19 +79,6 @@ def cut_column(metres: float) -> str:
     """Label column of a cut: ``cluster_5000`` for 5 km, ``cluster_2500.5`` for 2500.5 m."""
     metres = float(metres)
     return f"cluster_{int(metres)}" if metres.is_integer() else f"cluster_{np.format_float_positional(metres)}"
-
-
-def _atomic_target(out: Path) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
-
-
-def _replace(tmp: Path, out: Path) -> None:
-    try:
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _suffix(path: Path) -> str:
@@ -394,9 +380,7 @@ def link_points(points: str | Path, out: str | Path = "labels.parquet", h_max: f
             "cuts_m": list(linker.labels_by_cut_), "linkage": linker.linkage,
             "ambiguous_cuts_m": linker.ambiguous_cuts_, "n_edges": linker.n_edges_}
     table = pa.table(columns).replace_schema_metadata({"mtg": json.dumps(meta)})
-    tmp = _atomic_target(out)
-    pq.write_table(table, tmp)
-    _replace(tmp, out)
+    atomic_write(out, lambda p: pq.write_table(table, p))
     if linker.ambiguous_cuts_:
         log.warning("cuts %s m meet tied merge heights: their partitions depend on merge order",
                     linker.ambiguous_cuts_)
@@ -444,6 +428,9 @@ MEMBER_COLUMNS = ["source", "kind", "row", "feature_id", "site_id", "commodities
                   "lon", "lat"]
 SITE_COLUMNS = ["site_id", "n_polygons", "n_points", "member_ids", "member_sources", "point_ids", "point_sources",
                 "commodities", "primary_commodities", "country", "cut_m", "area_km2", "geometry"]
+#: Column types of the sites table (the others hold lists, and the geometry).
+SITE_DTYPES = {"site_id": "int64", "n_polygons": "int64", "n_points": "int64", "country": "string",
+               "cut_m": "float64", "area_km2": "float64"}
 
 
 def parse_points_filter(text: str) -> tuple[str, str]:
@@ -651,11 +638,8 @@ def assemble_sites(members: pd.DataFrame, labels: np.ndarray, footprints: Footpr
             "commodities": _names(commodities[pts]), "primary_commodities": _names(primary[pts]),
             "country": country, "cut_m": float(cuts[index[0]]), "area_km2": float(area), "geometry": geometry,
         })
-    if not rows:
-        return gpd.GeoDataFrame({c: [] for c in SITE_COLUMNS}, geometry="geometry", crs="EPSG:4326")
-    sites = gpd.GeoDataFrame(rows, columns=SITE_COLUMNS, geometry="geometry", crs="EPSG:4326")
-    sites["country"] = sites["country"].astype("string")
-    return sites
+    table = pd.DataFrame(rows, columns=SITE_COLUMNS).astype(SITE_DTYPES)
+    return gpd.GeoDataFrame(table, geometry=gpd.GeoSeries(table["geometry"], crs="EPSG:4326"), crs="EPSG:4326")
 
 
 @dataclass
@@ -723,24 +707,6 @@ def _load_site_features(polygons: Sequence[str | Path], points: str | Path | Non
     return geoms, members
 
 
-def _write_geoparquet(frame, out: Path, metadata: dict[str, Any]) -> None:
-    """Write a GeoDataFrame to ``out`` atomically, with ``metadata`` as JSON under the schema key ``mtg``."""
-    import pyarrow.parquet as pq
-
-    tmp = _atomic_target(out)
-    try:
-        frame.to_parquet(tmp, index=False)
-        table = pq.read_table(tmp)
-        table = table.replace_schema_metadata({**(table.schema.metadata or {}),
-                                               b"mtg": json.dumps(metadata).encode()})
-        pq.write_table(table, tmp)
-    except BaseException:
-        if tmp.exists():
-            tmp.unlink()
-        raise
-    _replace(tmp, out)
-
-
 def read_link_metadata(sites: str | Path) -> dict[str, Any]:
     """The parameters :func:`link_sites` recorded in a sites file (``{}`` for files written without them)."""
     import pyarrow.parquet as pq
@@ -749,7 +715,7 @@ def read_link_metadata(sites: str | Path) -> dict[str, Any]:
         metadata = pq.read_schema(sites).metadata or {}
     except Exception as err:  # noqa: BLE001 - pyarrow raises several types for unreadable files
         raise MtgError(f"{sites} is not a readable Parquet file: {err}") from None
-    return json.loads(metadata[b"mtg"]) if b"mtg" in metadata else {}
+    return json.loads(metadata[METADATA_KEY]) if METADATA_KEY in metadata else {}
 
 
 #: Smallest cut at which sites mode links groups of overlapping or touching polygons as one feature.
@@ -903,10 +869,8 @@ def link_sites(polygons: Sequence[str | Path], points: str | Path | None = None,
                 "commodity_table": None if commodity_table is None else str(commodity_table),
                 "points_filter": ["=".join(f) for f in filters], "ambiguous_cuts_m": linker.ambiguous_cuts_}
     members_out = out.with_name(f"{out.stem}_members.parquet")
-    _write_geoparquet(sites, out, metadata)
-    tmp_members = _atomic_target(members_out)
-    members.to_parquet(tmp_members, index=False)
-    _replace(tmp_members, members_out)
+    atomic_write_all({out: lambda p: to_geoparquet(sites, p, metadata),
+                      members_out: lambda p: members.to_parquet(p, index=False)})
     return SitesResult(out=out, members=members_out, n_sites=len(sites), n_polygons=n_polygons,
                        n_points=len(geoms) - n_polygons, n_point_only_sites=int((sites["n_polygons"] == 0).sum()),
                        cut=cut, unknown_commodities=sorted(harmoniser.unknown), seconds=time.perf_counter() - start,
@@ -927,17 +891,34 @@ def load_member_polygons(members: pd.DataFrame, relative_to: str | Path | None =
     geometries: list = [None] * len(members)
     polygons = members[members["kind"] == "polygon"]
     for source, group in polygons.groupby("source", sort=False):
-        path = Path(source)
-        if not path.exists() and relative_to is not None and (Path(relative_to) / path).exists():
-            path = Path(relative_to) / path
+        path = member_source(source, relative_to)
         if not path.exists():
             raise MtgError(f"polygon source {source} of the sites file does not exist (run from the folder where "
                            f"mtg link ran, or link again)")
         frame = read_polygons(path)
-        rows = group["row"].to_numpy()
-        if rows.max() >= len(frame):
-            raise MtgError(f"polygon source {path} has {len(frame)} rows, fewer than the sites file expects "
-                           f"(row {int(rows.max())}): it changed since mtg link ran; link again")
-        for index, geometry in zip(group.index, frame.geometry.to_numpy()[rows]):
+        for index, geometry in zip(group.index, frame.geometry.to_numpy()[member_rows(group, frame, path)]):
             geometries[index] = geometry
     return geometries
+
+
+def member_source(source: str, relative_to: str | Path | None = None) -> Path:
+    """The file of a member source: the path as recorded, else relative to ``relative_to`` when it exists there."""
+    path = Path(source)
+    if not path.exists() and relative_to is not None and (Path(relative_to) / path).exists():
+        path = Path(relative_to) / path
+    return path
+
+
+def member_rows(members: pd.DataFrame, frame: pd.DataFrame, path: Path) -> np.ndarray:
+    """The rows of ``frame`` (read from ``path``) that ``members`` point to.
+
+    Raises
+    ------
+    MtgError
+        When the file has fewer rows than the members expect: it changed since ``mtg link`` ran.
+    """
+    rows = members["row"].to_numpy(dtype=np.int64)
+    if rows.size and rows.max() >= len(frame):
+        raise MtgError(f"polygon source {path} has {len(frame)} rows, fewer than the sites file expects "
+                       f"(row {int(rows.max())}): it changed since mtg link ran; link again")
+    return rows

@@ -3,9 +3,12 @@
 Everything is inlined at write time: the page's script and style (``report_assets/``), the data as JSON in a
 ``<script type="application/json">`` block, and raster thumbnails as PNG data URIs. A Content-Security-Policy
 forbids every request that is not to an inline resource or a ``data:`` URI, so the page cannot reach out even
-by accident. The page shows an interactive map of the sites (SVG, Web Mercator; colour = primary commodity, circle
-area = mining area), the selected site's indicators, land use by commodity, volumes with 1-sigma errors,
-elevation-change and mining-probability thumbnails, sortable tables and the run's provenance.
+by accident. The page shows an interactive map of the sites (SVG, Web Mercator; colour = primary commodity, one
+grey for sites without one (:data:`mtg.pipeline.landuse.UNKNOWN`, as in the land-use tables) and one colour for
+sites with several; circle area = mining area), the selected site's indicators, land use by commodity, volumes
+with 1-sigma errors (one bar row per site, the 30 largest by excavated volume), elevation-change and
+mining-probability thumbnails, sortable tables and the run's provenance. Map circles, table rows and sort
+buttons work from the keyboard (Tab, then Enter or Space).
 
 Only ``sites/sites.parquet`` is required; every other part of the run folder is optional and, when missing,
 gets a short "not computed in this run" note in its place.
@@ -17,9 +20,7 @@ import html
 import json
 import logging
 import math
-import os
 import platform
-import uuid
 from dataclasses import asdict
 from datetime import UTC, datetime
 from importlib import metadata, resources
@@ -29,18 +30,23 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mtg.pipeline.commodities import name_list
 from mtg.pipeline.errors import MtgError
+from mtg.pipeline.landuse import UNKNOWN
 from mtg.pipeline.report_figures import render_thumbnail
+from mtg.pipeline.table_io import atomic_write, read_geoparquet
 
 log = logging.getLogger(__name__)
 
 REPORT_NAME = "report.html"
-NO_COMMODITY = "no commodity linked"
-# Colours of common commodities; others take FALLBACK_COLOURS in name order.
+#: The map colour class of a site with more than one primary commodity.
+SEVERAL = "several commodities"
+# Colours of common commodities, of sites without one and with several; others take FALLBACK_COLOURS in name order.
 COMMODITY_COLOURS = {
     "gold": "#d4a017", "copper": "#c0612b", "iron ore": "#8c2d2d", "coal": "#3d3d3d", "lithium": "#7b4fa0",
     "nickel": "#3f8f5b", "manganese": "#c2528b", "bauxite": "#e08a3c", "zinc": "#4f76b8", "silver": "#8fa0b3",
-    "uranium": "#9aae1e", "tin": "#5d8c99", "cobalt": "#2a5db0", "diamonds": "#49b6c4", NO_COMMODITY: "#9e9e9e",
+    "uranium": "#9aae1e", "tin": "#5d8c99", "cobalt": "#2a5db0", "diamonds": "#49b6c4", UNKNOWN: "#9e9e9e",
+    SEVERAL: "#e41a1c",
 }
 FALLBACK_COLOURS = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#a6761d", "#17becf", "#bcbd22")
 
@@ -90,13 +96,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
         raise MtgError(f"the run folder {run} does not exist (write one with `mtg run --out {run}`)")
     target = Path(out).resolve() if out else run / REPORT_NAME
     page = render_page(collect(run))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        tmp.write_text(page, encoding="utf-8")
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(target, lambda p: p.write_text(page, encoding="utf-8"))
     log.info("wrote the report %s (%.0f kB)", target, target.stat().st_size / 1e3)
     return target
 
@@ -122,6 +122,8 @@ def collect(run: Path) -> dict[str, Any]:
         "title": f"Mining footprints and volumes: {run.name}",
         "summary": _summary(sites, run),
         "colours": commodity_colours(named),
+        "no_commodity": UNKNOWN,
+        "several": SEVERAL,
         "fields": site_fields(sites),
         "map": site_map(sites, run, notes),
         "site_source": sites.attrs["source"],
@@ -140,15 +142,10 @@ def collect(run: Path) -> dict[str, Any]:
 
 def site_frame(run: Path, notes: dict[str, str]):  # noqa: ANN201 - a GeoDataFrame
     """Sites with their indicators: ``indicators/site_indicators.parquet`` when present, else sites + volumes."""
-    import geopandas as gpd
-
     path = run / "sites" / "sites.parquet"
     if not path.exists():
         raise MtgError(f"{path} does not exist: the report needs the run's sites (`mtg run` or `mtg link`)")
-    try:
-        sites = gpd.read_parquet(path).to_crs(4326)
-    except Exception as err:  # noqa: BLE001 - pyarrow and geopandas raise many types
-        raise MtgError(f"{path} is not a readable GeoParquet file of sites: {err}") from None
+    sites = read_geoparquet(path, "sites").to_crs(4326)
     if "site_id" not in sites:
         raise MtgError(f"{path} has no site_id column; its columns are {list(sites.columns)}")
     sites["site_id"] = sites["site_id"].astype(str)
@@ -165,18 +162,24 @@ def site_frame(run: Path, notes: dict[str, str]):  # noqa: ANN201 - a GeoDataFra
                              "sites/sites.parquet" + ("" if extra is None else " and volumes/site_volumes.parquet"))
     for column in ("commodities", "primary_commodities", "sources"):
         if column in sites:
-            sites[column] = sites[column].map(_as_list)
+            sites[column] = sites[column].map(name_list)
     if "commodities" not in sites:
         sites["commodities"] = [[] for _ in range(len(sites))]
-    primary = sites["primary_commodities"] if "primary_commodities" in sites else sites["commodities"]
-    sites["primary"] = [p[0] if p else (c[0] if c else NO_COMMODITY) for p, c in zip(primary, sites["commodities"])]
+    sites["primary"] = [primary_class(names) for names in
+                        sites["primary_commodities" if "primary_commodities" in sites else "commodities"]]
     return sites
+
+
+def primary_class(names: list[str]) -> str:
+    """The map colour class of a site from its primary commodities (as land use splits them): the one commodity,
+    :data:`SEVERAL`, or :data:`mtg.pipeline.landuse.UNKNOWN` for none."""
+    return names[0] if len(names) == 1 else (SEVERAL if names else UNKNOWN)
 
 
 def site_fields(sites: pd.DataFrame) -> list[dict[str, Any]]:
     """The :data:`SITE_FIELDS` that the sites have, leaving out columns with no value at all."""
     def measured(column: pd.Series) -> bool:
-        return bool(column.map(lambda v: len(v) > 0 if isinstance(v, list) else pd.notna(v)).any())
+        return any(len(v) > 0 if isinstance(v, list) else pd.notna(v) for v in column)
 
     return [_field(*f, numeric=pd.api.types.is_numeric_dtype(sites[f[0]])) for f in SITE_FIELDS
             if f[0] in sites.columns and measured(sites[f[0]])]
@@ -228,7 +231,9 @@ def _svg_path(geom) -> str:  # noqa: ANN001 - shapely geometry
 
 def _summary(sites, run: Path) -> dict[str, Any]:  # noqa: ANN001 - GeoDataFrame
     """Headline numbers."""
-    summary: dict[str, Any] = {"n_sites": len(sites), "n_polygon_sites": int(sites.geometry.geom_type.ne("Point").sum())}
+    mapped = (sites["n_polygons"] > 0 if "n_polygons" in sites else
+              sites.geometry.geom_type.isin(["Polygon", "MultiPolygon"]))
+    summary: dict[str, Any] = {"n_sites": len(sites), "n_polygon_sites": int(mapped.sum())}
     for column in ("area_km2", "excavated_m3", "deposited_m3", "net_m3", "waste_deposit_count"):
         if column in sites:
             summary[column] = float(np.nansum(sites[column].to_numpy(dtype=float)))
@@ -382,14 +387,6 @@ def _infer_column(name: str, series: pd.Series) -> dict[str, Any]:
                           numeric=True)
     digits = 0 if pd.api.types.is_integer_dtype(series) else 3
     return _field(name, name.replace("_", " ").capitalize(), "", 1, digits if numeric else 0, None, numeric=numeric)
-
-
-def _as_list(value: Any) -> list[str]:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return []
-    if isinstance(value, str):
-        return [value] if value else []
-    return [str(v) for v in value]
 
 
 def _records(frame: pd.DataFrame, columns: list[str]) -> list[dict[str, Any]]:

@@ -17,8 +17,9 @@ file, sorted bytewise by path, which is exactly what ``sha256sum`` prints, so in
 
 gives the digest after ``1220``; ``file:size`` of a store is the total size of its files. Geometry and bbox of
 an item: the union of its spatial assets' extents (GeoParquet bounds; Zarr raster bounds), or the sites' extent
-for tables, JSON and HTML. Time: ``start_datetime``/``end_datetime`` from the two DEM epochs of the volume stage,
-else the time the sites were written.
+for tables, JSON and HTML; both null when there is none (a run that found no sites). Time:
+``start_datetime``/``end_datetime`` from the two DEM epochs of the volume stage, else the time the sites were
+written.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import uuid
@@ -40,6 +42,7 @@ from shapely.geometry import box, mapping
 
 from mtg.pipeline.errors import MtgError
 from mtg.pipeline.report_figures import open_store
+from mtg.pipeline.table_io import read_geoparquet
 
 log = logging.getLogger(__name__)
 
@@ -125,13 +128,11 @@ def write_results_catalog(run_dir: str | Path) -> Path:
     Path
         The catalog file. The catalog is written to a temporary folder and moved into place.
     """
-    import geopandas as gpd
-
     run = Path(run_dir).resolve()
     sites_path = run / "sites" / "sites.parquet"
     if not sites_path.exists():
         raise MtgError(f"{sites_path} does not exist: a results catalog needs the run's sites (`mtg run` first)")
-    sites_bounds = tuple(gpd.read_parquet(sites_path).to_crs(4326).total_bounds)
+    sites_bounds = _frame_bounds(read_geoparquet(sites_path, "sites"))
     times = _run_times(run, sites_path)
     catalog = pystac.Catalog(id=f"mtg-results-{run.name}", title=f"mine-the-gap results: {run.name}",
                              description="Site-level mining indicators of one mine-the-gap run: sites, indicators, "
@@ -157,12 +158,15 @@ def write_results_catalog(run_dir: str | Path) -> Path:
     return out / "catalog.json"
 
 
-def _item(spec: ItemSpec, assets: list[tuple[Path, str, tuple[str, ...]]], sites_bounds: tuple[float, ...],
+def _item(spec: ItemSpec, assets: list[tuple[Path, str, tuple[str, ...]]], sites_bounds: tuple[float, ...] | None,
           times: dict[str, datetime | None]) -> pystac.Item:
-    extents = [b for path, _, _ in assets if (b := _bounds(path)) is not None] or [sites_bounds]
+    """One item; with no spatial asset and no sites (a run that found none) its geometry and bbox are null."""
+    extents = [b for path, _, _ in assets if (b := _bounds(path)) is not None] or (
+        [sites_bounds] if sites_bounds is not None else [])
     bbox = [min(b[0] for b in extents), min(b[1] for b in extents), max(b[2] for b in extents),
-            max(b[3] for b in extents)]
-    item = pystac.Item(id=spec.id, geometry=mapping(box(*bbox)), bbox=bbox, datetime=times["datetime"],
+            max(b[3] for b in extents)] if extents else None
+    item = pystac.Item(id=spec.id, geometry=mapping(box(*bbox)) if bbox else None, bbox=bbox,
+                       datetime=times["datetime"],
                        start_datetime=times["start"], end_datetime=times["end"],
                        properties={"title": spec.title, "description": spec.description,
                                    "created": datetime.now(UTC).isoformat(timespec="seconds")})
@@ -183,11 +187,18 @@ def _bounds(path: Path) -> tuple[float, ...] | None:
         if path.suffix == ".parquet":
             import geopandas as gpd
 
-            frame = gpd.read_parquet(path)
-            return tuple(frame.to_crs(4326).total_bounds) if frame.crs is not None and len(frame) else None
+            return _frame_bounds(gpd.read_parquet(path))
     except (ValueError, KeyError, OSError) as err:  # plain Parquet without geometry, a store without x/y
         log.debug("no extent from %s: %s", path, err)
     return None
+
+
+def _frame_bounds(frame) -> tuple[float, ...] | None:  # noqa: ANN001 - a GeoDataFrame
+    """Lon/lat bounds of a GeoDataFrame's geometries; ``None`` without a CRS or without any geometry."""
+    if frame.crs is None:
+        return None
+    bounds = tuple(float(v) for v in frame.to_crs(4326).total_bounds)
+    return bounds if all(math.isfinite(v) for v in bounds) else None
 
 
 def _raster_bounds(path: Path) -> tuple[float, ...] | None:

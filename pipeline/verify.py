@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from mtg.pipeline.errors import MtgError
-from mtg.pipeline.landuse import atomic_write, csv_ready
+from mtg.pipeline.table_io import read_geoparquet, write_table
 
 log = logging.getLogger(__name__)
 
@@ -105,10 +105,21 @@ def read_reported(path: str | Path) -> pd.DataFrame:
         if unit not in FIELDS[name][3]:
             raise MtgError(f"reported table {path}: {line(k)} gives {name} in {table['unit'].iloc[k]!r}; use one of "
                            f"{list(FIELDS[name][3])}")
-    for column in ("lon", "lat"):
+    for column, limit in (("lon", 180.0), ("lat", 90.0)):
         if column in table.columns:
-            table[column] = pd.to_numeric(table[column], errors="coerce")
+            table[column] = _coordinates(table[column], limit, path, column, line)
     return table
+
+
+def _coordinates(raw: pd.Series, limit: float, path: Path, column: str, line) -> pd.Series:  # noqa: ANN001
+    """Degrees of a lon or lat column: blank cells are NaN (no location), anything else must be a number in range."""
+    text = raw.map(_text)
+    values = pd.to_numeric(text, errors="coerce").astype(np.float64)
+    bad = np.flatnonzero(text.notna().to_numpy() & ~(np.abs(values.to_numpy()) <= limit))
+    if bad.size:
+        raise MtgError(f"reported table {path}: {line(bad[0])} has {column} {text.iloc[bad[0]]!r}, not a number of "
+                       f"degrees in [-{limit:g}, {limit:g}]")
+    return values
 
 
 def _unit(value, field: str) -> str:
@@ -158,6 +169,21 @@ def _nearest_sites(indicators, lon: np.ndarray, lat: np.ndarray) -> tuple[np.nda
     return best, dist
 
 
+def _no_match(site_id: str | None, n_sites: int, nearest: str | None, distance_m: float,
+              max_distance_m: float) -> str:
+    """Why a reported row matched no site, in words."""
+    if n_sites == 0:
+        return "there are no sites"
+    unknown = f"site_id {site_id!r} is not among the {n_sites} sites" if site_id is not None else None
+    if nearest is not None:
+        far = (f"the nearest site ({nearest}) to its lon/lat lies {distance_m / 1000:.3g} km away, beyond "
+               f"{max_distance_m / 1000:g} km")
+        return f"{unknown} and {far}" if unknown else far
+    if unknown:
+        return f"{unknown} and no complete lon/lat is given"
+    return "no site_id or complete lon/lat to match it by"
+
+
 def verify_reported(reported: str | Path | pd.DataFrame, indicators, *, tolerance: float = 0.25,
                     sigma: float = 2.0, max_distance_m: float = 5_000.0) -> pd.DataFrame:
     """Compare reported figures with site indicators, one output row per reported row.
@@ -186,13 +212,7 @@ def verify_reported(reported: str | Path | pd.DataFrame, indicators, *, toleranc
         raise MtgError("tolerance and sigma must be > 0 and the match distance >= 0")
     table = reported if isinstance(reported, pd.DataFrame) else read_reported(reported)
     if not isinstance(indicators, gpd.GeoDataFrame):
-        path = Path(indicators)
-        if not path.is_file():
-            raise MtgError(f"indicators file {path} does not exist")
-        try:
-            indicators = gpd.read_parquet(path)
-        except Exception as err:  # noqa: BLE001
-            raise MtgError(f"{path} is not a readable GeoParquet indicators file: {err}") from None
+        indicators = read_geoparquet(indicators, "indicators")
     if "site_id" not in indicators.columns:
         raise MtgError("the indicators have no site_id column")
     indicators = indicators.assign(site_id=indicators["site_id"].astype(str)).reset_index(drop=True)
@@ -229,13 +249,8 @@ def verify_reported(reported: str | Path | pd.DataFrame, indicators, *, toleranc
         elif nearest[k] >= 0 and distance[k] <= max_distance_m:
             site_index, how = int(nearest[k]), "location"
         else:
-            if ids[k] is not None and not np.isfinite(lon[k]):
-                why = f"site_id {ids[k]!r} is not among the {len(indicators)} sites and no lon/lat is given"
-            elif nearest[k] >= 0:
-                why = (f"the nearest site ({indicators['site_id'].iloc[nearest[k]]}) lies {distance[k] / 1000:.3g} km "
-                       f"away, beyond {max_distance_m / 1000:g} km")
-            else:
-                why = "no site_id or lon/lat to match it by" if not len(indicators) == 0 else "there are no sites"
+            nearest_site = indicators["site_id"].iloc[nearest[k]] if nearest[k] >= 0 else None
+            why = _no_match(ids[k], len(indicators), nearest_site, float(distance[k]), max_distance_m)
             rows.append({**row, "flag": "no match", "evidence": f"{reported_words}; no site matched: {why}"})
             continue
         site = indicators.iloc[site_index]
@@ -268,8 +283,11 @@ def verify_reported(reported: str | Path | pd.DataFrame, indicators, *, toleranc
         else:
             direction = "the satellite estimate is 0"
         if disagrees:
-            test = f"beyond the {tolerance:.0%} tolerance" + (f" and {sigma:g} sigma ({n_sigma:.1f} sigma)"
-                                                              if sigma_column else "")
+            test = f"beyond the {tolerance:.0%} tolerance"
+            if np.isfinite(n_sigma):
+                test += f" and {sigma:g} sigma ({n_sigma:.1f} sigma)"
+            elif sigma_column:
+                test += " (the satellite estimate has no 1-sigma error to compare with)"
         else:
             test = f"within the {tolerance:.0%} tolerance" if not beyond_tolerance else \
                 f"within {sigma:g} sigma of the satellite estimate ({n_sigma:.1f} sigma)"
@@ -293,9 +311,6 @@ def write_verification(reported: str | Path, indicators: str | Path, out: str | 
     """Write ``verification.parquet`` and ``verification.csv`` into the folder ``out`` (atomically)."""
     start = time.perf_counter()
     table = verify_reported(reported, indicators, tolerance=tolerance, sigma=sigma, max_distance_m=max_distance_m)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    parquet = atomic_write(out / "verification.parquet", lambda p: table.to_parquet(p, index=False))
-    csv = atomic_write(out / "verification.csv", lambda p: csv_ready(table).to_csv(p, index=False))
+    parquet, csv = write_table(table, Path(out), "verification")
     counts = {str(k): int(v) for k, v in table["flag"].value_counts().items()}
     return VerifyResult(parquet=parquet, csv=csv, counts=counts, seconds=time.perf_counter() - start)

@@ -71,6 +71,21 @@ def test_mean_probability_is_area_weighted(tmp_path):
     assert table.loc["1", "mean_probability"] == pytest.approx(0.7)
     assert np.isnan(table.loc["2", "mean_probability"])  # a polygon without a probability
     assert list(table.loc["0", "sources"]) == ["mine_polygons"]
+    # a footprint file that lost rows since linking is named, not an IndexError
+    model.iloc[:1].to_parquet(tmp_path / "mine_polygons.parquet")
+    with pytest.raises(MtgError, match="mine_polygons.parquet has 1 rows, fewer than the sites file expects"):
+        site_indicators(result.out)
+
+
+def test_text_commodity_cells_are_names(tmp_path):
+    """Sites whose commodity cells are text (a CSV's "gold;copper", or one name) give lists of names."""
+    sites = gpd.GeoDataFrame({"site_id": [1, 2], "area_km2": [1.0, 2.0], "commodities": ["gold;copper", "coal"],
+                              "primary_commodities": ["gold", None]},
+                             geometry=[box(0, 0, 0.01, 0.01), box(1, 0, 1.01, 0.01)], crs="EPSG:4326")
+    sites.to_parquet(tmp_path / "sites.parquet")
+    table = site_indicators(tmp_path / "sites.parquet")
+    assert table["commodities"].tolist() == [["gold", "copper"], ["coal"]]
+    assert table["primary_commodities"].tolist() == [["gold"], []]
 
 
 def test_area_change_by_overlap_on_hand_made_epochs(tmp_path):

@@ -64,6 +64,21 @@ def test_equal_split_by_hand():
     assert lu.by_commodity["share"].iloc[:-1].sum() == pytest.approx(1.0)
 
 
+def test_text_cells_are_names_and_site_ids_are_text_and_unique():
+    """A text cell ("gold", or a CSV's "gold;copper") is a list of names, not of characters; site ids come out as
+    text, as in the site indicators; a repeated site id is refused."""
+    sites = pd.DataFrame({"site_id": [7, 8, 9], "area_km2": [2.0, 1.0, 1.0],
+                          "primary_commodities": ["gold", "gold;copper", None]})
+    lu = split_land_use(sites)
+    assert rows(lu.by_commodity, "commodity") == pytest.approx({"gold": 2.5, "copper": 0.5, UNKNOWN: 1.0,
+                                                                "Total": 4.0})
+    assert lu.by_site["commodities"].tolist() == [["gold"], ["gold", "copper"], []]
+    assert lu.by_site["site_id"].tolist() == ["7", "8", "9"]
+    assert lu.by_country.set_index("country")["n_sites"].to_dict() == {UNKNOWN: 3, "Total": 3}
+    with pytest.raises(MtgError, match="repeats site_id '8'"):
+        split_land_use(sites.assign(site_id=[7, 8, 8]))
+
+
 names = st.lists(st.sampled_from(["Gold", "Coal", "Copper", "Iron", "Tin"]), max_size=4)
 site_lists = st.lists(st.tuples(st.floats(0.0, 1e4, allow_nan=False), names,
                                 st.sampled_from(["A", "B", "C", None])), min_size=1, max_size=30)
@@ -87,7 +102,7 @@ def test_split_conserves_area_and_shares_sum_to_one(data):
     per_site = lu.by_site.set_index("site_id")
     for k, (area, commodities, _) in enumerate(data):
         n = max(len(set(commodities)), 1)
-        assert per_site.loc[k, "area_per_commodity_km2"] * n == pytest.approx(area)
+        assert per_site.loc[str(k), "area_per_commodity_km2"] * n == pytest.approx(area)
     assert lu.summary["linked_km2"] + lu.summary["unlinked_km2"] == pytest.approx(total)
     commodity = lu.by_commodity.set_index("commodity")["area_km2"].iloc[:-1]
     crossed = lu.by_commodity_country.iloc[:-1].groupby("commodity")["area_km2"].sum()
@@ -162,6 +177,15 @@ def test_countries_from_a_boundary_layer(two_clusters, tmp_path):
     # A+B (one site at 1 km) lies mostly west; C+D lies outside the layer: its points' country, Gabon
     assert set(table["country"]) == {"West", "Gabon", "Total"}
     assert lu.summary["countries"] == str(tmp_path / "countries.gpkg")
+    # the sites chosen per site are written with the countries the split used: A west, B east
+    linked = link_sites([path / "polygons.gpkg"], path / "points.csv", path / "levels.parquet", cut=1000.0,
+                        levels=[300.0])
+    write_land_use(linked.out, tmp_path / "chosen", choose_cut=True, countries=tmp_path / "countries.gpkg")
+    chosen = gpd.read_parquet(tmp_path / "chosen" / "sites_chosen.parquet")
+    assert {tuple(m): c for m, c in zip(chosen["member_ids"], chosen["country"])} == {
+        ("A",): "West", ("B",): "East", ("C", "D"): "Gabon"}
+    per_site = pd.read_parquet(tmp_path / "chosen" / "landuse_by_site.parquet")
+    assert sorted(per_site["country"]) == ["East", "Gabon", "West"]
 
 
 def test_errors_name_what_is_wrong(two_clusters, tmp_path):
@@ -235,6 +259,15 @@ def test_sample_region_land_use_equals_the_truth(sample_region, sample_run, tmp_
     summary = json.loads((out / "summary.json").read_text())
     assert summary["unlinked_km2"] == pytest.approx(expected[UNKNOWN], rel=1e-6)
     assert set(summary["chosen_cuts"].values()) == {250.0}
+    # cut per site: no one cut for all, the cuts chosen are reported
+    assert summary["cut_m"] is None and summary["choose_cut"]["h_max_m"] == 750.0
+    assert summary["chosen_cut_counts"] == {"250": len(summary["chosen_cuts"])}
+    # the per-site table joins the site indicators on site_id
+    by_site = pd.read_parquet(out / "landuse_by_site.parquet")
+    indicators = gpd.read_parquet(sample_run / "indicators" / "site_indicators.parquet")
+    joined = by_site.merge(indicators, on="site_id", suffixes=("", "_indicator"))
+    assert len(joined) == len(by_site) > 0
+    assert joined["area_km2"].to_numpy() == pytest.approx(joined["area_km2_indicator"].to_numpy())
     # at one fixed cut of 750 m a lithium prospect 332 m from a site joins it and two sites merge: the per-site
     # cut gives the truth, the fixed cut does not
     sensitivity = pd.read_csv(out / "landuse_sensitivity_by_commodity.csv")

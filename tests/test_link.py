@@ -255,6 +255,35 @@ def test_link_sites_assembly_on_small_known_layouts(tmp_path):
     assert sites.iloc[2].commodities.tolist() == ["coal"]
 
 
+def test_sites_and_members_are_written_together(tmp_path, monkeypatch):
+    """When the members file cannot be written, the sites file is not replaced either, and no temporary file stays."""
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    from mtg.pipeline.link import link_sites
+
+    gpd.GeoDataFrame({"id": [1]}, geometry=[box(0, 0, 0.01, 0.01)], crs="EPSG:4326").to_file(tmp_path / "a.gpkg")
+    old = link_sites([tmp_path / "a.gpkg"], None, tmp_path / "s.parquet", cut=500.0)
+    before = old.out.read_bytes()
+
+    def full_disk(self, path, *args, **kwargs):
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", full_disk)  # the members table; the sites are a GeoDataFrame
+    with pytest.raises(OSError, match="no space"):
+        link_sites([tmp_path / "a.gpkg"], None, tmp_path / "s.parquet", cut=250.0)
+    assert old.out.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.gpkg", "s.parquet", "s_members.parquet"]
+
+
+def test_assembled_sites_keep_their_types_when_there_are_none():
+    from mtg.pipeline.link import MEMBER_COLUMNS, SITE_DTYPES, FootprintAreas, assemble_sites
+
+    sites = assemble_sites(pd.DataFrame(columns=MEMBER_COLUMNS), np.array([], dtype=np.int64), FootprintAreas([]), 1.0)
+    assert len(sites) == 0 and sites.crs.to_epsg() == 4326
+    assert {c: str(sites[c].dtype) for c in SITE_DTYPES} == {**SITE_DTYPES, "country": "string"}
+
+
 def test_overlapping_polygons_linked_as_groups_give_the_same_sites(tmp_path, monkeypatch):
     """Single linkage links polygons that overlap or touch as one union (fewer pairs): the same partitions as
     linking every polygon (real detections: Earth Genome 2018 lies inside Amazon Mining Watch 2018)."""

@@ -14,10 +14,12 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import pytest
+import shapely
 
 from conftest import ARTIFACTS
 from mtg.pipeline.errors import MtgError
-from mtg.pipeline.report import write_report
+from mtg.pipeline.landuse import UNKNOWN
+from mtg.pipeline.report import SEVERAL, collect, render_page, write_report
 from mtg.pipeline.report_figures import DIVERGING, colorize, png_bytes
 from run_folder import write_run_folder
 
@@ -74,6 +76,31 @@ def test_report_data_are_the_run_files(run_dir):
     assert [r["commodity"] for r in landuse["footer"]] == ["Total"]
     assert data["provenance"]["commands"][0].startswith(f"mtg run --out {run_dir}")
     assert data["provenance"]["coregistration"]["before_date"] < data["provenance"]["coregistration"]["after_date"]
+    # one name and one grey for "no commodity", as in the land-use tables; one colour for several commodities
+    indicators = gpd.read_parquet(run_dir / "indicators" / "site_indicators.parquet")
+    expected = {str(k): (UNKNOWN if len(v) == 0 else v[0] if len(v) == 1 else SEVERAL)
+                for k, v in zip(indicators["site_id"], indicators["primary_commodities"])}
+    assert {s["site_id"]: s["primary"] for s in data["sites"]} == expected
+    assert {UNKNOWN, SEVERAL} <= set(expected.values())  # the fixture has both kinds of site
+    assert data["colours"][UNKNOWN] == "#9e9e9e" and data["no_commodity"] == UNKNOWN
+    assert data["colours"][SEVERAL] not in {c for k, c in data["colours"].items() if k != SEVERAL}
+    assert UNKNOWN in [r["commodity"] for r in data["landuse"]["rows"]]
+
+
+def test_sites_mapped_from_imagery_include_multipoint_free_polygons(tmp_path):
+    """The "mapped from imagery" count is of sites with a polygon, not of geometries other than Point."""
+    sites = gpd.GeoDataFrame({"site_id": [0, 1, 2], "n_polygons": [2, 0, 0], "n_points": [1, 1, 3],
+                              "commodities": [["gold;copper"], ["gold"], []], "area_km2": [1.0, np.nan, np.nan]},
+                             geometry=[shapely.box(119.7, -23.3, 119.71, -23.29), shapely.Point(119.8, -23.3),
+                                       shapely.MultiPoint([(119.9, -23.3), (119.91, -23.31), (119.9, -23.32)])],
+                             crs="EPSG:4326")
+    (tmp_path / "sites").mkdir()
+    sites.to_parquet(tmp_path / "sites" / "sites.parquet")
+    data = page_data(write_report(tmp_path))
+    assert data["summary"]["n_sites"] == 3 and data["summary"]["n_polygon_sites"] == 1
+    # a text cell is a list of names, not of characters
+    assert [s["commodities"] for s in data["sites"]] == [["gold", "copper"], ["gold"], []]
+    assert [s["primary"] for s in data["sites"]] == [SEVERAL, "gold", UNKNOWN]
 
 
 def test_missing_parts_get_a_note_not_an_error(bare_run):
@@ -190,11 +217,69 @@ def test_report_renders_and_responds_in_chromium(browser, run_dir):
 
     page.locator("#reset-view").click()
     assert page.get_attribute("#map", "viewBox") == before
+
+    # the land-use note tells the cut chosen per site, not the largest cut as if it were everyone's
+    counts = json.loads((run_dir / "landuse" / "summary.json").read_text())["chosen_cut_counts"]
+    words = page.locator("#landuse-split .explain").inner_text()
+    assert "chosen for it" in words and all(f"{m} m for {n} site" in words for m, n in counts.items())
+    # axis ticks are evenly spaced numbers as printed (a 2.5 step needs a decimal)
+    for chart in ("#landuse-chart", "#volume-chart"):
+        ticks = [float(t.replace(",", "")) for t in page.locator(f"{chart} text.tick").all_text_contents()]
+        assert len(ticks) >= 2 and np.allclose(np.diff(ticks), ticks[1] - ticks[0]), (chart, ticks)
+    volume_labels_do_not_overlap(page, data["volumes"]["rows"])
+
+    # from the keyboard: a header's button sorts, a circle and a table row select their site
+    page.locator('#site-table th[data-key="area_km2"] button').focus()
+    page.keyboard.press("Enter")
+    assert page.get_attribute('#site-table th[data-key="area_km2"]', "aria-sort") == "ascending"
+    assert page.locator(first_column).all_inner_texts() == order
+    other = next(s for s in data["sites"] if s["site_id"] != site["site_id"])
+    page.locator(f'#map circle[data-site="{other["site_id"]}"]').focus()
+    page.keyboard.press("Enter")
+    assert page.locator("#panel h3").inner_text() == f"Site {other['site_id']}"
+    page.locator(f'#site-table tr[data-site="{site["site_id"]}"]').focus()
+    page.keyboard.press(" ")
+    assert page.locator("#panel h3").inner_text() == f"Site {site['site_id']}"
+    assert page.get_attribute("#map", "role") == "group"
+    assert page.get_attribute(f'#map circle[data-site="{site["site_id"]}"]', "role") == "button"
+    assert page.get_attribute(f'#map circle[data-site="{site["site_id"]}"]', "aria-label").startswith(
+        f"Site {site['site_id']} – ")
     ARTIFACTS.mkdir(exist_ok=True)
     page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
     assert log["errors"] == [] and log["blocked"] == []
     assert all(url.startswith(("file:", "data:")) for url in log["requests"]), log["requests"]
+    page.close()
+
+
+def volume_labels_do_not_overlap(page, rows: list[dict]) -> None:
+    """One label per site shown, "Site N · commodity", none overlapping another or the bars."""
+    labels = page.locator("#volume-chart text.site-label")
+    shown = sorted(rows, key=lambda r: -(r.get("excavated_m3") or 0))[:30]
+    assert labels.all_text_contents() == [f"Site {r['site_id']} · {r['primary']}" for r in shown]
+    boxes = [labels.nth(k).bounding_box() for k in range(labels.count())]
+    bars = min(b["x"] for b in (e.bounding_box() for e in page.locator("#volume-chart rect.bar").all()))
+    for k, a in enumerate(boxes):
+        assert a["x"] >= 0 and a["x"] + a["width"] <= bars + 0.5, a
+        for b in boxes[k + 1:]:
+            assert a["y"] + a["height"] <= b["y"] + 0.5 or b["y"] + b["height"] <= a["y"] + 0.5, (a, b)
+
+
+def test_volume_chart_of_many_sites_with_long_labels(browser, run_dir, tmp_path):
+    """Forty sites with long commodity names: the top 30 by excavated volume, labels that fit and do not overlap."""
+    data = collect(run_dir)
+    row = data["volumes"]["rows"][0]
+    names = [SEVERAL, UNKNOWN, "platinum group metals", "iron ore"]
+    data["volumes"]["rows"] = [{**row, "site_id": str(k), "primary": names[k % 4], "excavated_m3": 1e6 * (k + 1)}
+                               for k in range(40)]
+    path = tmp_path / "many.html"
+    path.write_text(render_page(data), encoding="utf-8")
+    page, log = open_report(browser, path)
+    page.wait_for_selector("#volume-chart text.site-label")
+    assert page.locator("#volume-chart rect.bar").count() == 2 * 30
+    assert "30 sites with the largest excavated volume, of 40" in page.locator("#volume-chart .explain").inner_text()
+    volume_labels_do_not_overlap(page, data["volumes"]["rows"])
+    assert log["errors"] == []
     page.close()
 
 

@@ -18,8 +18,6 @@ from mtg.pipeline.results_catalog import verify_results_catalog, write_results_c
 from run_folder import write_run_folder
 
 MTG = str(Path(sys.executable).parent / "mtg")
-MEDIA_TYPES = {".parquet": "application/vnd.apache.parquet", ".zarr": "application/vnd.zarr; version=3",
-               ".csv": "text/csv", ".json": "application/json", ".html": "text/html"}
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +63,7 @@ def test_catalog_loads_and_every_asset_resolves_with_its_checksum(catalog_path, 
             assert not raw["assets"][key]["href"].startswith("/"), "hrefs must be relative (self-contained)"
             path = Path(asset.get_absolute_href())
             assert path.exists() and path.resolve().is_relative_to(run_dir)
-            assert asset.media_type == MEDIA_TYPES[path.suffix] and asset.roles
+            assert asset.roles
             assert asset.extra_fields["file:checksum"] == shell_checksum(path)
             size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
             assert asset.extra_fields["file:size"] == size
@@ -73,6 +71,14 @@ def test_catalog_loads_and_every_asset_resolves_with_its_checksum(catalog_path, 
     assert {"sites/sites.parquet", "volumes/dh.zarr", "segment/probability.zarr", "report.html",
             "indicators/site_indicators.parquet", "landuse/summary.json", "volumes/waste_deposits.parquet"} <= hrefs
     assert verify_results_catalog(catalog_path) == sum(len(i.assets) for i in items.values())
+    media = {(item_id, key): asset.media_type for item_id, item in items.items() for key, asset in item.assets.items()}
+    assert {media[k] for k in media} == {"application/vnd.apache.parquet", "application/vnd.zarr; version=3",
+                                         "text/csv", "application/json", "text/html"}
+    assert media["sites", "sites"] == media["site-indicators", "indicators"] == "application/vnd.apache.parquet"
+    assert media["site-indicators", "indicators-csv"] == media["verification", "verification-csv"] == "text/csv"
+    assert media["elevation-change", "dh"] == media["segmentation", "probability"] == "application/vnd.zarr; version=3"
+    assert media["land-use", "summary"] == media["site-volumes", "coregistration"] == "application/json"
+    assert media["report", "report"] == "text/html"
 
 
 def test_a_copied_run_folder_still_verifies_and_a_changed_file_is_named(catalog_path, run_dir, tmp_path):
@@ -86,6 +92,25 @@ def test_a_copied_run_folder_still_verifies_and_a_changed_file_is_named(catalog_
     shutil.rmtree(copy / "volumes" / "dh.zarr")
     with pytest.raises(MtgError, match="elevation-change/dh: .*dh.zarr is missing"):
         verify_results_catalog(copy / "stac" / "catalog.json")
+
+
+def test_a_run_that_found_no_sites_gets_items_without_geometry(tmp_path):
+    """No sites, no extent: the items have a null geometry and bbox (valid STAC), and the report still renders."""
+    import numpy as np
+    import pandas as pd
+
+    from mtg.pipeline.link import MEMBER_COLUMNS, FootprintAreas, assemble_sites
+
+    run = tmp_path / "empty-run"
+    (run / "sites").mkdir(parents=True)
+    assemble_sites(pd.DataFrame(columns=MEMBER_COLUMNS), np.array([], dtype=np.int64), FootprintAreas([]),
+                   1000.0).to_parquet(run / "sites" / "sites.parquet")
+    write_report(run)
+    catalog = pystac.Catalog.from_file(str(write_results_catalog(run)))
+    items = {item.id: item for item in catalog.get_items()}
+    assert set(items) == {"sites", "report"}
+    assert all(item.geometry is None and item.bbox is None for item in items.values())
+    assert verify_results_catalog(run / "stac") == 2
 
 
 def test_rewriting_replaces_the_catalog_and_a_run_without_sites_is_refused(catalog_path, run_dir, tmp_path):

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import geopandas as gpd
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -84,8 +85,28 @@ def test_cli_on_the_documented_example(sample_run, tmp_path):
     table = pd.read_parquet(out / "verification.parquet")
     csv = pd.read_csv(out / "verification.csv")
     assert len(table) == len(csv) == len(pd.read_csv(EXAMPLE))
-    assert set(table["flag"]) <= {"agrees", "disagrees", "no match", "no estimate", "not comparable"}
+    # the Kanjara records lie 7.65 km from the nearest site; Bindi Creek's 1.5 km from site 0; R6 names site 2
+    assert dict(zip(table["record_id"], table["flag"])) == {
+        "R1": "no match", "R2": "no match", "R3": "no match", "R4": "disagrees", "R5": "disagrees",
+        "R6": "disagrees", "R7": "no match"}
     assert table.set_index("record_id").loc["R7", "flag"] == "no match"
+
+
+def test_evidence_without_a_sigma_or_a_location(indicators):
+    """A volume without a 1-sigma error disagrees on the tolerance alone, and says so without a "nan"; an unknown
+    site_id with half a location says that no complete lon/lat is given."""
+    site = indicators[indicators["excavated_m3"].notna()].iloc[0]
+    without_sigma = indicators.assign(excavated_sigma_m3=np.nan)
+    table = pd.DataFrame({"record_id": ["V", "X"], "site_id": [site.site_id, "no-such-site"],
+                          "lon": [np.nan, 119.7], "lat": [np.nan, np.nan], "field": ["excavated_m3", "area_km2"],
+                          "value": [site.excavated_m3 * 2, 1.0], "unit": ["m3", "km2"]})
+    result = verify_reported(table, without_sigma).set_index("record_id")
+    assert result.loc["V", "flag"] == "disagrees" and "nan" not in result.loc["V", "evidence"]
+    assert result.loc["V", "evidence"].endswith("beyond the 25% tolerance (the satellite estimate has no 1-sigma "
+                                                 "error to compare with)")
+    assert result.loc["X", "flag"] == "no match"
+    assert result.loc["X", "evidence"].endswith("site_id 'no-such-site' is not among the "
+                                                f"{len(indicators)} sites and no complete lon/lat is given")
 
 
 @pytest.mark.parametrize("text, message", [
@@ -94,6 +115,8 @@ def test_cli_on_the_documented_example(sample_run, tmp_path):
     ("field,value,unit,site_id\narea_km2,3,m3,1\n", "gives area_km2 in 'm3'"),
     ("field,value\narea_km2,3\n", "needs a site_id column or lon and lat"),
     ("value,site_id\n3,1\n", "lacks the column(s) ['field']"),
+    ("field,value,lon,lat\narea_km2,3,119.7,-23.3\narea_km2,3,east,-23.3\n", "line 3 has lon 'east', not a number"),
+    ("field,value,lon,lat\narea_km2,3,-23.3,119.7\n", "line 2 has lat '119.7', not a number of degrees in [-90, 90]"),
 ])
 def test_bad_tables_are_named(tmp_path, text, message):
     path = tmp_path / "bad.csv"

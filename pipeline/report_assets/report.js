@@ -48,8 +48,28 @@
     const m = [1, 2, 2.5, 5, 10].find(function (f) { return f * power >= raw; });
     return m * power;
   }
+  // decimals that tell ticks spaced by step apart: exact for nice steps (2.5 -> 1, 0.25 -> 2), else 3 significant
+  function stepDigits(step) {
+    if (!(step > 0) || !isFinite(step)) return 0;
+    const most = Math.max(0, 2 - Math.floor(Math.log10(step)));
+    for (let d = 0; d < most; d++) {
+      const scaled = step * Math.pow(10, d);
+      if (Math.abs(scaled - Math.round(scaled)) < 1e-6 * scaled) return d;
+    }
+    return most;
+  }
   function colour(name) { return D.colours[name] || "#777777"; }
   function siteLabel(id) { return "Site " + id; }
+  function commodityWords(site) {
+    return site.commodities.length ? site.commodities.join(", ") : D.no_commodity;
+  }
+  // Enter and Space act as a click on an element that is not a native button
+  function onActivate(element, action) {
+    element.addEventListener("click", action);
+    element.addEventListener("keydown", function (ev) {
+      if (ev.key === "Enter" || ev.key === " ") { ev.preventDefault(); action(ev); }
+    });
+  }
 
   // ---- headline cards --------------------------------------------------------------------------------------
   (function cards() {
@@ -97,21 +117,22 @@
     bar.style.width = (length / metresPerPixel) + "px";
     document.querySelector("#scalebar span").textContent = length >= 1000 ? (length / 1000) + " km" : length + " m";
   }
+  // Each site is one keyboard stop: its circle (a button); its outline takes clicks only.
   M.features.forEach(function (f) {
     const site = SITES[f.id], fill = colour(site.primary);
-    const tip = siteLabel(f.id) + " – " + (site.commodities.length ? site.commodities.join(", ") : "no commodity linked");
+    const tip = siteLabel(f.id) + " – " + commodityWords(site);
     const entry = { circle: svg("circle", { cx: f.cx, cy: f.cy, r: f.r, fill: fill, stroke: fill, class: "bubble",
-                                             "data-site": f.id }, layers.bubbles) };
+                                             "data-site": f.id, tabindex: 0, role: "button",
+                                             "aria-label": tip + ": show its indicators" }, layers.bubbles) };
     svg("title", {}, entry.circle, tip);
     entry.label = svg("text", { x: f.cx, y: f.cy }, layers.labels, siteLabel(f.id));
     if (f.path) {
       entry.path = svg("path", { d: f.path, fill: fill, class: "site", "data-site": f.id }, layers.sites);
       svg("title", {}, entry.path, tip);
+      entry.path.addEventListener("click", function () { if (!dragged) select(f.id); });
     }
     shapes[f.id] = entry;
-    [entry.circle, entry.path].forEach(function (e) {
-      if (e) e.addEventListener("click", function () { if (!dragged) select(f.id); });
-    });
+    onActivate(entry.circle, function (ev) { if (ev.type !== "click" || !dragged) select(f.id); });
   });
   M.deposits.forEach(function (d) {
     if (d.path) svg("path", { d: d.path, class: "deposit" }, layers.deposits);
@@ -149,9 +170,11 @@
     const box = document.getElementById("legend");
     note(box, "map", "Map");
     html("strong", {}, box, "Primary commodity:");
-    const counts = {};
+    const counts = {}, last = [D.several, D.no_commodity];
     D.sites.forEach(function (s) { counts[s.primary] = (counts[s.primary] || 0) + 1; });
-    Object.keys(counts).sort().forEach(function (name) {
+    const names = Object.keys(counts).filter(function (n) { return last.indexOf(n) < 0; }).sort()
+      .concat(last.filter(function (n) { return counts[n]; }));
+    names.forEach(function (name) {
       const item = html("span", {}, box);
       html("span", { class: "swatch", style: "background:" + colour(name) }, item);
       item.appendChild(document.createTextNode(name + " (" + counts[name] + ")"));
@@ -172,7 +195,9 @@
     html("h3", {}, panel, siteLabel(id));
     const line = html("p", {}, panel);
     html("span", { class: "swatch", style: "background:" + colour(site.primary) }, line);
-    line.appendChild(document.createTextNode("Primary commodity: " + site.primary));
+    line.appendChild(document.createTextNode(site.primary === D.several
+      ? "Primary commodities: " + (site.primary_commodities || site.commodities).join(", ")
+      : "Primary commodity: " + site.primary));
     const dl = html("dl", {}, panel);
     D.fields.forEach(function (f) {
       if (f.key === "site_id") return;
@@ -182,6 +207,20 @@
   }
 
   // ---- charts ------------------------------------------------------------------------------------------------
+  // how far apart the footprints and points of a site may lie: one cut, or a cut chosen for each site
+  function cutWords(S) {
+    if (S.chosen_cut_counts && S.choose_cut) {
+      const counts = Object.keys(S.chosen_cut_counts).sort(function (a, b) { return a - b; }).map(function (m) {
+        const n = S.chosen_cut_counts[m];
+        return num(Number(m), 0) + " m for " + n + (n === 1 ? " site" : " sites");
+      });
+      return " Each site joins mapped footprints and inventory points within a distance chosen for it (at most " +
+        num(S.choose_cut.h_max_m, 0) + " m, the one that leaves least land without a commodity or split between " +
+        "several): " + counts.join(", ") + ".";
+    }
+    return missing(S.cut_m) ? "" :
+      " Sites join mapped footprints and inventory points within " + num(S.cut_m, 0) + " m.";
+  }
   (function landuse() {
     const box = document.getElementById("landuse-chart"), split = document.getElementById("landuse-split");
     if (!D.landuse) { note(box, "landuse", "Land use"); return; }
@@ -197,7 +236,7 @@
       if (!missing(S.multi_commodity_km2))
         html("p", { class: "explain" }, split, "Mining land at sites linked to more than one commodity: " +
              num(S.multi_commodity_km2, 2) + " km² (" + num(S.multi_commodity_share || 0, 0, 100) + " %)." +
-             (missing(S.cut_m) ? "" : " Sites join mapped footprints and inventory points within " + num(S.cut_m, 0) + " m."));
+             cutWords(S));
     }
     const rows = D.landuse.rows.slice().sort(function (a, b) { return (b.area_km2 || 0) - (a.area_km2 || 0); });
     const W = 760, left = 150, right = 150, rowH = 26, top = 8, H = top + rows.length * rowH + 30;
@@ -208,7 +247,7 @@
     for (let t = 0; t <= axisMax + 1e-9; t += step) {
       const g = svg("g", { class: "grid" }, chart);
       svg("line", { x1: x(t), x2: x(t), y1: top, y2: H - 24 }, g);
-      svg("text", { x: x(t), y: H - 8, "text-anchor": "middle" }, chart, num(t, step < 1 ? 2 : 0));
+      svg("text", { class: "tick", x: x(t), y: H - 8, "text-anchor": "middle" }, chart, num(t, stepDigits(step)));
     }
     rows.forEach(function (r, i) {
       const y = top + i * rowH;
@@ -222,49 +261,59 @@
     svg("text", { x: x(axisMax) + 16, y: H - 8 }, chart, "km²");
   })();
 
+  // one row per site, two horizontal bars (excavated, deposited) with their ±1 sigma; the largest 30 by excavation
   (function volumes() {
-    const box = document.getElementById("volume-chart");
+    const box = document.getElementById("volume-chart"), most = 30;
     if (!D.volumes) { note(box, "volumes", "Volumes"); return; }
-    const rows = D.volumes.rows, scale = 1e-6;
-    const series = [["excavated", "Excavated", "#8c510a"], ["deposited", "Deposited", "#35978f"]];
+    const scale = 1e-6, series = [["excavated", "Excavated", "#8c510a"], ["deposited", "Deposited", "#35978f"]];
+    const rows = D.volumes.rows.slice().sort(function (a, b) { return (b.excavated_m3 || 0) - (a.excavated_m3 || 0); })
+      .slice(0, most);
+    if (D.volumes.rows.length > most)
+      html("p", { class: "explain" }, box, "The " + most + " sites with the largest excavated volume, of " +
+           D.volumes.rows.length + " with volumes (all are in the site table below).");
     let maxV = 1e-9;
     rows.forEach(function (r) {
       series.forEach(function (s) { maxV = Math.max(maxV, ((r[s[0] + "_m3"] || 0) + (r[s[0] + "_sigma_m3"] || 0)) * scale); });
     });
-    const W = 760, left = 64, right = 16, top = 30, bottom = 44, H = 320, plotW = W - left - right, plotH = H - top - bottom;
-    const step = niceStep(maxV, 5), axisMax = Math.ceil(maxV / step) * step;
-    const y = function (v) { return top + plotH * (1 - Math.max(v, 0) / axisMax); };
+    const W = 760, right = 24, top = 30, rowH = 30, bottom = 40, H = top + rows.length * rowH + bottom;
     const chart = svg("svg", { viewBox: "0 0 " + W + " " + H, role: "img", "aria-label": "Volumes per site" }, box);
+    const labels = rows.map(function (r, i) {
+      return svg("text", { class: "site-label", y: top + i * rowH + rowH / 2 + 4, "text-anchor": "end" }, chart,
+                 siteLabel(r.site_id) + " · " + r.primary);
+    });
+    const widest = Math.max.apply(null, labels.map(function (t) { return t.getComputedTextLength(); }).concat([0]));
+    const left = Math.min(Math.ceil(widest) + 14, W / 2), plotW = W - left - right;
+    labels.forEach(function (t) { t.setAttribute("x", left - 8); });
+    const step = niceStep(maxV, 5), axisMax = Math.ceil(maxV / step) * step;
+    const x = function (v) { return left + plotW * Math.max(v, 0) / axisMax; };
     for (let t = 0; t <= axisMax + 1e-9; t += step) {
       const g = svg("g", { class: "grid" }, chart);
-      svg("line", { x1: left, x2: W - right, y1: y(t), y2: y(t) }, g);
-      svg("text", { x: left - 6, y: y(t) + 4, "text-anchor": "end" }, chart, num(t, step < 1 ? 1 : 0));
+      svg("line", { x1: x(t), x2: x(t), y1: top, y2: H - bottom + 4 }, g);
+      svg("text", { class: "tick", x: x(t), y: H - bottom + 18, "text-anchor": "middle" }, chart,
+          num(t, stepDigits(step)));
     }
-    svg("text", { x: 14, y: top + plotH / 2, transform: "rotate(-90 14 " + (top + plotH / 2) + ")",
-                  "text-anchor": "middle" }, chart, "million m³");
-    const slot = plotW / rows.length, barW = Math.min(36, slot * 0.36);
+    svg("text", { x: left + plotW / 2, y: H - 6, "text-anchor": "middle" }, chart, "million m³");
+    const barH = (rowH - 8) / 2;
     rows.forEach(function (r, i) {
-      const cx = left + slot * (i + 0.5);
       series.forEach(function (s, j) {
         const v = (r[s[0] + "_m3"] || 0) * scale, e = (r[s[0] + "_sigma_m3"] || 0) * scale;
-        const bx = cx + (j - 1) * barW - 2 + j * 4;
-        const rect = svg("rect", { class: "bar", x: bx, y: y(v), width: barW, height: Math.max(y(0) - y(v), 0.5), fill: s[2] }, chart);
+        const by = top + i * rowH + 4 + j * barH, cy = by + barH / 2;
+        const rect = svg("rect", { class: "bar", x: left, y: by, width: Math.max(x(v) - left, 0.5), height: barH - 1,
+                                   fill: s[2] }, chart);
         svg("title", {}, rect, siteLabel(r.site_id) + " " + s[1].toLowerCase() + ": " + num(v, 2) + " ± " + num(e, 2) + " million m³");
         if (e > 0) {
-          const ex = bx + barW / 2, g = svg("g", { class: "err" }, chart);
-          svg("line", { x1: ex, x2: ex, y1: y(v - e), y2: y(v + e) }, g);
-          svg("line", { x1: ex - 4, x2: ex + 4, y1: y(v + e), y2: y(v + e) }, g);
-          svg("line", { x1: ex - 4, x2: ex + 4, y1: y(v - e), y2: y(v - e) }, g);
+          const g = svg("g", { class: "err" }, chart);
+          svg("line", { x1: x(v - e), x2: x(v + e), y1: cy, y2: cy }, g);
+          svg("line", { x1: x(v + e), x2: x(v + e), y1: cy - 3, y2: cy + 3 }, g);
+          svg("line", { x1: x(v - e), x2: x(v - e), y1: cy - 3, y2: cy + 3 }, g);
         }
       });
-      svg("text", { x: cx, y: H - bottom + 16, "text-anchor": "middle" }, chart, siteLabel(r.site_id));
-      svg("text", { x: cx, y: H - bottom + 30, "text-anchor": "middle", fill: "#59636e" }, chart, r.primary);
     });
     series.forEach(function (s, j) {
-      svg("rect", { x: left + 10 + j * 120, y: 8, width: 12, height: 12, fill: s[2] }, chart);
-      svg("text", { x: left + 27 + j * 120, y: 18 }, chart, s[1]);
+      svg("rect", { x: left + j * 120, y: 8, width: 12, height: 12, fill: s[2] }, chart);
+      svg("text", { x: left + 17 + j * 120, y: 18 }, chart, s[1]);
     });
-    svg("text", { x: left + 250, y: 18 }, chart, "error bars: ±1 sigma");
+    svg("text", { x: left + 240, y: 18 }, chart, "error bars: ±1 sigma");
   })();
 
   // ---- raster thumbnails -------------------------------------------------------------------------------------
@@ -279,7 +328,8 @@
       t.outlines.forEach(function (d) { svg("path", { d: d }, overlay); });
       html("div", { class: "colorbar", style: "background:linear-gradient(to right," + t.stops.join(",") + ")" }, fig);
       const ticks = html("div", { class: "ticks" }, fig), u = t.units ? " " + t.units : "";
-      [t.vmin, (t.vmin + t.vmax) / 2, t.vmax].forEach(function (v) { html("span", {}, ticks, num(v, Math.abs(t.vmax) < 5 ? 1 : 0) + u); });
+      const digits = stepDigits((t.vmax - t.vmin) / 2);
+      [t.vmin, (t.vmin + t.vmax) / 2, t.vmax].forEach(function (v) { html("span", {}, ticks, num(v, digits) + u); });
       html("div", { class: "source" }, fig, "from " + t.source + ", " + t.width + " × " + t.height + " pixels shown");
     });
     note(box, "dh", "Elevation change");
@@ -296,16 +346,17 @@
     function fill() {
       body.textContent = "";
       rows.forEach(function (r) {
-        const tr = html("tr", onRow ? { "data-site": r.site_id, class: "selectable" } : {}, body);
+        const tr = html("tr", onRow ? { "data-site": r.site_id, class: "selectable", tabindex: 0 } : {}, body);
         columns.forEach(function (c) {
           html("td", c.numeric ? { class: "num" } : {}, tr, withSigma(r, c));
         });
-        if (onRow) tr.addEventListener("click", function () { onRow(r.site_id); });
+        if (onRow) onActivate(tr, function () { onRow(r.site_id); });
       });
     }
     columns.forEach(function (c) {
-      const th = html("th", { scope: "col", "data-key": c.key, "aria-sort": "none", title: "Sort by " + c.label }, head, heading(c));
-      th.addEventListener("click", function () {
+      const th = html("th", { scope: "col", "data-key": c.key, "aria-sort": "none" }, head);
+      const button = html("button", { type: "button", title: "Sort by " + c.label }, th, heading(c));
+      button.addEventListener("click", function () {
         state = { key: c.key, dir: state.key === c.key ? -state.dir : 1 };
         rows.sort(function (a, b) {
           const x = a[c.key], y = b[c.key];

@@ -1,0 +1,112 @@
+"""Reading and writing the run's tables: atomic writes, GeoParquet reads that fail with a clear error, CSV copies.
+
+Every file is written under a temporary name in its own folder (``.<name>.<random>.tmp``) and renamed into place
+with :func:`os.replace`, so a reader never sees half a file. Files that belong together (a sites file and its
+members file, a table's Parquet and CSV) are all written before any is renamed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mtg.pipeline.errors import MtgError
+
+#: Schema-metadata key of the parameters mine-the-gap records in a GeoParquet file.
+METADATA_KEY = b"mtg"
+
+
+def atomic_write_all(writers: Mapping[Path, Callable[[Path], object]]) -> list[Path]:
+    """Write several files together: each ``writer(tmp)`` on a temporary name beside its file, then all renames.
+
+    Parameters
+    ----------
+    writers : mapping of Path to callable
+        Output file -> function writing that file's content to the path it is given.
+
+    Returns
+    -------
+    list of Path
+        The output files, in the mapping's order. When a writer fails no file is replaced and every temporary
+        file is removed.
+    """
+    tmps: dict[Path, Path] = {}
+    try:
+        for out, writer in writers.items():
+            out = Path(out)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmps[out] = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
+            writer(tmps[out])
+        for out, tmp in tmps.items():
+            os.replace(tmp, out)
+    finally:
+        for tmp in tmps.values():
+            tmp.unlink(missing_ok=True)
+    return list(tmps)
+
+
+def atomic_write(out: Path, writer: Callable[[Path], object]) -> Path:
+    """Write one file atomically (:func:`atomic_write_all`); returns ``out``."""
+    return atomic_write_all({Path(out): writer})[0]
+
+
+def to_geoparquet(frame, path: Path, metadata: dict[str, Any] | None = None) -> None:  # noqa: ANN001
+    """Write a GeoDataFrame to ``path`` (call through :func:`atomic_write`), with ``metadata`` as JSON under the
+    schema key ``mtg``."""
+    import pyarrow.parquet as pq
+
+    frame.to_parquet(path, index=False)
+    if metadata is not None:
+        table = pq.read_table(path)
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                               METADATA_KEY: json.dumps(metadata).encode()})
+        pq.write_table(table, path)
+
+
+def read_geoparquet(path: str | Path, what: str):  # noqa: ANN201 - a GeoDataFrame
+    """A GeoParquet file, or an :class:`MtgError` naming ``what`` and the file when it is missing or unreadable."""
+    import geopandas as gpd
+
+    path = Path(path)
+    if not path.is_file():
+        raise MtgError(f"{what} file {path} does not exist")
+    try:
+        return gpd.read_parquet(path)
+    except Exception as err:  # noqa: BLE001 - pyarrow/geopandas raise many types
+        raise MtgError(f"{path} is not a readable GeoParquet {what} file: {err}") from None
+
+
+def csv_ready(frame: pd.DataFrame) -> pd.DataFrame:
+    """A plain copy of ``frame`` for CSV: list cells ``;``-joined, a GeoDataFrame's geometry as WKT."""
+    import geopandas as gpd
+
+    csv = pd.DataFrame(frame).copy()
+    if isinstance(frame, gpd.GeoDataFrame):
+        csv[frame.geometry.name] = frame.geometry.to_wkt().to_numpy()
+    for column in csv.columns:
+        if csv[column].map(lambda v: isinstance(v, (list, tuple, np.ndarray))).any():
+            csv[column] = csv[column].map(lambda v: ";".join(map(str, v)) if isinstance(v, (list, tuple, np.ndarray))
+                                          else v)
+    return csv
+
+
+def write_table(frame: pd.DataFrame, folder: Path, name: str) -> tuple[Path, Path]:
+    """Write ``folder/name.parquet`` (GeoParquet for a GeoDataFrame) and ``folder/name.csv`` (:func:`csv_ready`)
+    together, atomically."""
+    csv = csv_ready(frame)
+    parquet, text = atomic_write_all({Path(folder) / f"{name}.parquet": lambda p: frame.to_parquet(p, index=False),
+                                      Path(folder) / f"{name}.csv": lambda p: csv.to_csv(p, index=False)})
+    return parquet, text
+
+
+def write_json(data: dict[str, Any], out: Path) -> Path:
+    """Write ``data`` as indented JSON to ``out`` atomically (numpy scalars unwrapped, other objects as text)."""
+    text = json.dumps(data, indent=2, default=lambda v: v.item() if hasattr(v, "item") else str(v))
+    return atomic_write(out, lambda p: p.write_text(text, encoding="utf-8"))
