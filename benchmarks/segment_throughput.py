@@ -123,7 +123,8 @@ def main() -> None:
     print("| row | seconds | Mpx/s | km^2/s | vs smp U-Net resnet18 (1.0 Mpx/s, NOTES) |")
     print("|---|---:|---:|---:|---:|")
     for name, px, s in rows:
-        print(f"| {name} | {s:.3f} | {px / s / 1e6:.2f} | {px * PIXEL_KM2 / s:.1f} | {px / s / 1e6 / PEER_MPX_S:.1f}x |")
+        mpx = px / s / 1e6
+        print(f"| {name} | {s:.3f} | {mpx:.2f} | {px * PIXEL_KM2 / s:.1f} | {mpx / PEER_MPX_S:.1f}x |")
     best_name, best_px, best_s = max(rows[3:], key=lambda r: r[1] / r[2])
     km2_s = best_px * PIXEL_KM2 / best_s
     print(f"\nnode-hours to map once at the best end-to-end rate ({km2_s:.1f} km^2/s, row {best_name.split('.')[0]}; "

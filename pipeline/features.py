@@ -11,6 +11,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 from array_api_compat import array_namespace
+
 from mtg.kernels.composite import latest_valid
 from mtg.kernels.spectral_indices import bare_soil_index, normalized_difference
 from mtg.pipeline.errors import MtgError

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 from affine import Affine
+
 from mtg.pipeline.errors import MtgError
 
 #: Classes of the mine features in the labels' ``feature_type`` (Maus et al. 2022 have one class, "mine").

@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from mtg.pipeline.catalogs import format_validation_error
 from mtg.pipeline.errors import MtgError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 SHIPPED_MODEL = "mine_unet_sample"
 WEIGHTS = "weights.pt"

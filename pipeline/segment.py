@@ -28,6 +28,7 @@ from typing import Any
 import dask.array as da
 import numpy as np
 import xarray as xr
+
 from mtg.kernels.blending import Lattice, accumulate, blended, tile_window
 from mtg.pipeline.dask_cluster import DaskProgress
 from mtg.pipeline.errors import MtgError

@@ -18,25 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from mtg.kernels.pixel_scores import confusion_counts, scores
-from mtg.pipeline.chips import (
-    HOLDOUT,
-    SPLIT_NAMES,
-    TRAIN,
-    VALIDATION,
-    augment,
-    grid_windows,
-    sample_windows,
-    split_map,
-)
+from mtg.pipeline.chips import (HOLDOUT, SPLIT_NAMES, TRAIN, VALIDATION, augment, grid_windows, sample_windows,
+                                split_map)
 from mtg.pipeline.errors import MtgError
-from mtg.pipeline.features import (
-    COMPOSITE,
-    INDICES,
-    MODEL_BANDS,
-    composite,
-    input_channels,
-)
+from mtg.pipeline.features import COMPOSITE, INDICES, MODEL_BANDS, composite, input_channels
 from mtg.pipeline.labels import rasterise_labels, read_labels
 from mtg.pipeline.model_store import Architecture, Inputs, ModelCard, save_model
 
@@ -118,8 +105,8 @@ def _recalibrate_batch_norm(net, batches: list) -> None:
     """Set the batch-norm running statistics to their averages over ``batches`` under the current weights.
 
     The default running averages (momentum 0.1) follow the last few steps, whose chips vary a lot under this
-    augmentation; evaluated with them the model's recall jumped between epochs. Averaging over the epoch's last
-    batches with the final weights ("precise BN") makes validation and inference stable.
+    augmentation, each seen with older weights; averaging over the epoch's last batches with its final weights
+    ("precise BN") gives the statistics that validation, the saved model and inference use.
     """
     import torch
 
@@ -261,7 +248,8 @@ def train_model(
         raise MtgError(f"no {chip}-pixel validation chip fits in the validation blocks; lower --chip or raise "
                        "train.block / train.val_fraction")
     margin = chip // 2  # validation and hard-negative chips are predicted with this much context around them
-    context = _tensor(np.pad(channels, ((0, 0), (margin, margin), (margin, margin)), mode="reflect"), mean, std)
+    context = _tensor(np.pad(channels, ((0, 0), (margin, margin), (margin, margin)), mode="reflect")[None], mean,
+                      std)[0]
     val_y = torch.from_numpy(np.stack([truth[r:r + chip, c:c + chip] for r, c in val_windows]).astype(np.int64))
 
     net = UNet(channels.shape[0], len(classes), widths).to(memory_format=torch.channels_last)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from mtg.kernels.blending import Lattice, accumulate, blended, ramp_window, tile_window
 
 lattices = st.builds(

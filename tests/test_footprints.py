@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from affine import Affine
+
 from mtg.pipeline.footprints import FOOTPRINT_COLUMNS, footprint_polygons
 
 CLASSES = ["background", "pit", "dump", "tailings", "other"]

@@ -14,12 +14,13 @@ import pytest
 import rioxarray  # noqa: F401 - the .rio accessor
 import torch
 import xarray as xr
+from odc.geo.geom import box
+
 from mtg.pipeline.errors import MtgError
 from mtg.pipeline.features import model_channels
 from mtg.pipeline.model_store import read_card
 from mtg.pipeline.segment import class_probabilities
 from mtg.pipeline.zarr_store import open_cube
-from odc.geo.geom import box
 
 MTG = str(Path(sys.executable).parent / "mtg")
 
@@ -97,6 +98,7 @@ def test_segment_command_writes_probability_and_polygons(cube, sample_region, tm
     (["--threshold", "1.5"], "segment.threshold"),
     (["--model", "/nonexistent/model"], "model folder /nonexistent/model has no model_card.json"),
     (["--device", "tpu"], "segment.device"),
+    (["--time", "1990-01-01/1990-12-31"], "has no acquisitions in --time 1990-01-01/1990-12-31"),
 ])
 def test_bad_options_exit_2_naming_the_value(cube, tmp_path, args, message):
     proc = mtg("segment", "--cube", cube, "-o", str(tmp_path / "x"), *args, check=False)
@@ -128,7 +130,7 @@ def _holdout(region) -> str:
 @pytest.mark.slow
 def test_train_command_writes_weights_and_a_model_card_with_metrics_per_epoch(cube, sample_region, tmp_path):
     config = tmp_path / "train.yaml"
-    config.write_text("train: {block: 96, chip: 64, batch: 8, chips_per_epoch: 24}\n")
+    config.write_text("train: {block: 100, chip: 48, batch: 8, chips_per_epoch: 24}\n")  # 3 x 3 blocks
     proc = mtg("train", "--cube", cube, "--labels", str(sample_region.truth / "mine_polygons.parquet"),
                "--out", str(tmp_path / "model"), "--epochs", "2", "--holdout", _holdout(sample_region),
                "--config", str(config))
@@ -156,7 +158,7 @@ def test_train_command_writes_weights_and_a_model_card_with_metrics_per_epoch(cu
 def test_training_is_reproducible(cube, sample_region, tmp_path):
     from mtg.pipeline.train import train_model
 
-    kw = {"epochs": 1, "chip": 64, "batch": 8, "chips_per_epoch": 16, "block": 96, "holdout": None}
+    kw = {"epochs": 1, "chip": 48, "batch": 8, "chips_per_epoch": 16, "block": 100, "holdout": None}
     labels = sample_region.truth / "mine_polygons.parquet"
     a = train_model(cube, labels, tmp_path / "a", **kw)
     b = train_model(cube, labels, tmp_path / "b", **kw)

@@ -8,16 +8,11 @@ import pytest
 import xarray as xr
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from mtg.kernels.composite import latest_valid
 from mtg.kernels.spectral_indices import bare_soil_index, normalized_difference
 from mtg.pipeline.errors import MtgError
-from mtg.pipeline.features import (
-    CHANNELS,
-    MODEL_BANDS,
-    composite,
-    input_channels,
-    model_channels,
-)
+from mtg.pipeline.features import CHANNELS, MODEL_BANDS, composite, input_channels, model_channels
 from mtg.pipeline.segment import reflect_pad
 
 
