@@ -9,8 +9,6 @@ A model trained on the sample region ships in the package (``mtg/pipeline/models
 from __future__ import annotations
 
 import json
-import shutil
-import uuid
 from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
@@ -21,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mtg.pipeline.catalogs import format_validation_error
 from mtg.pipeline.errors import MtgError
+from mtg.pipeline.table_io import atomic_folder
 
 SHIPPED_MODEL = "mine_unet_sample"
 WEIGHTS = "weights.pt"
@@ -116,18 +115,10 @@ def save_model(module: Any, card: ModelCard, out: str | Path) -> Path:
     import torch
 
     out = Path(out).resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir()
-    try:
+    with atomic_folder(out) as tmp:
+        tmp.mkdir()
         torch.save({k: v.detach().cpu() for k, v in module.state_dict().items()}, tmp / card.weights)
         (tmp / CARD).write_text(card.model_dump_json(indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     load_model.cache_clear()  # a copy loaded from the old folder is stale now
     return out
 

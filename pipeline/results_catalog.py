@@ -28,9 +28,6 @@ import hashlib
 import json
 import logging
 import math
-import os
-import shutil
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,7 +39,7 @@ from shapely.geometry import box, mapping
 
 from mtg.pipeline.errors import MtgError
 from mtg.pipeline.report_figures import open_store
-from mtg.pipeline.table_io import read_geoparquet
+from mtg.pipeline.table_io import atomic_folder, read_geoparquet
 
 log = logging.getLogger(__name__)
 
@@ -142,18 +139,10 @@ def write_results_catalog(run_dir: str | Path) -> Path:
         if present:
             catalog.add_item(_item(spec, present, sites_bounds, times))
     out = run / STAC_DIR
-    tmp = run / f".{STAC_DIR}-{uuid.uuid4().hex[:8]}-tmp"  # no suffix: pystac would take a name.ext for a file
-    try:
+    with atomic_folder(out) as tmp:
         catalog.normalize_hrefs(str(tmp))
         catalog.make_all_asset_hrefs_relative()
         catalog.save(pystac.CatalogType.SELF_CONTAINED)
-        old = run / f".{STAC_DIR}-{uuid.uuid4().hex[:8]}-old"
-        if out.exists():
-            os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     log.info("wrote the STAC catalog of the results %s (%d items)", out / "catalog.json", len(list(catalog.get_items())))
     return out / "catalog.json"
 

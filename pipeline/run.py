@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,6 +22,7 @@ from mtg.pipeline.link import SitesResult, link_sites, parse_distance
 from mtg.pipeline.report import write_report
 from mtg.pipeline.results_catalog import write_results_catalog
 from mtg.pipeline.segment import SegmentResult, segment_cube
+from mtg.pipeline.table_io import atomic_folder
 from mtg.pipeline.verify import VerifyResult, write_verification
 from mtg.pipeline.volume import VolumeResult, measure_volumes
 
@@ -51,16 +50,9 @@ def ensure_sample(out: Path, cfg: SampleConfig, progress: bool = True) -> Sample
         if recorded.get("parameters") == params:
             log.info("reusing the sample region in %s (seed %d)", out, cfg.seed)
             return SampleRegion(**{k: _restore(k, v) for k, v in recorded["region"].items()})
-    tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
     log.info("writing the sample region (%.0f km x %.0f km, seed %d) to %s", cfg.size_km, cfg.size_km, cfg.seed, out)
-    try:
+    with atomic_folder(out) as tmp:
         region = write_sample_region(tmp, seed=cfg.seed, size_km=cfg.size_km, n_dates=cfg.n_dates, progress=progress)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     region = _relocated(region, tmp, out)
     record = {"parameters": params, "region": {k: str(v) if isinstance(v, Path) else v
                                                 for k, v in region.__dict__.items()}}

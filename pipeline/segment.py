@@ -17,10 +17,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
-import shutil
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +32,7 @@ from mtg.pipeline.errors import MtgError
 from mtg.pipeline.features import CHANNELS, model_channels
 from mtg.pipeline.footprints import footprint_polygons
 from mtg.pipeline.model_store import ModelCard, default_device, load_model, read_card
+from mtg.pipeline.table_io import atomic_folder, atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -178,16 +176,9 @@ def class_probabilities(channels: da.Array, card: ModelCard, *, model: str | Non
 
 
 def _write_atomic_zarr(ds: xr.Dataset, path: Path, compute: DaskProgress) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
+    with atomic_folder(path) as tmp:
         delayed = ds.to_zarr(tmp, mode="w", consolidated=True, zarr_format=3, compute=False)
         compute(delayed, f"segmenting and writing {path.name}")
-        if path.exists():
-            shutil.rmtree(path)
-        tmp.rename(path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
 
 
 def segment_cube(
@@ -295,10 +286,7 @@ def segment_cube(
     written = xr.open_zarr(zarr_path, consolidated=True)
     frame = footprint_polygons(written["probability"].values, written["feature_class"].values, card.classes,
                                transform, crs, threshold=threshold, min_area_m2=min_area_m2, simplify_m=simplify_m)
-    polygons = out / "mine_polygons.parquet"
-    tmp = polygons.with_name(f".{polygons.name}.tmp-{uuid.uuid4().hex[:8]}")
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, polygons)
+    polygons = atomic_write(out / "mine_polygons.parquet", lambda tmp: frame.to_parquet(tmp, index=False))
     used = device if device != "auto" else (
         ",".join(sorted(set(client.run(default_device).values()))) if client is not None else default_device())
     seconds = time.perf_counter() - start

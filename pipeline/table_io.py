@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +52,40 @@ def atomic_write_all(writers: Mapping[Path, Callable[[Path], object]]) -> list[P
         for tmp in tmps.values():
             tmp.unlink(missing_ok=True)
     return list(tmps)
+
+
+@contextmanager
+def atomic_folder(out: str | Path) -> Iterator[Path]:
+    """A temporary folder path beside ``out`` (not yet created) that replaces ``out`` when the block succeeds.
+
+    The older ``out``, if any, is moved aside and removed only after the new folder is in place; when the block
+    raises, the temporary folder is removed and ``out`` is left as it was. The name carries no suffix (pystac
+    would take ``name.ext`` for a file).
+
+    Parameters
+    ----------
+    out : str or Path
+        The folder to write (a Zarr store, a model folder, a catalog, ...).
+
+    Yields
+    ------
+    Path
+        Where to write the folder's content.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}-{uuid.uuid4().hex[:8]}-tmp")
+    try:
+        yield tmp
+        if out.exists():
+            old = out.with_name(f".{out.name}-{uuid.uuid4().hex[:8]}-old")
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def atomic_write(out: Path, writer: Callable[[Path], object]) -> Path:

@@ -39,10 +39,7 @@ from __future__ import annotations
 import json
 import math
 import logging
-import os
-import shutil
 import time
-import uuid
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -55,6 +52,7 @@ from affine import Affine
 
 from mtg.pipeline.dem_inputs import Dem, align, read_dem
 from mtg.pipeline.errors import MtgError
+from mtg.pipeline.table_io import atomic_folder, atomic_write_all
 
 log = logging.getLogger(__name__)
 
@@ -83,22 +81,6 @@ class VolumeResult:
     range_m: float
     coregistration: dict[str, Any]
     seconds: float
-
-
-def _tmp(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-
-
-def _publish(tmp: Path, out: Path) -> None:
-    """Move a finished temporary file or folder into place, replacing an older output."""
-    if out.is_dir() and not out.is_symlink():
-        old = _tmp(out)
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, out)
 
 
 def read_sites(path: str | Path, crs, id_col: str | None = None):
@@ -372,8 +354,8 @@ def _write_dh(dh: da.Array, early: Dem, out: Path, attrs: dict[str, Any]) -> Non
     band = dh.chunksize[0]
     # one Zarr chunk per DEM block (regularised: Zarr needs equal chunks)
     ds = ds.chunk({"y": band, "x": dh.chunksize[1]})
-    tmp = _tmp(out)
-    with warnings.catch_warnings():  # consolidated metadata are deliberate: lazy readers open the store in one read
+    with atomic_folder(out) as tmp, warnings.catch_warnings():
+        # consolidated metadata are deliberate: lazy readers open the store in one read
         warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
         ds.to_zarr(tmp, mode="w", consolidated=True, zarr_format=3, compute=False)
         # one band of block rows at a time: the halos of the block-wise correction then never hold more than
@@ -381,7 +363,6 @@ def _write_dh(dh: da.Array, early: Dem, out: Path, attrs: dict[str, Any]) -> Non
         for r0 in range(0, rows, band):
             ds[["dh"]].drop_vars(["x", "spatial_ref"]).isel(y=slice(r0, r0 + band)).to_zarr(
                 tmp, region={"y": slice(r0, min(r0 + band, rows))})
-    _publish(tmp, out)
 
 
 def measure_volumes(
@@ -536,15 +517,11 @@ def measure_volumes(
         "threshold_m": threshold, "threshold_rule": "metres" if threshold_m is not None else f"{threshold_nmad} x NMAD",
         "void_policy": void_policy,
     }
-    out.mkdir(parents=True, exist_ok=True)
-    for name, table in (("site_volumes.parquet", frame), ("waste_deposits.parquet", deposits)):
-        tmp = _tmp(out / name)
-        table.to_parquet(tmp)
-        _publish(tmp, out / name)
     _write_dh(late_values - early.values, early, out / "dh.zarr",
               {"mtg:coregistration": coreg, "mtg:threshold_m": threshold})
-    tmp = _tmp(out / "coregistration.json")
-    tmp.write_text(json.dumps(report, indent=2, default=float))
-    _publish(tmp, out / "coregistration.json")
+    atomic_write_all({out / "site_volumes.parquet": frame.to_parquet,
+                      out / "waste_deposits.parquet": deposits.to_parquet,
+                      out / "coregistration.json": lambda tmp: tmp.write_text(json.dumps(report, indent=2,
+                                                                                          default=float))})
     return VolumeResult(out=out, n_sites=len(frame), n_deposits=len(deposits), threshold_m=threshold, nmad_m=sigma,
                         range_m=float(range_m), coregistration=coreg, seconds=time.perf_counter() - start)
