@@ -56,11 +56,16 @@ def nanmedian(values) -> float:
     """
     xp = array_namespace(values)
     flat = xp.reshape(values, (-1,))
-    finite = flat[xp.isfinite(flat)]
+    return _median(flat[xp.isfinite(flat)])
+
+
+def _median(finite) -> float:
+    """Median of a 1-D array of finite values (NaN when empty), by selection rather than a sort: numpy and CuPy
+    both have ``partition`` (outside the array API standard)."""
+    xp = array_namespace(finite)
     n = finite.shape[0]
     if n == 0:
         return math.nan
-    # selection, not a sort: numpy and CuPy both have partition (outside the array API standard)
     ranked = xp.partition(finite, ((n - 1) // 2, n // 2))
     return float((ranked[(n - 1) // 2] + ranked[n // 2]) / 2)
 
@@ -83,7 +88,7 @@ def nmad(values) -> float:
     finite = flat[xp.isfinite(flat)]
     if finite.shape[0] == 0:
         return math.nan
-    return NMAD_SCALE * nanmedian(xp.abs(finite - nanmedian(finite)))
+    return NMAD_SCALE * _median(xp.abs(finite - _median(finite)))  # already finite: no second filtering pass
 
 
 def _grid_spacing(spacing) -> tuple[float, float]:
