@@ -78,13 +78,20 @@ class ReflectanceCollection(_Strict):
 
 
 class DemCollection(_Strict):
-    """How to read a DEM collection: one asset of heights in metres."""
+    """How to read a DEM collection: one asset of heights in metres.
+
+    ``vertical_datum`` is the vertical CRS the heights refer to, as PROJ names it (``"EPSG:5773"`` EGM96 height,
+    ``"EPSG:3855"`` EGM2008 height, ``"EPSG:4979"`` WGS 84 ellipsoidal); ``epoch`` is the span of the acquisitions
+    the heights come from, ``START/END`` in ISO dates (not the item datetime, which may be the production date).
+    """
 
     id: str
     kind: Literal["dem"]
     asset: str
     resolution: float
     nodata: float
+    vertical_datum: str
+    epoch: str
 
 
 class CatalogSource(_Strict):
@@ -153,6 +160,11 @@ def load_collection(collection_id: str) -> ReflectanceCollection | DemCollection
     raw = yaml.safe_load(known[collection_id].read_text())
     model = ReflectanceCollection if raw.get("kind") == "reflectance" else DemCollection
     return _validated(model, known[collection_id])  # type: ignore[return-value]
+
+
+def known_collections() -> list[str]:
+    """Ids of the collections defined in ``catalogs/collections``."""
+    return sorted(_definitions("collections"))
 
 
 def known_sources() -> list[str]:

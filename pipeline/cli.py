@@ -114,6 +114,7 @@ def ingest(
     quiet: QuietOpt = False,
 ) -> None:
     """Load cloud-masked reflectance and DEM cubes from a STAC catalog and write them to Zarr."""
+    from mtg.pipeline.dask_cluster import dask_scheduler
     from mtg.pipeline.run import run_ingest
 
     _setup_logging(quiet)
@@ -126,7 +127,8 @@ def ingest(
         "ingest.dem_references": dem_references, "ingest.overwrite": overwrite,
         "dask.scheduler": scheduler, "dask.workers": workers, "dask.memory_limit": memory_limit,
     })
-    result = run_ingest(cfg.ingest, cfg.dask, progress=not quiet)
+    with dask_scheduler(cfg.dask.scheduler, cfg.dask.workers, cfg.dask.memory_limit) as client:
+        result = run_ingest(cfg.ingest, client, progress=not quiet)
     report.print(
         f"reflectance cube: [bold]{result.reflectance_url}[/] ({result.reflectance_status}; "
         f"{result.n_dates} dates from {result.n_items} items)\nDEM cube: [bold]{result.dem_url}[/] "
@@ -139,6 +141,32 @@ def ingest(
 @_user_errors
 def run(
     out: Annotated[Optional[str], typer.Option(help="Run folder (default ./mtg-run).")] = None,
+    catalog: Annotated[Optional[str], typer.Option(
+        help=f"Catalog: a source name ({', '.join(known_sources())}; default sample, the embedded sample region), a "
+             "static catalog path or URL, or a STAC API URL.")] = None,
+    bbox: Annotated[Optional[str], typer.Option(help="min_lon,min_lat,max_lon,max_lat (EPSG:4326).")] = None,
+    aoi: Annotated[Optional[str], typer.Option(help="Vector file of the area of interest (any CRS).")] = None,
+    time: Annotated[Optional[str], typer.Option(help="START/END of the Sentinel-2 acquisitions.")] = None,
+    points: Annotated[Optional[str], typer.Option(
+        help="Mine property points with commodities (ICMM CSV, GeoParquet, ...); default the sample's on the "
+             "sample catalog, else none.")] = None,
+    lon_col: Annotated[Optional[str], typer.Option(help="Longitude column of a CSV/Parquet point file.")] = None,
+    lat_col: Annotated[Optional[str], typer.Option(help="Latitude column of a CSV/Parquet point file.")] = None,
+    primary_col: Annotated[Optional[list[str]], typer.Option(
+        help="Point column of primary commodities; repeat for several.")] = None,
+    country_col: Annotated[Optional[str], typer.Option(help="Point column of the country.")] = None,
+    points_filter: Annotated[Optional[list[str]], typer.Option(
+        help="Keep the point rows whose COLUMN lists VALUE ('Asset Type=Mine'); repeat: all must hold.")] = None,
+    polygons: Annotated[Optional[list[str]], typer.Option(
+        help="More mine polygon inventories linked with the segmentation's footprints; repeat for several.")] = None,
+    commodity_table: Annotated[Optional[str], typer.Option(help="Commodity harmonisation CSV.")] = None,
+    dem_before: Annotated[Optional[str], typer.Option(
+        help="Earlier DEM: a collection of the catalog (nasadem, cop-dem-glo-30, alos-dem; NAME#EPOCH) or a file. "
+             "Default: the first epoch of the catalog's DEM collection.")] = None,
+    dem_after: Annotated[Optional[str], typer.Option(help="Later DEM, same forms. Default: the last epoch.")] = None,
+    dem_before_datum: Annotated[Optional[str], typer.Option(
+        help="Vertical datum of a --dem-before file: EPSG:5773 (EGM96), EPSG:3855 (EGM2008), ellipsoid.")] = None,
+    dem_after_datum: Annotated[Optional[str], typer.Option(help="Vertical datum of a --dem-after file.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed of the sample region.")] = None,
     scheduler: SchedulerOpt = None,
     workers: WorkersOpt = None,
@@ -146,37 +174,49 @@ def run(
     config: ConfigOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Run every stage on the sample region (or the configured one): sample, ingest, segmentation, site linking,
-    volumes, land use, site indicators, verification, the HTML report and the STAC catalog of the results."""
+    """Run every stage on a catalog and area (default: the embedded sample region): ingest, segmentation, site
+    linking, volumes, land use, site indicators, verification, the HTML report and the STAC catalog of the results."""
     from mtg.pipeline.run import run_pipeline
 
     _setup_logging(quiet)
-    cfg = with_overrides(load_config(config), {"out": out, "sample.seed": seed, "dask.scheduler": scheduler,
-                                               "dask.workers": workers, "dask.memory_limit": memory_limit})
+    cfg = with_overrides(load_config(config), {
+        "out": out, "ingest.catalog": catalog, "ingest.bbox": _bbox(bbox), "ingest.aoi": aoi, "ingest.time": time,
+        "link.points": points, "link.lon_col": lon_col, "link.lat_col": lat_col, "link.primary_cols": primary_col,
+        "link.country_col": country_col, "link.points_filter": points_filter, "link.polygons": polygons,
+        "link.commodity_table": commodity_table, "volume.before": dem_before, "volume.after": dem_after,
+        "volume.before_datum": dem_before_datum, "volume.after_datum": dem_after_datum, "sample.seed": seed,
+        "dask.scheduler": scheduler, "dask.workers": workers, "dask.memory_limit": memory_limit})
     result = run_pipeline(cfg, progress=not quiet)
-    report.print(
-        f"run complete in [bold]{result.out}[/]:\n"
-        f"  sample STAC catalog  {result.sample.catalog}\n"
-        f"  ground truth         {result.sample.truth}\n"
-        f"  reflectance cube     {result.ingest.reflectance_url}\n"
-        f"  DEM cube             {result.ingest.dem_url}\n"
-        f"  ingest summary       {result.ingest.summary_url}\n"
-        f"  mine probability     {result.segment.probability}\n"
+    lines = [f"run complete in [bold]{result.out}[/]:"]
+    if result.sample is not None:
+        lines += [f"  sample STAC catalog  {result.sample.catalog}", f"  ground truth         {result.sample.truth}"]
+    lines += [
+        f"  reflectance cube     {result.ingest.reflectance_url}",
+        f"  DEM cube             {result.ingest.dem_url}",
+        f"  ingest summary       {result.ingest.summary_url}",
+        f"  mine probability     {result.segment.probability}",
         f"  mine polygons        {result.segment.polygons} ({result.segment.n_polygons}, model "
-        f"{result.segment.model})\n"
-        f"  sites                {result.sites.out} ({result.sites.n_sites} sites)\n"
-        f"  site members         {result.sites.members}\n"
-        f"  site volumes         {result.volumes.out / 'site_volumes.parquet'}\n"
-        f"  waste deposits       {result.volumes.out / 'waste_deposits.parquet'} ({result.volumes.n_deposits})\n"
-        f"  dh raster            {result.volumes.out / 'dh.zarr'}\n"
-        f"  land use             {result.landuse.out} ({result.landuse.summary['linked_share']:.0%} of "
-        f"{result.landuse.summary['total_km2']:.2f} km2 linked to a commodity)\n"
-        f"  site indicators      {result.indicators.parquet} (and .csv)\n"
-        + (f"  verification         {result.verification.parquet} {result.verification.counts}\n"
-           if result.verification else "")
-        + f"  results catalog      {result.catalog}\n"
-        f"report: [bold]{result.report}[/]"
-    )
+        f"{result.segment.model})",
+        f"  sites                {result.sites.out} ({result.sites.n_sites} sites)",
+        f"  site members         {result.sites.members}",
+    ]
+    if result.volumes is not None:
+        lines += [
+            f"  site volumes         {result.volumes.out / 'site_volumes.parquet'}",
+            f"  waste deposits       {result.volumes.out / 'waste_deposits.parquet'} ({result.volumes.n_deposits})",
+            f"  dh raster            {result.volumes.out / 'dh.zarr'}",
+        ]
+    else:
+        lines.append("  volumes              not computed: one DEM epoch (give --dem-before and --dem-after)")
+    linked = result.landuse.summary["linked_share"]
+    lines.append(f"  land use             {result.landuse.out} ("
+                 + (f"{linked:.0%} of " if linked is not None else "")
+                 + f"{result.landuse.summary['total_km2']:.2f} km2 linked to a commodity)")
+    lines.append(f"  site indicators      {result.indicators.parquet} (and .csv)")
+    if result.verification:
+        lines.append(f"  verification         {result.verification.parquet} {result.verification.counts}")
+    lines += [f"  results catalog      {result.catalog}", f"report: [bold]{result.report}[/]"]
+    report.print("\n".join(lines))
 
 
 @app.command()
@@ -223,7 +263,8 @@ def link(
     from collections import Counter
 
     from mtg.pipeline.dask_cluster import dask_scheduler
-    from mtg.pipeline.link import link_points, link_sites, parse_distance
+    from mtg.pipeline.link import link_points, link_sites
+    from mtg.pipeline.linker import parse_distance
 
     _setup_logging(quiet)
     h = parse_distance(h_max, "--h-max")
@@ -236,9 +277,9 @@ def link(
         grid = [parse_distance(v, "--levels") for v in (levels or "").split(",") if v.strip()]
         if [v for v in grid if v > h]:
             raise MtgError(f"--levels {levels}: {max(grid):g} m is above --h-max {h_max}")
-        result = link_sites(polygons, points, out or Path("sites.parquet"), cut=cuts[0] if cuts else h,
-                            linkage=linkage, lon_col=lon_col, lat_col=lat_col, commodity_table=commodity_table,
-                            levels=grid, choose_cut=choose_cut, points_filter=points_filter or (),
+        result = link_sites(polygons, points, out or Path("sites.parquet"), commodity_table=commodity_table,
+                            cut=cuts[0] if cuts else h, linkage=linkage, lon_col=lon_col, lat_col=lat_col,
+                            levels=grid, choose_cut=choose_cut, points_filter=points_filter or [],
                             primary_cols=primary_col or None, country_col=country_col)
         chosen = "" if result.chosen_cuts is None else "; cut chosen per site: " + ", ".join(
             f"{n} at {c:g} m" for c, n in sorted(Counter(result.chosen_cuts.values()).items()))
@@ -269,7 +310,8 @@ def link(
 @_user_errors
 def volume(
     before: Annotated[str, typer.Option(
-        help="Earlier DEM: GeoTIFF/COG path or URL, Zarr cube (URL#EPOCH, e.g. dem.zarr#0) or STAC item JSON.")],
+        help="Earlier DEM: GeoTIFF/COG path or URL, Zarr cube (URL#EPOCH, e.g. dem.zarr#0), STAC item JSON, kerchunk "
+             "references, or a DEM collection of --catalog (nasadem, cop-dem-glo-30, alos-dem; NAME#EPOCH).")],
     after: Annotated[str, typer.Option(help="Later DEM, same forms; resampled onto the earlier one's grid.")],
     sites: Annotated[Path, typer.Option(help="Site polygons (GeoParquet, GPKG, ...; any CRS), e.g. from mtg link.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
@@ -282,12 +324,24 @@ def volume(
     void_policy: Annotated[Optional[str], typer.Option(help="Voids in sites: none, local-mean or hypsometric.")] = None,
     min_deposit_m2: Annotated[Optional[float], typer.Option(help="Smallest waste deposit kept (m^2).")] = None,
     site_id_col: Annotated[Optional[str], typer.Option(help="Column of site ids (default site_id or id).")] = None,
+    catalog: Annotated[Optional[str], typer.Option(
+        help="Catalog searched for DEM collections named by --before/--after (a source name, static catalog or STAC "
+             "API URL); the area is the sites' extent plus a margin.")] = None,
+    before_datum: Annotated[Optional[str], typer.Option(
+        help="Vertical datum of a --before file: EPSG:5773 (EGM96), EPSG:3855 (EGM2008), ellipsoid.")] = None,
+    after_datum: Annotated[Optional[str], typer.Option(help="Vertical datum of an --after file.")] = None,
+    datum_policy: Annotated[Optional[str], typer.Option(
+        help="Epochs of different vertical datums: convert (default; needs the PROJ geoid grids) or assume-same.")] = None,
     storage_options: Annotated[Optional[str], typer.Option(
-        help="fsspec storage options (JSON) for remote Zarr DEMs.")] = None,
+        help="fsspec storage options (JSON) for remote Zarr DEMs and static catalogs.")] = None,
+    scheduler: SchedulerOpt = None,
+    workers: WorkersOpt = None,
+    memory_limit: MemoryOpt = None,
     config: ConfigOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Per-site excavated and deposited volumes between two DEM epochs, with 1-sigma errors and waste deposits."""
+    from mtg.pipeline.dask_cluster import dask_scheduler
     from mtg.pipeline.volume import measure_volumes
 
     _setup_logging(quiet)
@@ -296,11 +350,14 @@ def volume(
     cfg = with_overrides(load_config(config), {
         "volume.coregister": coregister, "volume.tilt": tilt, "volume.threshold_nmad": threshold_nmad,
         "volume.threshold_m": threshold_m, "volume.void_policy": void_policy, "volume.min_deposit_m2": min_deposit_m2,
-    }).volume
-    result = measure_volumes(before, after, sites, out, coregister=cfg.coregister, tilt=cfg.tilt,
-                             threshold_nmad=cfg.threshold_nmad, threshold_m=cfg.threshold_m,
-                             void_policy=cfg.void_policy, min_deposit_m2=cfg.min_deposit_m2, site_id_col=site_id_col,
-                             storage_options=parse_storage_options(storage_options) if storage_options else None)
+        "volume.datum_policy": datum_policy, "dask.scheduler": scheduler, "dask.workers": workers,
+        "dask.memory_limit": memory_limit,
+    })
+    with dask_scheduler(cfg.dask.scheduler, cfg.dask.workers, cfg.dask.memory_limit):
+        result = measure_volumes(before, after, sites, out, site_id_col=site_id_col, catalog=catalog,
+                                 before_datum=before_datum, after_datum=after_datum,
+                                 storage_options=parse_storage_options(storage_options) if storage_options else None,
+                                 options=cfg.volume)
     shift = result.coregistration
     coreg = (f"shift {shift['shift_x_m']:.2f} m east, {shift['shift_y_m']:.2f} m north, bias {shift['bias_m']:.2f} m"
              if shift.get("applied") else "not co-registered")
@@ -436,25 +493,15 @@ def segment(
         "segment.chunk": chunk, "segment.device": device, "segment.time": time, "dask.scheduler": scheduler,
         "dask.workers": workers, "dask.memory_limit": memory_limit,
     })
-    s = cfg.segment
     with dask_scheduler(cfg.dask.scheduler, cfg.dask.workers, cfg.dask.memory_limit) as client:
         result = segment_cube(
-            cube, out, model=s.model, threshold=s.threshold, min_area_m2=s.min_area_m2, simplify_m=s.simplify_m,
-            tile=s.tile, overlap=s.overlap, batch=s.batch, chunk=s.chunk, device=s.device, time_range=s.time,
-            storage_options=parse_storage_options(storage_options) if storage_options else None, client=client,
-            progress=not quiet,
-        )
+            cube, out, storage_options=parse_storage_options(storage_options) if storage_options else None,
+            client=client, progress=not quiet, options=cfg.segment)
     report.print(
         f"probability: [bold]{result.probability}[/]\nmine polygons: [bold]{result.polygons}[/] "
         f"({result.n_polygons}, {result.mining_area_m2 / 1e6:.2f} km^2)\nmodel {result.model} on {result.device}; "
         f"{result.n_pixels / 1e6:.1f} Mpx in {result.seconds:.1f} s"
     )
-
-
-def _distances(text: Optional[str], name: str) -> list[float]:
-    from mtg.pipeline.link import parse_distance
-
-    return [parse_distance(v, name) for v in (text or "").split(",") if v.strip()]
 
 
 @app.command()
@@ -477,17 +524,12 @@ def landuse(
 ) -> None:
     """Commodity land use: each site's area split equally among its primary commodities; by commodity and country."""
     from mtg.pipeline.landuse import write_land_use
-    from mtg.pipeline.link import parse_distance
-
     _setup_logging(quiet)
-    cfg = with_overrides(load_config(config), {"landuse.h_max": h_max,
-                                               "landuse.countries": str(countries) if countries else None,
-                                               "landuse.country_col": country_col}).landuse
-    # landuse.choose_cut is for `mtg run`, whose linking records the levels; here the flag decides
-    result = write_land_use(sites, out, choose_cut=choose_cut,
-                            h_max=parse_distance(cfg.h_max, "--h-max") if cfg.h_max else None,
-                            sensitivity=_distances(sensitivity, "--sensitivity"), countries=cfg.countries,
-                            country_col=cfg.country_col)
+    cfg = with_overrides(load_config(config), {
+        "landuse.choose_cut": choose_cut or None, "landuse.h_max": h_max,
+        "landuse.sensitivity": [v.strip() for v in sensitivity.split(",") if v.strip()] if sensitivity else None,
+        "landuse.countries": str(countries) if countries else None, "landuse.country_col": country_col}).landuse
+    result = write_land_use(sites, out, countries=cfg.countries, options=cfg)
     s = result.summary
     share = (lambda v: "n/a" if v is None else f"{100 * v:.1f}%")
     report.print(
@@ -540,7 +582,7 @@ def verify(
     quiet: QuietOpt = False,
 ) -> None:
     """Compare reported area, volume or tonnage figures with the site indicators and flag large disagreements."""
-    from mtg.pipeline.link import parse_distance
+    from mtg.pipeline.linker import parse_distance
     from mtg.pipeline.verify import write_verification
 
     _setup_logging(quiet)

@@ -1,10 +1,16 @@
-"""The run configuration: one YAML or TOML file, validated on load. Every CLI option has a key here."""
+"""The run configuration: one YAML or TOML file, validated on load. Every CLI option has a key here.
+
+Each stage's options are defined once, as a section model here (``VolumeOptions``, ``SegmentOptions``, ...): the
+stage functions of :mod:`mtg.api` take them (or the same names as keyword arguments, checked by
+:func:`stage_options`), the run-config file holds them (with the stage's inputs, in ``VolumeConfig`` and so on),
+and the command line overrides them by dotted key (:func:`with_overrides`).
+"""
 
 from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -66,22 +72,43 @@ class IngestConfig(_Section):
     overwrite: bool = False
 
 
-class LinkConfig(_Section):
-    """The site-linking stage of ``mtg run`` (the options of ``mtg link`` in sites mode)."""
+class LinkOptions(_Section):
+    """How mine polygons and points are linked into sites (:func:`mtg.api.link`, ``mtg link`` in sites mode)."""
 
-    cut: str = "1km"
+    cut: str | float = "1km"
     linkage: Literal["single", "complete", "average"] = "single"
+    levels: list[str | float] = []
+    choose_cut: bool = False
+    lon_col: str = "lon"
+    lat_col: str = "lat"
+    commodity_cols: list[str] | None = None
+    primary_cols: list[str] | None = None
+    point_id_col: str | None = None
+    country_col: str | None = None
+    points_filter: list[str] = []
+
+
+class LinkConfig(LinkOptions):
+    """The site-linking stage of ``mtg run``: its options and its inputs besides the segmentation's polygons."""
+
+    points: str | None = None
+    polygons: list[str] = []
     commodity_table: str | None = None
 
 
-class LandUseConfig(_Section):
-    """Commodity land use of ``mtg run`` (as ``mtg landuse``), and the cuts the linking stage records for it."""
+class LandUseOptions(_Section):
+    """Commodity land use (:func:`mtg.api.land_use`, ``mtg landuse``)."""
 
-    choose_cut: bool = True
-    h_max: str | None = None
-    levels: list[str] = ["250m", "500m", "750m"]
-    countries: str | None = None
+    choose_cut: bool = False
+    h_max: str | float | None = None
+    sensitivity: list[str | float] = []
     country_col: str | None = None
+
+
+class LandUseConfig(LandUseOptions):
+    """Commodity land use of ``mtg run``: its options and the country boundary layer."""
+
+    countries: str | None = None
 
 
 class IndicatorsConfig(_Section):
@@ -100,8 +127,8 @@ class VerifyConfig(_Section):
     max_distance: str = "5km"
 
 
-class VolumeConfig(_Section):
-    """The DEM-change stage of ``mtg run`` (the options of ``mtg volume``)."""
+class VolumeOptions(_Section):
+    """How volumes are measured between two DEM epochs (:func:`mtg.api.volumes`, ``mtg volume``)."""
 
     coregister: bool = True
     tilt: bool = False
@@ -109,10 +136,32 @@ class VolumeConfig(_Section):
     threshold_m: float | None = Field(default=None, ge=0)
     void_policy: Literal["none", "local-mean", "hypsometric"] = "local-mean"
     min_deposit_m2: float = Field(default=10_000.0, ge=0)
+    #: co-registration never uses cells this close (m) to a site: their change is not noise
+    stable_buffer_m: float = Field(default=200.0, ge=0)
+    #: side (cells) of the calibration window of co-registration and dh statistics: 61 km of 30 m cells hold
+    #: terrain of every aspect; its float64 work arrays take about 0.5 GB
+    calibration_size: int = Field(default=2048, ge=64)
+    datum_policy: Literal["convert", "assume-same"] = "convert"
 
 
-class SegmentConfig(_Section):
-    """Mine-footprint segmentation (``mtg segment`` and the segmentation stage of ``mtg run``)."""
+class VolumeConfig(VolumeOptions):
+    """The DEM-change stage of ``mtg run``: its options and the two DEM epochs.
+
+    ``before``/``after``: a DEM collection id of the run's catalog (``nasadem``, ``cop-dem-glo-30``, ...), or a
+    DEM file/URL (GeoTIFF/COG, Zarr ``URL#EPOCH``, STAC item, kerchunk references); ``*_datum``: the vertical
+    datum of a file (``EPSG:5773``...; a collection declares its own). Neither given: the first and last epoch of
+    the catalog's DEM collection, when it has two.
+    """
+
+    before: str | None = None
+    after: str | None = None
+    before_datum: str | None = None
+    after_datum: str | None = None
+
+
+class SegmentOptions(_Section):
+    """Mine-footprint segmentation (:func:`mtg.api.segment` and :func:`mtg.api.footprints`, ``mtg segment``, the
+    segmentation stage of ``mtg run``)."""
 
     model: str | None = None
     threshold: float = Field(default=0.5, gt=0, lt=1)
@@ -124,6 +173,7 @@ class SegmentConfig(_Section):
     chunk: int = Field(default=1024, ge=64)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     time: str | None = None
+
 
 
 class TrainConfig(_Section):
@@ -151,14 +201,42 @@ class RunConfig(_Section):
     out: str = "mtg-run"
     sample: SampleConfig = SampleConfig()
     ingest: IngestConfig = IngestConfig()
-    segment: SegmentConfig = SegmentConfig()
+    segment: SegmentOptions = SegmentOptions()
     train: TrainConfig = TrainConfig()
-    link: LinkConfig = LinkConfig()
+    # the run forms each site at its own cut h <= link.cut (balancing area without a commodity against area
+    # with several), among these levels
+    link: LinkConfig = LinkConfig(levels=["250m", "500m", "750m"], choose_cut=True)
     landuse: LandUseConfig = LandUseConfig()
     indicators: IndicatorsConfig = IndicatorsConfig()
     verify: VerifyConfig = VerifyConfig()
     volume: VolumeConfig = VolumeConfig()
     dask: DaskConfig = DaskConfig()
+
+
+Options = TypeVar("Options", bound=BaseModel)
+
+
+def stage_options(cls: type[Options], options: BaseModel | None = None, **overrides: Any) -> Options:
+    """The options of a stage: ``options`` (a section of the run config, or None for the defaults) with keyword
+    overrides, validated.
+
+    Sections that add a stage's inputs to its options (``VolumeConfig`` to ``VolumeOptions``) are accepted: only
+    the option fields are taken.
+
+    Raises
+    ------
+    MtgError
+        Naming the option, the bad value and the allowed values; or an unknown option name.
+    """
+    data = options.model_dump(include=set(cls.model_fields)) if options is not None else {}
+    unknown = sorted(set(overrides) - set(cls.model_fields))
+    if unknown:
+        raise MtgError(f"unknown option(s) {unknown} of {cls.__name__}; known: {sorted(cls.model_fields)}")
+    data.update(overrides)
+    try:
+        return cls.model_validate(data)
+    except ValidationError as err:
+        raise MtgError(f"option {format_validation_error(err)}") from None
 
 
 def load_config(path: str | Path | None) -> RunConfig:

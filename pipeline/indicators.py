@@ -1,9 +1,10 @@
 """Site indicators: one table per run with each site's footprint, commodities, sources, area change, volumes,
 waste deposits and segmentation probability.
 
-Inputs are the files the other stages write: the sites and members files of :func:`mtg.pipeline.link.link_sites`,
-``site_volumes.parquet`` and ``waste_deposits.parquet`` of :func:`mtg.pipeline.volume.measure_volumes`, and
-optionally footprint files of two epochs. Columns (:data:`INDICATOR_COLUMNS`):
+:func:`indicators` takes what the other stages return, in memory: the sites and members of
+:func:`mtg.pipeline.link.link`, the site volumes and waste deposits of :func:`mtg.pipeline.volume.volumes`, and
+optionally footprints of two epochs; :func:`run_indicators` reads them from a run folder and writes the table.
+Columns (:data:`INDICATOR_COLUMNS`):
 
 * ``area_km2``: geodesic area (WGS-84) of the union of the site's polygons, from the sites file; null for sites
   made of points only.
@@ -11,16 +12,16 @@ optionally footprint files of two epochs. Columns (:data:`INDICATOR_COLUMNS`):
   stems) of the data sets the site's polygons and points come from; ``country``: the sites file's country (or a
   boundary layer's), ``Unknown`` when there is none.
 * ``area_before_km2``, ``area_after_km2``, ``area_change_km2`` (after minus before): geodesic area of the union of
-  the site's footprints of each epoch, when footprints of two epochs are given. A footprint file that was linked
-  (it is a member source) gives its polygons to their sites through the members file; another is assigned by
+  the site's footprints of each epoch, when footprints of two epochs are given. A footprint layer that was linked
+  (its name is a member source) gives its polygons to their sites through the members; another is assigned by
   overlap: each polygon to the site it overlaps most (equal-area EPSG:6933), none when it overlaps no site. A site
   with footprints in neither epoch has nulls; one with footprints in one epoch only has area 0 in the other.
 * ``excavated_m3``, ``deposited_m3``, ``net_m3`` and their 1-sigma errors, from ``site_volumes.parquet``.
 * ``waste_deposit_count``, ``waste_deposit_area_m2``, ``waste_deposit_volume_m3``: the site's deposits in
   ``waste_deposits.parquet`` (0 for a site with none; null without that file, and for sites of points only).
-* ``mean_probability``: the area-weighted mean of ``mean_probability`` over the site's member polygons whose file
-  has that column (the segmentation's footprints), weights their ``area_m2`` (else their geodesic area); null when
-  no member polygon has one.
+* ``mean_probability``: the area-weighted mean of ``mean_probability`` over the site's member polygons that carry
+  one (the segmentation's footprints), weights their ``area_m2`` (else their geodesic area); null when no member
+  polygon has one.
 """
 
 from __future__ import annotations
@@ -30,14 +31,16 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from mtg.pipeline.commodities import name_list
 from mtg.pipeline.errors import MtgError
-from mtg.pipeline.landuse import UNKNOWN, apply_countries, largest_overlap, read_sites
-from mtg.pipeline.link import FootprintAreas, _geodesic_area_km2, member_rows, member_source, read_polygons
+from mtg.pipeline.inventory import polygon_inventory
+from mtg.pipeline.landuse import SITES_NEED, UNKNOWN, apply_countries, largest_overlap
+from mtg.pipeline.site_assembly import FootprintAreas, geodesic_area_km2
 from mtg.pipeline.table_io import read_geoparquet, write_table
 
 log = logging.getLogger(__name__)
@@ -61,8 +64,22 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def epoch_areas(sites, members: pd.DataFrame | None, footprints: Sequence[str | Path],
-                relative_to: Path | None = None) -> pd.Series:
+def member_rows(linked: pd.DataFrame, frame: pd.DataFrame, name: str) -> np.ndarray:
+    """The rows of ``frame`` (the footprint layer ``name``) that the members ``linked`` point to.
+
+    Raises
+    ------
+    MtgError
+        When the layer has fewer rows than the members expect: it changed since it was linked.
+    """
+    rows = linked["row"].to_numpy(dtype=np.int64)
+    if rows.size and rows.max() >= len(frame):
+        raise MtgError(f"footprints {name} have {len(frame)} rows, fewer than the sites expect (row "
+                       f"{int(rows.max())}): they changed since they were linked; link again")
+    return rows
+
+
+def epoch_areas(sites, members: pd.DataFrame | None, footprints: dict[str, Any]) -> pd.Series:
     """Geodesic area (km^2) of each site's footprints of one epoch, indexed by ``site_id``; NaN for none.
 
     Parameters
@@ -70,26 +87,22 @@ def epoch_areas(sites, members: pd.DataFrame | None, footprints: Sequence[str | 
     sites : geopandas.GeoDataFrame
         The sites (``site_id``, geometry in EPSG:4326).
     members : pandas.DataFrame, optional
-        The members file: footprint files among its sources are assigned through it.
-    footprints : sequence of path
-        Polygon files of the epoch (their union per site is measured).
-    relative_to : path, optional
-        Folder for relative member sources.
+        The members: footprint layers among their sources are assigned through them.
+    footprints : dict of str to geopandas.GeoDataFrame
+        Polygon layers of the epoch by name (their union per site is measured).
     """
     geoms: list = []
     owner: list = []
     site_ids = sites["site_id"].to_numpy()
     polygonal = sites.geometry.geom_type.isin(["Polygon", "MultiPolygon"]).to_numpy()
     unassigned = 0
-    for path in map(Path, footprints):
-        frame = read_polygons(path)
+    for name, frame in footprints.items():
+        frame = polygon_inventory(frame, name)
         linked = None
-        if members is not None:
-            sources = [s for s in members["source"].unique() if _same_file(member_source(s, relative_to), path)]
-            if sources:
-                linked = members[members["source"].isin(sources) & (members["kind"] == "polygon")]
+        if members is not None and name in set(members["source"]):
+            linked = members[(members["source"] == name) & (members["kind"] == "polygon")]
         if linked is not None:
-            geoms.extend(frame.geometry.to_numpy()[member_rows(linked, frame, path)])
+            geoms.extend(frame.geometry.to_numpy()[member_rows(linked, frame, name)])
             owner.extend(linked["site_id"].to_numpy())
             continue
         found = largest_overlap(frame.geometry, sites.geometry[polygonal], site_ids[polygonal])
@@ -97,8 +110,7 @@ def epoch_areas(sites, members: pd.DataFrame | None, footprints: Sequence[str | 
         geoms.extend(g for g, site in zip(frame.geometry.to_numpy(), found) if site is not None)
         owner.extend(site for site in found if site is not None)
     if unassigned:
-        log.info("%d footprint polygon(s) of %s overlap no site and are left out", unassigned,
-                 ", ".join(map(str, footprints)))
+        log.info("%d footprint polygon(s) of %s overlap no site and are left out", unassigned, ", ".join(footprints))
     areas = FootprintAreas(geoms)
     owner = np.asarray(owner)
     out = pd.Series(np.nan, index=pd.Index(site_ids, name="site_id"), dtype=np.float64)
@@ -107,7 +119,7 @@ def epoch_areas(sites, members: pd.DataFrame | None, footprints: Sequence[str | 
     return out
 
 
-def mean_probability(members: pd.DataFrame, relative_to: Path | None = None) -> pd.Series:
+def mean_probability(members: pd.DataFrame) -> pd.Series:
     """Area-weighted mean segmentation probability of each site's member polygons that carry one.
 
     Returns
@@ -115,61 +127,66 @@ def mean_probability(members: pd.DataFrame, relative_to: Path | None = None) -> 
     pandas.Series
         Indexed by ``site_id``; only sites with at least one such polygon.
     """
-    parts = []
-    for source, group in members[members["kind"] == "polygon"].groupby("source", sort=False):
-        path = member_source(source, relative_to)
-        if not path.exists():
-            log.warning("member source %s does not exist: no segmentation probability from it", source)
-            continue
-        frame = read_polygons(path)
-        if "mean_probability" not in frame.columns:
-            continue
-        rows = member_rows(group, frame, path)
-        probability = pd.to_numeric(frame["mean_probability"], errors="coerce").to_numpy(dtype=np.float64)[rows]
-        if "area_m2" in frame.columns:
-            weight = pd.to_numeric(frame["area_m2"], errors="coerce").to_numpy(dtype=np.float64)[rows]
-        else:
-            weight = np.array([_geodesic_area_km2(g) for g in frame.geometry.to_numpy()[rows]]) * 1e6
-        parts.append(pd.DataFrame({"site_id": group["site_id"].to_numpy(), "p": probability, "w": weight}))
-    if not parts:
+    if "mean_probability" not in members.columns:
         return pd.Series(dtype=np.float64)
-    table = pd.concat(parts, ignore_index=True)
-    table = table[np.isfinite(table["p"]) & np.isfinite(table["w"]) & (table["w"] > 0)]
+    polygons = members[(members["kind"] == "polygon").to_numpy()
+                       & np.isfinite(pd.to_numeric(members["mean_probability"], errors="coerce").to_numpy(
+                           dtype=np.float64, na_value=np.nan))]
+    if polygons.empty:
+        return pd.Series(dtype=np.float64)
+    probability = pd.to_numeric(polygons["mean_probability"], errors="coerce").to_numpy(dtype=np.float64)
+    weight = (pd.to_numeric(polygons["area_m2"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+              if "area_m2" in polygons.columns else np.full(len(polygons), np.nan))
+    missing = ~np.isfinite(weight)
+    if missing.any():
+        weight[missing] = [geodesic_area_km2(g) * 1e6 for g in polygons.geometry.to_numpy()[missing]]
+    table = pd.DataFrame({"site_id": polygons["site_id"].to_numpy(), "p": probability, "w": weight})
+    table = table[np.isfinite(table["w"]) & (table["w"] > 0)]
     sums = table.assign(pw=table["p"] * table["w"]).groupby("site_id")[["pw", "w"]].sum()
     return sums["pw"] / sums["w"]
 
 
-def site_indicators(sites: str | Path, *, members: str | Path | None = None, volumes: str | Path | None = None,
-                    waste_deposits: str | Path | None = None, footprints_before: Sequence[str | Path] = (),
-                    footprints_after: Sequence[str | Path] = (), countries: str | Path | None = None,
-                    country_col: str | None = None):
-    """The indicators of every site (:data:`INDICATOR_COLUMNS`), as a GeoDataFrame in EPSG:4326.
+def indicators(sites: Any, members: Any = None, *, site_volumes: Any = None, waste_deposits: Any = None,
+               footprints_before: dict[str, Any] | None = None, footprints_after: dict[str, Any] | None = None,
+               countries: Any = None, country_col: str | None = None):
+    """The indicators of every site (:data:`INDICATOR_COLUMNS`), as a GeoDataFrame in EPSG:4326, in memory.
 
     Parameters
     ----------
-    sites : path
-        Sites GeoParquet (:func:`mtg.pipeline.link.link_sites`).
-    members : path, optional
-        Its members file (default ``<stem>_members.parquet`` beside it, when present).
-    volumes, waste_deposits : path, optional
-        ``site_volumes.parquet`` and ``waste_deposits.parquet`` of :func:`mtg.pipeline.volume.measure_volumes`.
-    footprints_before, footprints_after : sequence of path
-        Footprint polygon files of two epochs; both or neither.
-    countries, country_col : optional
-        Boundary layer and name column (:func:`mtg.pipeline.landuse.countries_from_boundaries`).
+    sites : LinkedSites or geopandas.GeoDataFrame
+        The result of :func:`mtg.pipeline.link.link` (its members come with it), or a sites table.
+    members : geopandas.GeoDataFrame, optional
+        The members table (for footprint layers that were linked, and the segmentation probability).
+    site_volumes, waste_deposits : DataFrame, optional
+        The ``site_volumes`` and ``deposits`` of :func:`mtg.pipeline.volume.volumes`.
+    footprints_before, footprints_after : dict of str to GeoDataFrame, optional
+        Footprint layers of two epochs by name (a name that is a member source is assigned through the
+        members); both or neither.
+    countries : geopandas.GeoDataFrame, optional
+        Country boundary polygons (:func:`mtg.pipeline.landuse.countries_from_boundaries`), ``country_col`` their
+        name column.
+
+    Examples
+    --------
+    >>> import geopandas as gpd, pandas as pd, shapely
+    >>> from mtg.api import indicators, link
+    >>> pits = gpd.GeoDataFrame(geometry=[shapely.box(118.0, -22.0, 118.01, -21.99)], crs="EPSG:4326")
+    >>> table = indicators(link(pits, cut="1km"))
+    >>> round(float(table["area_km2"].iloc[0]), 3), table["country"].iloc[0]
+    (1.143, 'Unknown')
     """
     import geopandas as gpd
 
-    sites_path = Path(sites)
-    frame = read_sites(sites_path)
+    from mtg.pipeline.link import LinkedSites
+
+    if isinstance(sites, LinkedSites):
+        sites, members = sites.sites, (sites.members if members is None else members)
+    frame = sites
+    missing = [c for c in SITES_NEED if c not in frame.columns]
+    if missing:
+        raise MtgError(f"the sites lack the column(s) {missing}; their columns are {list(frame.columns)}")
     if bool(footprints_before) != bool(footprints_after):
         raise MtgError("give footprints of both epochs (--footprints-before and --footprints-after), or neither")
-    members_path = Path(members) if members is not None else sites_path.with_name(f"{sites_path.stem}_members.parquet")
-    member_table = None
-    if members_path.is_file():
-        member_table = pd.read_parquet(members_path)
-    elif members is not None:
-        raise MtgError(f"members file {members_path} does not exist")
     frame = apply_countries(frame, countries, country_col)
     ids = frame["site_id"].astype(str).to_numpy()
 
@@ -196,39 +213,38 @@ def site_indicators(sites: str | Path, *, members: str | Path | None = None, vol
         out[column] = np.nan
 
     if footprints_before:
-        before = epoch_areas(frame, member_table, footprints_before, sites_path.parent)
-        after = epoch_areas(frame, member_table, footprints_after, sites_path.parent)
+        before = epoch_areas(frame, members, footprints_before)
+        after = epoch_areas(frame, members, footprints_after)
         seen = before.notna().to_numpy() | after.notna().to_numpy()
         b, a = before.fillna(0.0).to_numpy(), after.fillna(0.0).to_numpy()
         out["area_before_km2"] = np.where(seen, b, np.nan)
         out["area_after_km2"] = np.where(seen, a, np.nan)
         out["area_change_km2"] = np.where(seen, a - b, np.nan)
 
-    if volumes is not None:
-        table = read_geoparquet(volumes, "site volumes")
-        missing = [c for c in ["site_id", *VOLUME_COLUMNS] if c not in table.columns]
+    if site_volumes is not None:
+        missing = [c for c in ["site_id", *VOLUME_COLUMNS] if c not in site_volumes.columns]
         if missing:
-            raise MtgError(f"site volumes file {volumes} lacks the column(s) {missing}; its columns are "
-                           f"{list(table.columns)}")
-        table = pd.DataFrame(table.drop(columns=table.geometry.name)).assign(site_id=table["site_id"].astype(str))
+            raise MtgError(f"the site volumes lack the column(s) {missing}; their columns are "
+                           f"{list(site_volumes.columns)}")
+        table = pd.DataFrame(site_volumes[["site_id", *VOLUME_COLUMNS]]).assign(
+            site_id=site_volumes["site_id"].astype(str).to_numpy())
         repeated = table["site_id"][table["site_id"].duplicated()]
         if len(repeated):
-            raise MtgError(f"site volumes file {volumes} repeats site_id {repeated.iloc[0]!r}")
+            raise MtgError(f"the site volumes repeat site_id {repeated.iloc[0]!r}")
         unknown = sorted(set(table["site_id"]) - set(ids))
         if unknown:
-            log.warning("site volumes file %s has %d site(s) not in %s (e.g. %s): left out", volumes, len(unknown),
-                        sites_path, unknown[0])
-        joined = out[["site_id"]].merge(table[["site_id", *VOLUME_COLUMNS]], on="site_id", how="left")
+            log.warning("the site volumes have %d site(s) not among the sites (e.g. %s): left out", len(unknown),
+                        unknown[0])
+        joined = out[["site_id"]].merge(table, on="site_id", how="left")
         for column in VOLUME_COLUMNS:
             out[column] = joined[column].to_numpy(dtype=np.float64)
 
     if waste_deposits is not None:
-        deposits = read_geoparquet(waste_deposits, "waste deposits")
-        missing = [c for c in ("site_id", "area_m2", "volume_m3") if c not in deposits.columns]
+        missing = [c for c in ("site_id", "area_m2", "volume_m3") if c not in waste_deposits.columns]
         if missing:
-            raise MtgError(f"waste deposits file {waste_deposits} lacks the column(s) {missing}")
-        sums = pd.DataFrame(deposits.drop(columns=deposits.geometry.name)).assign(
-            site_id=deposits["site_id"].astype(str)).groupby("site_id").agg(
+            raise MtgError(f"the waste deposits lack the column(s) {missing}")
+        sums = pd.DataFrame(waste_deposits[["site_id", "area_m2", "volume_m3"]]).assign(
+            site_id=waste_deposits["site_id"].astype(str).to_numpy()).groupby("site_id").agg(
             waste_deposit_count=("area_m2", "size"), waste_deposit_area_m2=("area_m2", "sum"),
             waste_deposit_volume_m3=("volume_m3", "sum"))
         joined = out[["site_id"]].merge(sums, left_on="site_id", right_index=True, how="left")
@@ -241,14 +257,60 @@ def site_indicators(sites: str | Path, *, members: str | Path | None = None, vol
     else:
         out["waste_deposit_count"] = pd.array([pd.NA] * len(out), dtype="Int64")
 
-    if member_table is not None:
-        probability = mean_probability(member_table, sites_path.parent)
+    if members is not None:
+        probability = mean_probability(members)
         probability.index = probability.index.astype(str)
         out["mean_probability"] = out["site_id"].map(probability).astype(np.float64).to_numpy()
     out["waste_deposit_count"] = out["waste_deposit_count"].astype("Int64")
     result = gpd.GeoDataFrame(out, geometry=frame.geometry.to_numpy(), crs=frame.crs or "EPSG:4326")
     result = result.rename_geometry("geometry") if result.geometry.name != "geometry" else result
     return result[INDICATOR_COLUMNS].to_crs("EPSG:4326")
+
+
+def footprint_layers(paths: Sequence[str | Path], members: pd.DataFrame | None,
+                      relative_to: Path) -> dict[str, Any]:
+    """Footprint files read by name for :func:`indicators`: a file that was linked gets the member source's name,
+    so it is assigned through the members (relative sources are tried against ``relative_to``)."""
+    from mtg.pipeline.io import read_polygons
+
+    sources = [] if members is None else list(members["source"].unique())
+    layers: dict[str, Any] = {}
+    for path in map(Path, paths):
+        name = next((s for s in sources if _same_file(Path(s) if Path(s).exists() else relative_to / s, path)),
+                    str(path))
+        layers[name] = read_polygons(path)
+    return layers
+
+
+def site_indicators(sites: str | Path, *, members: str | Path | None = None, volumes: str | Path | None = None,
+                    waste_deposits: str | Path | None = None, footprints_before: Sequence[str | Path] = (),
+                    footprints_after: Sequence[str | Path] = (), countries: str | Path | None = None,
+                    country_col: str | None = None):
+    """:func:`indicators` of files: a sites file (its members file beside it, or ``members``), the volume stage's
+    ``site_volumes.parquet`` and ``waste_deposits.parquet``, footprint files and a country boundary file."""
+    from mtg.pipeline.io import members_path, read_polygons, read_sites
+
+    sites_path = Path(sites)
+    frame = read_sites(sites_path)
+    if bool(footprints_before) != bool(footprints_after):
+        raise MtgError("give footprints of both epochs (--footprints-before and --footprints-after), or neither")
+    member_file = Path(members) if members is not None else members_path(sites_path)
+    if not member_file.is_file() and members is not None:
+        raise MtgError(f"members file {member_file} does not exist")
+    member_table = read_geoparquet(member_file, "members") if member_file.is_file() else None
+    boundaries = None
+    if countries is not None:
+        boundaries = read_polygons(countries)
+        boundaries.attrs["source"] = str(countries)
+    volumes_table = read_geoparquet(volumes, "site volumes") if volumes is not None else None
+    deposits = read_geoparquet(waste_deposits, "waste deposits") if waste_deposits is not None else None
+    try:
+        return indicators(frame, member_table, site_volumes=volumes_table, waste_deposits=deposits,
+                          footprints_before=footprint_layers(footprints_before, member_table, sites_path.parent),
+                          footprints_after=footprint_layers(footprints_after, member_table, sites_path.parent),
+                          countries=boundaries, country_col=country_col)
+    except MtgError as err:
+        raise MtgError(f"{sites_path}: {err}") from None
 
 
 @dataclass

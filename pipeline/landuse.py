@@ -11,20 +11,11 @@ The rule (as in Maus et al. 2026, "A data-driven approach to mapping global comm
   member polygons', else ``Unknown``; with a boundary layer (``countries``) the country whose polygons cover most of
   the site's area (equal-area EPSG:6933), the attribute rule where none does.
 
-Per-site cut (``choose_cut``). One hierarchy is cut at a grid of heights ``h_1 < ... < h_k = H`` (the members file
-records the partitions). Each cluster ``c`` at ``H`` is split at every ``h`` into sub-sites ``s`` with area ``a_s``
-and ``n_s`` primary commodities; with ``A = sum a_s``::
+Per-site cut (``choose_cut``): each cluster at the largest cut ``H`` is cut at the recorded cut that balances the
+area without a commodity against the area with several (:mod:`mtg.pipeline.cut_choice`).
 
-    u(h) = sum(a_s for n_s = 0) / A                  # share of the area without a commodity
-    m(h) = sum(a_s * (n_s - 1) for n_s >= 1) / A     # extra commodity assignments, area-weighted
-    d(h) = sqrt((u / max_h u)^2 + (m / max_h m)^2)   # a share whose maximum over the grid is 0 counts as 0
-
-and ``c`` is cut at the ``h`` of least ``d`` (the smallest such ``h`` on ties): the point nearest the ideal
-(nothing unassigned, nothing split) in the plane of the two normalised shares. These are Maus et al.'s local
-optimisation's quantities (``perc_area_unknown`` and ``perc_area_multi_count`` of ``02-optimize-cluster-threshold.R``
-in vwmaus/mining-spatial-data-integration, there with ``H`` = 10 km and a 1 km grid); that script writes the
-distance as ``sqrt(m')^2 + u'^2``, which we read as the Euclidean distance intended. Clusters without polygons
-keep ``H``.
+:func:`land_use` works on frames (a :class:`mtg.pipeline.link.LinkedSites`, or sites and members tables);
+:func:`write_land_use` reads a sites file, calls it and writes the tables.
 """
 
 from __future__ import annotations
@@ -40,18 +31,19 @@ import numpy as np
 import pandas as pd
 
 from mtg.pipeline.commodities import name_list
+from mtg.pipeline.config import LandUseOptions, stage_options
+from mtg.pipeline.cut_choice import OBJECTIVE, choose_site_cuts, cut_objective
 from mtg.pipeline.errors import MtgError
-from mtg.pipeline.link import (FootprintAreas, assemble_sites, cut_column, load_member_polygons, read_link_metadata,
-                               read_polygons)
-from mtg.pipeline.table_io import atomic_write_all, read_geoparquet, to_geoparquet, write_json, write_table
+from mtg.pipeline.inventory import polygon_inventory
+from mtg.pipeline.link import LinkedSites
+from mtg.pipeline.linker import cut_column, parse_distance
+from mtg.pipeline.site_assembly import FootprintAreas, assemble_sites
 
 log = logging.getLogger(__name__)
 
 UNKNOWN = "Unknown"
 TOTAL = "Total"
 AREA_METHOD = "geodesic area on the WGS-84 ellipsoid of the union of each site's member polygons"
-OBJECTIVE = ("per cluster at H, the cut h of least sqrt((u/max u)^2 + (m/max m)^2): u = area share without a "
-             "primary commodity, m = area-weighted share of extra commodity assignments (n - 1); ties: smallest h")
 #: Columns a boundary layer's country name is looked for in (case-insensitive), in order.
 BOUNDARY_NAME_COLUMNS = ("country", "name", "admin", "name_en", "country_name", "sovereignt", "name_long")
 
@@ -175,101 +167,6 @@ def split_land_use(sites: pd.DataFrame, cut_m: float | None = None) -> LandUse:
                    by_commodity_country=grouped(["commodity", "country"]), by_site=by_site, summary=summary)
 
 
-# ----------------------------------------------------------------------------------------------- the cut per site
-
-
-def cut_objective(members: pd.DataFrame, levels: Sequence[float], footprints: FootprintAreas) -> pd.DataFrame:
-    """Unassigned and multi-commodity shares of every cluster at ``H = max(levels)`` at every level.
-
-    Parameters
-    ----------
-    members : pandas.DataFrame
-        The members table of :func:`mtg.pipeline.link.link_sites`, with a ``cluster_<metres>`` column per level.
-    levels : sequence of float
-        Candidate cuts in metres; the largest is ``H``.
-    footprints : FootprintAreas
-        Polygon geometries by member index.
-
-    Returns
-    -------
-    pandas.DataFrame
-        ``cluster`` (label at ``H``), ``cut_m``, ``n_sites``, ``area_km2``, ``unknown_km2``, ``multi_km2``
-        (``sum(a * (n - 1))``), ``unknown_share``, ``multi_share`` and ``distance`` (module docstring).
-    """
-    levels = sorted(float(v) for v in levels)
-    if not levels:
-        raise MtgError("choosing the cut per site needs at least one level")
-    missing = [cut_column(v) for v in levels if cut_column(v) not in members.columns]
-    if missing:
-        recorded = sorted(c for c in members.columns if str(c).startswith("cluster_"))
-        raise MtgError(f"the members file records no partition at {missing}; it has {recorded}: link again with "
-                       f"mtg link --levels ...")
-    kinds = members["kind"].to_numpy()
-    primary = members["primary_commodities"].to_numpy()
-    top = members[cut_column(levels[-1])].to_numpy()
-    rows = []
-    for level in levels:
-        labels = members[cut_column(level)].to_numpy()
-        order = np.argsort(labels, kind="stable")
-        for index in np.split(order, np.flatnonzero(np.diff(labels[order])) + 1) if labels.size else []:
-            if np.unique(top[index]).size != 1:
-                raise MtgError(f"the partition at {level:g} m is not nested in the one at {levels[-1]:g} m: the "
-                               f"members file is inconsistent; link again")
-            poly = index[kinds[index] == "polygon"]
-            pts = index[kinds[index] == "point"]
-            area = footprints.area(poly) if poly.size else 0.0
-            n = len({name for k in pts for name in primary[k]})
-            rows.append((int(top[index[0]]), level, area, area if n == 0 else 0.0, area * max(n - 1, 0)))
-    frame = pd.DataFrame(rows, columns=["cluster", "cut_m", "area_km2", "unknown_km2", "multi_km2"])
-    frame["n_sites"] = 1
-    frame = frame.groupby(["cluster", "cut_m"], sort=True).sum().reset_index()
-    with np.errstate(invalid="ignore", divide="ignore"):
-        frame["unknown_share"] = np.where(frame["area_km2"] > 0, frame["unknown_km2"] / frame["area_km2"], 0.0)
-        frame["multi_share"] = np.where(frame["area_km2"] > 0, frame["multi_km2"] / frame["area_km2"], 0.0)
-    scale = frame.groupby("cluster")[["unknown_share", "multi_share"]].transform("max")
-    u = np.where(scale["unknown_share"] > 0, frame["unknown_share"] / scale["unknown_share"].where(
-        scale["unknown_share"] > 0, 1.0), 0.0)
-    m = np.where(scale["multi_share"] > 0, frame["multi_share"] / scale["multi_share"].where(
-        scale["multi_share"] > 0, 1.0), 0.0)
-    frame["distance"] = np.hypot(u, m)
-    return frame[["cluster", "cut_m", "n_sites", "area_km2", "unknown_km2", "multi_km2", "unknown_share",
-                  "multi_share", "distance"]]
-
-
-def choose_site_cuts(members: pd.DataFrame, levels: Sequence[float], footprints: FootprintAreas,
-                     objective: pd.DataFrame | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Cut each cluster at ``H = max(levels)`` at the level that balances unassigned and multi-commodity area.
-
-    Parameters
-    ----------
-    members, levels, footprints
-        As for :func:`cut_objective`.
-    objective : pandas.DataFrame, optional
-        Its result, when already computed.
-
-    Returns
-    -------
-    labels : numpy.ndarray
-        int64 site label of each member (sites numbered 0, 1, ... in order of their first member).
-    cut_m : numpy.ndarray
-        float64 chosen cut of each member's site. Clusters without polygons keep ``H``.
-    """
-    levels = sorted(float(v) for v in levels)
-    frame = cut_objective(members, levels, footprints) if objective is None else objective
-    has_area = frame.groupby("cluster")["area_km2"].transform("max") > 0
-    best = frame[has_area].sort_values(["cluster", "distance", "cut_m"], kind="stable").groupby("cluster").head(1)
-    chosen = dict(zip(best["cluster"].astype(int), best["cut_m"].astype(float)))
-    top = members[cut_column(levels[-1])].to_numpy()
-    cut_m = np.array([chosen.get(int(t), levels[-1]) for t in top], dtype=np.float64)
-    keys = np.empty(len(members), dtype=np.int64)
-    for level in levels:
-        at = cut_m == level
-        keys[at] = members[cut_column(level)].to_numpy()[at]
-    pairs = pd.Series(list(zip(cut_m, keys)))
-    labels = pd.factorize(pairs)[0].astype(np.int64)
-    return labels, cut_m
-
-
 # ----------------------------------------------------------------------------------------------- countries
 
 
@@ -315,7 +212,7 @@ def largest_overlap(geometries, targets, keys: Sequence) -> list:
     return out
 
 
-def countries_from_boundaries(geometries, boundaries: str | Path, name_col: str | None = None) -> list[str | None]:
+def countries_from_boundaries(geometries, boundaries, name_col: str | None = None) -> list[str | None]:
     """The country of each geometry from a boundary polygon layer: the one covering most of its area
     (:func:`largest_overlap`; points take the polygon containing most of them). Geometries outside every polygon get
     None.
@@ -324,13 +221,14 @@ def countries_from_boundaries(geometries, boundaries: str | Path, name_col: str 
     ----------
     geometries : geopandas.GeoSeries
         Site geometries (any CRS).
-    boundaries : path
-        Polygon layer (GeoPackage, GeoParquet, shapefile, ...).
+    boundaries : geopandas.GeoDataFrame
+        Country polygons (any CRS), e.g. :func:`mtg.pipeline.io.read_polygons` of a boundary file; its
+        ``attrs["source"]`` names it in errors.
     name_col : str, optional
         Column of the country names; default the first of :data:`BOUNDARY_NAME_COLUMNS` (case-insensitive).
     """
-    path = Path(boundaries)
-    layer = read_polygons(path)
+    path = boundaries.attrs.get("source", "the country boundaries")
+    layer = polygon_inventory(boundaries, path)
     if name_col is None:
         lower = {str(c).casefold(): c for c in layer.columns if c != layer.geometry.name}
         name_col = next((lower[c] for c in BOUNDARY_NAME_COLUMNS if c in lower), None)
@@ -342,7 +240,7 @@ def countries_from_boundaries(geometries, boundaries: str | Path, name_col: str 
     return largest_overlap(geometries, layer.geometry, layer[name_col].astype(str).to_numpy())
 
 
-def apply_countries(sites, boundaries: str | Path | None, name_col: str | None = None):
+def apply_countries(sites, boundaries, name_col: str | None = None):
     """``sites`` with ``country`` from the boundary layer where it covers them (the attribute rule elsewhere)."""
     if boundaries is None or len(sites) == 0:
         return sites
@@ -354,35 +252,141 @@ def apply_countries(sites, boundaries: str | Path | None, name_col: str | None =
     return sites
 
 
-# ----------------------------------------------------------------------------------------------- files
+# ----------------------------------------------------------------------------------------------- the stage
 
 
-def read_sites(path: str | Path):
-    """A sites GeoParquet (from :func:`mtg.pipeline.link.link_sites`), checked for the columns land use needs."""
-    path = Path(path)
-    sites = read_geoparquet(path, "sites")
-    missing = [c for c in ("site_id", "area_km2", "commodities") if c not in sites.columns]
+#: Columns a sites table needs for land use.
+SITES_NEED = ("site_id", "area_km2", "commodities")
+
+
+@dataclass
+class LandUseTables:
+    """What :func:`land_use` found.
+
+    Attributes
+    ----------
+    landuse : LandUse
+        The tables by commodity, country, both, and site.
+    summary : dict
+        Totals and shares, with the cut and, for cuts chosen per site, the choice (``choose_cut``,
+        ``chosen_cuts``, ``chosen_cut_counts``).
+    objective : pandas.DataFrame, optional
+        The per-site cut objective (when the cut was chosen here).
+    chosen_sites, chosen_members : optional
+        The sites re-formed at the chosen cuts, and their members (when chosen here).
+    sensitivity, sensitivity_by_commodity : pandas.DataFrame, optional
+        The split repeated at other cuts.
+    """
+
+    landuse: LandUse
+    summary: dict[str, Any]
+    objective: pd.DataFrame | None = None
+    chosen_sites: Any = None
+    chosen_members: Any = None
+    sensitivity: pd.DataFrame | None = None
+    sensitivity_by_commodity: pd.DataFrame | None = None
+
+
+def _recorded_levels(members: pd.DataFrame) -> list[float]:
+    return sorted(float(str(c).removeprefix("cluster_")) for c in members.columns if str(c).startswith("cluster_"))
+
+
+def _hierarchy(members, linkage: str | None) -> FootprintAreas:
+    footprints = FootprintAreas([g if k == "polygon" else None for g, k in zip(members.geometry, members["kind"])])
+    footprints.add_hierarchy([members[cut_column(v)].to_numpy() for v in _recorded_levels(members)],
+                             (members["kind"] == "polygon").to_numpy(), disjoint=linkage == "single")
+    return footprints
+
+
+def land_use(sites: Any, members: Any = None, *, metadata: dict[str, Any] | None = None, countries: Any = None,
+             options: LandUseOptions | None = None, **overrides: Any) -> LandUseTables:
+    """Commodity land use of linked sites, in memory.
+
+    Parameters
+    ----------
+    sites : LinkedSites or geopandas.GeoDataFrame
+        The result of :func:`mtg.pipeline.link.link` (its members and parameters come with it), or a sites table
+        (``site_id``, ``area_km2``, ``commodities``, ``primary_commodities``, ``country``, geometry).
+    members : geopandas.GeoDataFrame, optional
+        The members table; needed to choose the cut per site or to repeat the split at other cuts.
+    metadata : dict, optional
+        The link parameters (``cut_m``, ``levels_m``, ``choose_cut``, ``linkage``) when ``sites`` is a table.
+    countries : geopandas.GeoDataFrame, optional
+        Country boundary polygons; default the linked points' country attribute.
+    options : LandUseOptions, optional
+        ``choose_cut`` (re-form the sites with a cut per site among the recorded levels ``<= h_max``), ``h_max``
+        (default the sites' cut), ``sensitivity`` (recorded cuts at which to repeat the split), ``country_col``
+        (the boundaries' name column); keyword arguments override them.
+
+    Returns
+    -------
+    LandUseTables
+
+    Examples
+    --------
+    >>> import geopandas as gpd, pandas as pd, shapely
+    >>> from mtg.api import land_use, link
+    >>> pits = gpd.GeoDataFrame(geometry=[shapely.box(118.0, -22.0, 118.01, -21.99)], crs="EPSG:4326")
+    >>> mines = pd.DataFrame({"lon": [118.012], "lat": [-21.995], "Primary Commodity": ["Iron ore"]})
+    >>> tables = land_use(link(pits, mines, cut="1km"))
+    >>> tables.landuse.by_commodity[["commodity", "share"]].to_dict("records")
+    [{'commodity': 'iron ore', 'share': 1.0}, {'commodity': 'Total', 'share': 1.0}]
+    """
+    opts = stage_options(LandUseOptions, options, **overrides)
+    if isinstance(sites, LinkedSites):
+        sites, members, metadata = sites.sites, (sites.members if members is None else members), sites.metadata
+    meta = dict(metadata or {})
+    missing = [c for c in SITES_NEED if c not in sites.columns]
     if missing:
-        raise MtgError(f"sites file {path} lacks the column(s) {missing}; its columns are {list(sites.columns)} "
-                       f"(write it with mtg link --polygons ...)")
-    if "primary_commodities" not in sites.columns:
-        log.warning("%s has no primary_commodities (written by an older mtg link): splitting among all linked "
-                    "commodities", path)
-    return sites
-
-
-def read_members(sites: str | Path) -> pd.DataFrame:
-    """The members file beside a sites file (``<stem>_members.parquet``), checked for what other cuts need."""
-    sites = Path(sites)
-    path = sites.with_name(f"{sites.stem}_members.parquet")
-    if not path.is_file():
-        raise MtgError(f"members file {path} of {sites} does not exist")
-    members = pd.read_parquet(path)
-    missing = [c for c in ("source", "kind", "row", "primary_commodities", "country", "lon", "lat")
-               if c not in members.columns]
-    if missing:
-        raise MtgError(f"members file {path} lacks {missing} (written by an older mtg link): link again")
-    return members.reset_index(drop=True)
+        raise MtgError(f"the sites lack the column(s) {missing}; their columns are {list(sites.columns)} (link them "
+                       f"with mtg link --polygons ...)")
+    frame = sites
+    cut = meta.get("cut_m")
+    per_site = opts.choose_cut or bool(meta.get("choose_cut"))
+    levels = [float(v) for v in meta.get("levels_m", []) if cut is None or float(v) <= cut]
+    sensitivity = [parse_distance(v, "--sensitivity") for v in opts.sensitivity]
+    footprints = recorded = None
+    tables: dict[str, Any] = {}
+    if opts.choose_cut or sensitivity:
+        if members is None:
+            raise MtgError("choosing the cut per site and the sensitivity need the members of the sites")
+        recorded = _recorded_levels(members)
+        footprints = _hierarchy(members, meta.get("linkage"))
+    if opts.choose_cut:
+        h_max = parse_distance(opts.h_max, "--h-max") if opts.h_max is not None else None
+        top = float(h_max) if h_max is not None else float(cut if cut is not None else max(recorded))
+        if top not in recorded:
+            raise MtgError(f"--h-max {top:g} m is not a recorded cut of the sites (recorded: "
+                           f"{[f'{v:g}' for v in recorded]} m): link again with --levels")
+        levels = [v for v in recorded if v <= top]
+        if len(levels) < 2:
+            raise MtgError(f"the sites record no cut below {top:g} m to choose from: link again with --levels, "
+                           f"e.g. --levels 1km,2km,5km")
+        objective = cut_objective(members, levels, footprints)
+        labels, cut_of_member = choose_site_cuts(members, levels, footprints, objective)
+        frame = assemble_sites(members, labels, footprints, cut_of_member)
+        tables.update(objective=objective, chosen_members=members.drop(columns="site_id").assign(site_id=labels))
+        cut = top
+    frame = apply_countries(frame, countries, opts.country_col)
+    if opts.choose_cut:
+        tables["chosen_sites"] = frame
+    landuse = split_land_use(frame, cut_m=None if per_site else cut)
+    summary = {**landuse.summary, "countries": None if countries is None else
+               countries.attrs.get("source", "boundary polygons")}
+    if per_site:
+        summary["choose_cut"] = {"h_max_m": cut, "levels_m": levels, "objective": OBJECTIVE}
+        chosen = landuse.by_site.set_index("site_id")["cut_m"]
+        summary["chosen_cuts"] = {str(k): float(v) for k, v in chosen.items()}
+        summary["chosen_cut_counts"] = {f"{k:g}": int(v) for k, v in chosen.value_counts().sort_index().items()}
+    if sensitivity:
+        table, by_commodity = land_use_sensitivity(members, footprints, sensitivity, countries, opts.country_col)
+        if per_site:
+            row = {"cut_m": np.nan, "cut": "chosen per site", **_summary_row(landuse.summary)}
+            table = pd.concat([table, pd.DataFrame([row])], ignore_index=True)
+            chosen_rows = landuse.by_commodity.assign(cut_m=np.nan, cut="chosen per site")
+            by_commodity = pd.concat([by_commodity, chosen_rows[by_commodity.columns]], ignore_index=True)
+        tables.update(sensitivity=table, sensitivity_by_commodity=by_commodity)
+    return LandUseTables(landuse=landuse, summary=summary, **tables)
 
 
 @dataclass
@@ -396,102 +400,49 @@ class LandUseResult:
     seconds: float = 0.0
 
 
-def _recorded_levels(members: pd.DataFrame) -> list[float]:
-    return sorted(float(str(c).removeprefix("cluster_")) for c in members.columns if str(c).startswith("cluster_"))
-
-
-def write_land_use(sites: str | Path, out: str | Path, *, choose_cut: bool = False, h_max: float | None = None,
-                   sensitivity: Sequence[float] = (), countries: str | Path | None = None,
-                   country_col: str | None = None) -> LandUseResult:
-    """Commodity land use of a sites file, written into the folder ``out``.
+def write_land_use(sites: str | Path, out: str | Path, *, countries: str | Path | None = None,
+                   options: LandUseOptions | None = None, **overrides: Any) -> LandUseResult:
+    """Commodity land use of a sites file (:func:`land_use`), written into the folder ``out``.
 
     Parameters
     ----------
     sites : path
         Sites GeoParquet of :func:`mtg.pipeline.link.link_sites` (its members file beside it).
     out : path
-        Output folder: ``landuse_by_commodity``, ``landuse_by_country``, ``landuse_by_commodity_country`` and
-        ``landuse_by_site`` (each ``.parquet`` and ``.csv``) and ``summary.json``.
-    choose_cut : bool
-        Re-form the sites with a cut per site (:func:`choose_site_cuts`) among the recorded levels ``<= h_max``;
-        also writes ``cut_objective`` and ``sites_chosen.parquet`` (with the countries used) and its members file.
-        With cuts chosen per site (here or by ``mtg link --choose-cut``) the summary's ``cut_m`` is null and
-        ``choose_cut`` (``h_max_m``, ``levels_m``, the objective), ``chosen_cuts`` (site -> metres) and
-        ``chosen_cut_counts`` (metres -> sites with a footprint) say which cuts were chosen.
-    h_max : float, optional
-        Largest cut ``H`` of the choice (metres); default the sites' cut.
-    sensitivity : sequence of float
-        Recorded cuts (metres) at which to repeat the split: ``landuse_sensitivity`` (one row per cut, and the
-        chosen cuts as a row with ``cut_m`` null) and ``landuse_sensitivity_by_commodity``.
+        Output folder (:func:`mtg.pipeline.io.write_land_use_tables`).
     countries : path, optional
-        Country boundary layer (:func:`countries_from_boundaries`).
-    country_col : str, optional
-        Its country-name column.
+        Country boundary layer.
+    options, **overrides
+        As for :func:`land_use`.
 
     Returns
     -------
     LandUseResult
     """
+    from mtg.pipeline.io import read_link_metadata, read_members, read_polygons, read_sites, write_land_use_tables
+
     start = time.perf_counter()
-    sites_path, out = Path(sites), Path(out)
+    opts = stage_options(LandUseOptions, options, **overrides)
+    sites_path = Path(sites)
     frame = read_sites(sites_path)
-    meta = read_link_metadata(sites_path)
-    cut = meta.get("cut_m")
-    per_site = choose_cut or bool(meta.get("choose_cut"))
-    levels = [float(v) for v in meta.get("levels_m", []) if cut is None or float(v) <= cut]
-    files: list[Path] = []
-    members = footprints = chosen_members = None
-    if choose_cut or sensitivity:
-        members = read_members(sites_path)
-        recorded = _recorded_levels(members)
-        footprints = FootprintAreas(load_member_polygons(members, sites_path.parent))
-        footprints.add_hierarchy([members[cut_column(v)].to_numpy() for v in recorded],
-                                 (members["kind"] == "polygon").to_numpy(), disjoint=meta.get("linkage") == "single")
-    if choose_cut:
-        top = float(h_max) if h_max is not None else float(cut if cut is not None else max(recorded))
-        if top not in recorded:
-            raise MtgError(f"--h-max {top:g} m is not a recorded cut of {sites_path} (recorded: "
-                           f"{[f'{v:g}' for v in recorded]} m): link again with --levels")
-        levels = [v for v in recorded if v <= top]
-        if len(levels) < 2:
-            raise MtgError(f"{sites_path} records no cut below {top:g} m to choose from: link again with --levels, "
-                           f"e.g. --levels 1km,2km,5km")
-        objective = cut_objective(members, levels, footprints)
-        labels, cut_of_member = choose_site_cuts(members, levels, footprints, objective)
-        frame = assemble_sites(members, labels, footprints, cut_of_member)
-        chosen_members = members.drop(columns="site_id").assign(site_id=labels)
-        files += write_table(objective, out, "cut_objective")
-        cut = top
-    frame = apply_countries(frame, countries, country_col)
-    if chosen_members is not None:
-        chosen_meta = {**meta, "choose_cut": True, "cut_m": cut, "sites": str(sites_path)}
-        files += atomic_write_all({out / "sites_chosen.parquet": lambda p: to_geoparquet(frame, p, chosen_meta),
-                                   out / "sites_chosen_members.parquet":
-                                       lambda p: chosen_members.to_parquet(p, index=False)})
-    landuse = split_land_use(frame, cut_m=None if per_site else cut)
-    summary = {**landuse.summary, "sites": str(sites_path), "countries": None if countries is None else str(countries)}
-    if per_site:
-        summary["choose_cut"] = {"h_max_m": cut, "levels_m": levels, "objective": OBJECTIVE}
-        chosen = landuse.by_site.set_index("site_id")["cut_m"]
-        summary["chosen_cuts"] = {str(k): float(v) for k, v in chosen.items()}
-        summary["chosen_cut_counts"] = {f"{k:g}": int(v) for k, v in chosen.value_counts().sort_index().items()}
-    for name, table in (("landuse_by_commodity", landuse.by_commodity), ("landuse_by_country", landuse.by_country),
-                        ("landuse_by_commodity_country", landuse.by_commodity_country),
-                        ("landuse_by_site", landuse.by_site)):
-        files += write_table(table, out, name)
-    table = None
-    if sensitivity:
-        table, by_commodity = land_use_sensitivity(members, footprints, sensitivity, countries, country_col)
-        if per_site:
-            row = {"cut_m": np.nan, "cut": "chosen per site", **_summary_row(landuse.summary)}
-            table = pd.concat([table, pd.DataFrame([row])], ignore_index=True)
-            chosen_rows = landuse.by_commodity.assign(cut_m=np.nan, cut="chosen per site")
-            by_commodity = pd.concat([by_commodity, chosen_rows[by_commodity.columns]], ignore_index=True)
-        files += write_table(table, out, "landuse_sensitivity")
-        files += write_table(by_commodity, out, "landuse_sensitivity_by_commodity")
-    summary["seconds"] = round(time.perf_counter() - start, 3)
-    files.append(write_json(summary, out / "summary.json"))
-    return LandUseResult(out=out, summary=summary, files=files, sensitivity=table, seconds=summary["seconds"])
+    if "primary_commodities" not in frame.columns:
+        log.warning("%s has no primary_commodities (written by an older mtg link): splitting among all linked "
+                    "commodities", sites_path)
+    members = read_members(sites_path) if opts.choose_cut or opts.sensitivity else None
+    boundaries = None
+    if countries is not None:
+        boundaries = read_polygons(countries)
+        boundaries.attrs["source"] = str(countries)
+    try:
+        tables = land_use(frame, members, metadata=read_link_metadata(sites_path), countries=boundaries, options=opts)
+    except MtgError as err:
+        raise MtgError(f"{sites_path}: {err}") from None
+    tables.summary["sites"] = str(sites_path)
+    tables.summary["seconds"] = round(time.perf_counter() - start, 3)
+    files = write_land_use_tables(tables, out, sites_metadata={**read_link_metadata(sites_path),
+                                                              "sites": str(sites_path)})
+    return LandUseResult(out=Path(out), summary=tables.summary, files=files, sensitivity=tables.sensitivity,
+                         seconds=tables.summary["seconds"])
 
 
 def _summary_row(summary: dict[str, Any]) -> dict[str, Any]:
@@ -501,7 +452,7 @@ def _summary_row(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def land_use_sensitivity(members: pd.DataFrame, footprints: FootprintAreas, cuts: Sequence[float],
-                         countries: str | Path | None = None,
+                         countries: Any = None,
                          country_col: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Land-use totals and shares with every site at one cut, for each of ``cuts`` (recorded in ``members``).
 

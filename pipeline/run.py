@@ -4,27 +4,33 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from odc.geo.geom import Geometry, box
 
 from mtg.pipeline.catalogs import CatalogSource, resolve_source
+from mtg.pipeline.commodities import load_commodity_table
 from mtg.pipeline.config import IngestConfig, RunConfig, SampleConfig
 from mtg.pipeline.dask_cluster import DaskProgress, dask_scheduler
+from mtg.pipeline.dem_epochs import dem_epoch
+from mtg.pipeline.dem_inputs import Dem, read_dem
 from mtg.pipeline.errors import MtgError
 from mtg.pipeline.grid import aoi_geometry, bbox_geometry
+from mtg.pipeline.indicators import IndicatorsResult, footprint_layers, indicators, write_site_indicators
 from mtg.pipeline.ingest import Chunking, IngestResult, build_cubes, write_cubes
-from mtg.pipeline.indicators import IndicatorsResult, run_indicators
-from mtg.pipeline.landuse import LandUseResult, write_land_use
-from mtg.pipeline.link import SitesResult, link_sites, parse_distance
+from mtg.pipeline.io import read_points, read_polygons, write_land_use_tables, write_sites
+from mtg.pipeline.landuse import UNKNOWN, LandUseResult, land_use
+from mtg.pipeline.link import SitesResult, link, sites_result
+from mtg.pipeline.linker import parse_distance
 from mtg.pipeline.report import write_report
 from mtg.pipeline.results_catalog import write_results_catalog
 from mtg.pipeline.segment import SegmentResult, segment_cube
 from mtg.pipeline.table_io import atomic_folder
 from mtg.pipeline.verify import VerifyResult, write_verification
-from mtg.pipeline.volume import VolumeResult, measure_volumes
+from mtg.pipeline.volume import VolumeResult, volumes, write_volumes
 
 if TYPE_CHECKING:
     from mtg.pipeline.sample import SampleRegion
@@ -76,9 +82,10 @@ def ingest_aoi(cfg: IngestConfig) -> Geometry:
     return aoi_geometry(cfg.aoi) if cfg.aoi else bbox_geometry(cfg.bbox)
 
 
-def run_ingest(cfg: IngestConfig, dask_cfg, source: CatalogSource | None = None, aoi: Geometry | None = None,
+def run_ingest(cfg: IngestConfig, client: Any = None, source: CatalogSource | None = None, aoi: Geometry | None = None,
                progress: bool = True) -> IngestResult:
-    """Build the cubes of ``cfg`` and write them under ``cfg.out`` on the configured dask scheduler."""
+    """Build the cubes of ``cfg`` and write them under ``cfg.out``, on the workers of ``client`` (a
+    ``distributed.Client``) or the scheduler active in this process."""
     if not cfg.out:
         raise MtgError("ingest needs --out (ingest.out): a folder or URL for the Zarr cubes")
     source = source or resolve_source(cfg.catalog)
@@ -89,16 +96,15 @@ def run_ingest(cfg: IngestConfig, dask_cfg, source: CatalogSource | None = None,
         )
     aoi = aoi or ingest_aoi(cfg)
     chunking = Chunking(time=cfg.chunks.time, space=cfg.chunks.space)
-    with dask_scheduler(dask_cfg.scheduler, dask_cfg.workers, dask_cfg.memory_limit) as client:
-        cubes = build_cubes(
-            source, aoi, cfg.time, loader=cfg.loader, crs=cfg.crs, resolution=cfg.resolution,
-            dem_resolution=cfg.dem_resolution, dem_time=cfg.dem_time, chunking=chunking,
-            storage_options=cfg.storage_options,
-        )
-        log.info("reflectance cube %s, DEM cube %s (lazy; reading starts with the write)",
-                 dict(cubes.reflectance.sizes), dict(cubes.dem.sizes))
-        result = write_cubes(cubes, cfg.out, chunking=chunking, storage_options=cfg.storage_options,
-                             overwrite=cfg.overwrite, compute=DaskProgress(client, enabled=progress))
+    cubes = build_cubes(
+        source, aoi, cfg.time, loader=cfg.loader, crs=cfg.crs, resolution=cfg.resolution,
+        dem_resolution=cfg.dem_resolution, dem_time=cfg.dem_time, chunking=chunking,
+        storage_options=cfg.storage_options,
+    )
+    log.info("reflectance cube %s, DEM cube %s (lazy; reading starts with the write)",
+             dict(cubes.reflectance.sizes), dict(cubes.dem.sizes))
+    result = write_cubes(cubes, cfg.out, chunking=chunking, storage_options=cfg.storage_options,
+                         overwrite=cfg.overwrite, compute=DaskProgress(client, enabled=progress))
     if cfg.dem_references:
         _write_dem_references(source, cubes.dem_items, cfg)
     return result
@@ -119,14 +125,14 @@ def _write_dem_references(source: CatalogSource, dem_items, cfg: IngestConfig) -
 
 @dataclass
 class RunResult:
-    """What ``mtg run`` produced."""
+    """What ``mtg run`` produced (``volumes`` is None when the run had no second DEM epoch)."""
 
     out: Path
-    sample: SampleRegion
+    sample: SampleRegion | None
     ingest: IngestResult
     segment: SegmentResult
     sites: SitesResult
-    volumes: VolumeResult
+    volumes: VolumeResult | None
     landuse: LandUseResult
     indicators: IndicatorsResult
     verification: VerifyResult | None
@@ -134,60 +140,130 @@ class RunResult:
     catalog: Path
 
 
+def run_region(config: RunConfig, out: Path, progress: bool = True) -> tuple[CatalogSource, Geometry, IngestConfig,
+                                                                            SampleRegion | None]:
+    """The catalog, area of interest and ingest settings of a run; the sample region is written (or reused) only
+    when the sample catalog is asked for (``ingest.catalog: sample``, the default)."""
+    ingest_cfg = config.ingest.model_copy(update={"out": config.ingest.out or str(out / "cubes")})
+    if ingest_cfg.catalog != "sample":
+        source, aoi = resolve_source(ingest_cfg.catalog), ingest_aoi(ingest_cfg)
+        if ingest_cfg.time is None:
+            raise MtgError(f"give the time range of the Sentinel-2 acquisitions (--time START/END, ingest.time) for "
+                           f"catalog {ingest_cfg.catalog}")
+        return source, aoi, ingest_cfg, None
+    region = ensure_sample(out / "sample", config.sample, progress=progress)
+    source = resolve_source("sample").model_copy(update={"url": str(region.catalog)})
+    aoi = ingest_aoi(ingest_cfg) if ingest_cfg.aoi or ingest_cfg.bbox else box(*region.bounds, f"EPSG:{region.epsg}")
+    if ingest_cfg.time is None:
+        ingest_cfg = ingest_cfg.model_copy(update={"time": "/".join(region.time_range)})
+    return source, aoi, ingest_cfg, region
+
+
+def _mine_points(config: RunConfig, region: SampleRegion | None) -> dict[str, Any] | None:
+    """The run's mine property points by file: ``link.points``, else the sample's when the run is on the sample."""
+    path = config.link.points or (str(region.truth / "mine_points.parquet") if region is not None else None)
+    if path is None:
+        log.warning("no mine property points (--points, link.points): sites get no commodities, and land use counts "
+                    "all mining area as %s", UNKNOWN)
+        return None
+    return {path: read_points(path, config.link.lon_col, config.link.lat_col)[0]}
+
+
+def dem_pair(config: RunConfig, source: CatalogSource, aoi: Geometry, ingest: IngestResult,
+             storage_options: dict[str, Any]) -> tuple[Dem, Dem] | None:
+    """The two DEM epochs of the volume stage (:class:`mtg.pipeline.config.VolumeConfig`), or None (with a
+    warning that says why) when the run has only one."""
+    v = config.volume
+    if bool(v.before) != bool(v.after):
+        raise MtgError("give both DEM epochs (--dem-before and --dem-after, volume.before/after), or neither")
+    if v.before:
+        return tuple(dem_epoch(spec, source=source, aoi=aoi, datum=datum, storage_options=storage_options)
+                     for spec, datum in ((v.before, v.before_datum), (v.after, v.after_datum)))
+    import xarray as xr
+
+    times = xr.open_zarr(ingest.dem_url, consolidated=None, storage_options=storage_options or None).sizes.get(
+        "time", 1)
+    if times < 2:
+        log.warning("the DEM collection %s of catalog %s has one epoch over the area: no volumes. Give two epochs, "
+                    "e.g. --dem-before nasadem --dem-after cop-dem-glo-30, or survey DEM files", source.dem.id,
+                    source.url)
+        return None
+    datum = source.dem.vertical_datum
+    return tuple(replace(read_dem(f"{ingest.dem_url}#{k}", storage_options), vertical_datum=datum) for k in (0, -1))
+
+
 def run_pipeline(config: RunConfig, progress: bool = True) -> RunResult:
-    """Run every stage on the configured region: sample, ingest, segmentation, site linking, DEM-change volumes,
-    commodity land use, site indicators, verification (with a table of reported figures), the HTML report and the
-    STAC catalog of the results."""
+    """Run every stage over the configured catalog and area: ingest, segmentation, site linking, DEM-change
+    volumes, commodity land use, site indicators, verification (with a table of reported figures), the HTML report
+    and the STAC catalog of the results.
+
+    Each stage is the dataset-level function of :mod:`mtg.api`, read from and written to the run folder with
+    :mod:`mtg.pipeline.io`, and every dask computation of the run goes to one scheduler (``dask``).
+    """
     out = Path(config.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    region = ensure_sample(out / "sample", config.sample, progress=progress)
-    ingest_cfg = config.ingest.model_copy(update={"out": config.ingest.out or str(out / "cubes")})
-    if ingest_cfg.catalog == "sample":
-        source = resolve_source("sample").model_copy(update={"url": str(region.catalog)})
-        aoi = box(*region.bounds, f"EPSG:{region.epsg}")
-        if ingest_cfg.time is None:
-            ingest_cfg = ingest_cfg.model_copy(update={"time": "/".join(region.time_range)})
-    else:
-        source, aoi = resolve_source(ingest_cfg.catalog), ingest_aoi(ingest_cfg)
-    result = run_ingest(ingest_cfg, config.dask, source=source, aoi=aoi, progress=progress)
-    s, d = config.segment, config.dask
+    source, aoi, ingest_cfg, region = run_region(config, out, progress)
+    options = ingest_cfg.storage_options
+    d = config.dask
     with dask_scheduler(d.scheduler, d.workers, d.memory_limit) as client:
-        footprints = segment_cube(
-            result.reflectance_url, out / "segment", model=s.model, threshold=s.threshold,
-            min_area_m2=s.min_area_m2, simplify_m=s.simplify_m, tile=s.tile, overlap=s.overlap, batch=s.batch,
-            chunk=s.chunk, device=s.device, time_range=s.time, storage_options=ingest_cfg.storage_options,
-            client=client, progress=progress)
+        result = run_ingest(ingest_cfg, client, source=source, aoi=aoi, progress=progress)
+        footprints = segment_cube(result.reflectance_url, out / "segment", storage_options=options, client=client,
+                                  progress=progress, options=config.segment)
+        start = time.perf_counter()
+        polygons = {str(footprints.polygons): read_polygons(footprints.polygons),
+                    **{p: read_polygons(p) for p in config.link.polygons}}
+        table = load_commodity_table(config.link.commodity_table) if config.link.commodity_table else None
+        linked = link(polygons, _mine_points(config, region), commodity_table=table, options=config.link)
+        sites = sites_result(linked, *write_sites(linked, out / "sites" / "sites.parquet"),
+                             seconds=time.perf_counter() - start)
+        log.info("linked %d mine polygons and %d mine points into %d sites", sites.n_polygons, sites.n_points,
+                 sites.n_sites)
+        volume_result, measured = None, None
+        pair = dem_pair(config, source, aoi, result, options)
+        if pair is not None:
+            start = time.perf_counter()
+            measured = volumes(*pair, linked, options=config.volume)
+            write_volumes(measured, out / "volumes")
+            volume_result = VolumeResult(out=out / "volumes", n_sites=len(measured.site_volumes),
+                                         n_deposits=len(measured.deposits), threshold_m=measured.threshold_m,
+                                         nmad_m=measured.nmad_m, range_m=measured.range_m,
+                                         coregistration=measured.coregistration,
+                                         seconds=time.perf_counter() - start)
+            log.info("volumes of %d sites and %d waste deposits in %s", volume_result.n_sites,
+                     volume_result.n_deposits, volume_result.out)
     lu = config.landuse
-    h_max = parse_distance(lu.h_max or config.link.cut, "landuse.h_max")
-    levels = [parse_distance(v, "landuse.levels") for v in lu.levels]
-    sites = link_sites([footprints.polygons], region.truth / "mine_points.parquet",
-                       out / "sites" / "sites.parquet", cut=h_max, linkage=config.link.linkage,
-                       commodity_table=config.link.commodity_table, levels=levels, choose_cut=lu.choose_cut)
-    log.info("linked %d mine polygons and %d mine points into %d sites", sites.n_polygons, sites.n_points,
-             sites.n_sites)
-    dem = str(Path(ingest_cfg.out) / "dem.zarr")
-    v = config.volume
-    volumes = measure_volumes(f"{dem}#0", f"{dem}#-1", sites.out, out / "volumes", coregister=v.coregister,
-                              tilt=v.tilt, threshold_nmad=v.threshold_nmad, threshold_m=v.threshold_m,
-                              void_policy=v.void_policy, min_deposit_m2=v.min_deposit_m2,
-                              storage_options=ingest_cfg.storage_options)
-    log.info("volumes of %d sites and %d waste deposits in %s", volumes.n_sites, volumes.n_deposits, volumes.out)
-    landuse = write_land_use(sites.out, out / "landuse", countries=lu.countries, country_col=lu.country_col)
+    countries = None
+    if lu.countries:
+        countries = read_polygons(lu.countries)
+        countries.attrs["source"] = lu.countries
+    tables = land_use(linked, countries=countries, options=lu)
+    tables.summary["sites"] = str(sites.out)
+    landuse = LandUseResult(out=out / "landuse", summary=tables.summary,
+                            files=write_land_use_tables(tables, out / "landuse", {**linked.metadata,
+                                                                                  "sites": str(sites.out)}),
+                            sensitivity=tables.sensitivity)
     log.info("land use: %.3f km2 in total, %.0f %% linked to a commodity", landuse.summary["total_km2"],
-             100 * landuse.summary["linked_share"])
+             100 * (landuse.summary["linked_share"] or 0.0))
     ind = config.indicators
-    indicators = run_indicators(out, countries=lu.countries, country_col=lu.country_col,
-                                footprints_before=ind.footprints_before, footprints_after=ind.footprints_after)
+    start = time.perf_counter()
+    table = indicators(linked, site_volumes=None if measured is None else measured.site_volumes,
+                       waste_deposits=None if measured is None else measured.deposits,
+                       footprints_before=footprint_layers(ind.footprints_before, linked.members, out),
+                       footprints_after=footprint_layers(ind.footprints_after, linked.members, out),
+                       countries=countries, country_col=lu.country_col)
+    parquet, csv = write_site_indicators(table, out / "indicators")
+    indicator_result = IndicatorsResult(parquet=parquet, csv=csv, n_sites=len(table),
+                                        seconds=time.perf_counter() - start)
     verification = None
     if config.verify.reported:
         vc = config.verify
-        verification = write_verification(vc.reported, indicators.parquet, out / "verification",
-                                          tolerance=vc.tolerance, sigma=vc.sigma,
+        verification = write_verification(vc.reported, parquet, out / "verification", tolerance=vc.tolerance,
+                                          sigma=vc.sigma,
                                           max_distance_m=parse_distance(vc.max_distance, "verify.max_distance"))
         log.info("verification of reported figures: %s", verification.counts)
     report = write_report(out)  # before the catalog, which records the report's checksum
     catalog = write_results_catalog(out)
     log.info("report %s and STAC catalog of the results %s", report, catalog)
-    return RunResult(out=out, sample=region, ingest=result, segment=footprints, sites=sites, volumes=volumes,
-                     landuse=landuse, indicators=indicators, verification=verification, report=report,
+    return RunResult(out=out, sample=region, ingest=result, segment=footprints, sites=sites, volumes=volume_result,
+                     landuse=landuse, indicators=indicator_result, verification=verification, report=report,
                      catalog=catalog)

@@ -27,6 +27,7 @@ import numpy as np
 import xarray as xr
 
 from mtg.kernels.blending import Lattice, accumulate, blended, tile_window
+from mtg.pipeline.config import SegmentOptions, stage_options
 from mtg.pipeline.dask_cluster import DaskProgress
 from mtg.pipeline.errors import MtgError
 from mtg.pipeline.features import CHANNELS, model_channels
@@ -181,86 +182,69 @@ def _write_atomic_zarr(ds: xr.Dataset, path: Path, compute: DaskProgress) -> Non
         compute(delayed, f"segmenting and writing {path.name}")
 
 
-def segment_cube(
-    cube: str,
-    out: str | Path,
-    *,
-    model: str | None = None,
-    threshold: float = 0.5,
-    min_area_m2: float = 5_000.0,
-    simplify_m: float = 5.0,
-    tile: int = 256,
-    overlap: int = 64,
-    batch: int = 8,
-    chunk: int = 1024,
-    device: str = "auto",
-    time_range: str | None = None,
-    storage_options: dict[str, Any] | None = None,
-    client: Any = None,
-    progress: bool = True,
-) -> SegmentResult:
-    """Map mine footprints in a reflectance cube; write ``out/probability.zarr`` and ``out/mine_polygons.parquet``.
+def segment(cube: xr.Dataset, *, name: str = "the cube", options: SegmentOptions | None = None,
+            **overrides: Any) -> xr.Dataset:
+    """Mine probabilities of a reflectance cube, lazily: seam-free tiled inference (module docstring).
 
     Parameters
     ----------
-    cube : str
-        Path or URL of a complete reflectance cube (``mtg ingest``): bands B02, B03, B04, B08, B11, B12 on a
-        projected grid at the model's resolution.
-    out : str or Path
-        Output folder.
-    model : str, optional
-        Model folder (``mtg train``); None for the shipped model.
-    threshold, min_area_m2, simplify_m
-        Polygons: probability from which a pixel is mining, smallest area kept, simplification tolerance (m).
-    tile, overlap, batch, chunk, device
-        Inference, as in :func:`class_probabilities`.
-    time_range : str, optional
-        ``START/END``: composite only the acquisitions in this range (default all).
-    storage_options : dict, optional
-        fsspec options for a remote cube.
-    client : distributed.Client, optional
-        Run the blocks on this cluster's workers; default the threads of this process.
-    progress : bool
-        Show dask's progress bar.
+    cube : xarray.Dataset
+        Reflectance (``mtg.pipeline.zarr_store.open_cube``, or any dataset with the model's bands as float
+        reflectance) with dims ``(time, y, x)`` or ``(y, x)``, on a projected grid (rioxarray/odc CRS) at the
+        model's resolution.
+    name : str
+        What to call the cube in errors.
+    options : SegmentOptions, optional
+        ``model`` (folder from ``mtg train``; None: the shipped model), ``threshold``, ``tile``, ``overlap``,
+        ``batch``, ``chunk``, ``device``, ``time`` (``START/END``: composite only those acquisitions); keyword
+        arguments override them.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``probability`` of mining (float32, NaN where never clear) and ``feature_class`` (uint8 codes of the
+        model's classes where the probability reaches the threshold), dask-backed, with the cube's CRS; nothing is
+        computed until asked.
 
     Raises
     ------
     MtgError
-        On a missing or incomplete cube, missing bands, no CRS, a resolution other than the model's, an
-        empty time range or invalid options (each named).
-    """
-    from mtg.pipeline.zarr_store import open_cube
+        On missing bands, no CRS, a resolution other than the model's, an empty time range or invalid options.
 
-    start = time.perf_counter()
-    if not 0 < threshold < 1:
-        raise MtgError(f"segment.threshold {threshold} must lie strictly between 0 and 1")
-    card = read_card(model)
-    ds = open_cube(cube, storage_options)
-    if time_range:
+    Examples
+    --------
+    >>> from mtg.api import open_cube, segment, footprints  # doctest: +SKIP
+    >>> probabilities = segment(open_cube("mtg-run/cubes/reflectance.zarr"))  # doctest: +SKIP
+    >>> mines = footprints(probabilities, min_area_m2=10_000)  # doctest: +SKIP
+    """
+    opts = stage_options(SegmentOptions, options, **overrides)
+    card = read_card(opts.model)
+    ds = cube
+    if opts.time:
         if "time" not in ds.dims:
-            raise MtgError(f"--time {time_range} given but {cube} has no time dimension")
-        first, _, last = time_range.partition("/")
+            raise MtgError(f"--time {opts.time} given but {name} has no time dimension")
+        first, _, last = opts.time.partition("/")
         ds = ds.sel(time=slice(first or None, last or None))
         if ds.sizes["time"] == 0:
-            raise MtgError(f"{cube} has no acquisitions in --time {time_range}")
+            raise MtgError(f"{name} has no acquisitions in --time {opts.time}")
     crs = ds.rio.crs
     if crs is None or not crs.is_projected:
-        raise MtgError(f"{cube} has {'no CRS' if crs is None else f'a geographic CRS ({crs})'}; segmentation "
+        raise MtgError(f"{name} has {'no CRS' if crs is None else f'a geographic CRS ({crs})'}; segmentation "
                        "needs a projected grid (metres)")
     transform = ds.rio.transform()
     if not np.isclose(abs(transform.a), card.inputs.resolution_m, rtol=1e-3):
-        raise MtgError(f"{cube} has {abs(transform.a):g} m pixels; model {card.name} expects "
+        raise MtgError(f"{name} has {abs(transform.a):g} m pixels; model {card.name} expects "
                        f"{card.inputs.resolution_m:g} m")
-    channels = model_channels(ds, source=cube)
+    channels = model_channels(ds, source=name)
     if list(channels["channel"].values) != list(card.inputs.bands) + list(card.inputs.indices):
         raise MtgError(f"model {card.name} expects channels {card.inputs.bands + card.inputs.indices}; this "
                        f"version computes {list(CHANNELS)}")
-    probs = class_probabilities(channels.data, card, model=model, tile=tile, overlap=overlap, batch=batch,
-                                chunk=chunk, device=device)
+    probs = class_probabilities(channels.data, card, model=opts.model, tile=opts.tile, overlap=opts.overlap,
+                                batch=opts.batch, chunk=opts.chunk, device=opts.device)
     valid = da.isfinite(channels.data).all(axis=0)
     mining = da.where(valid, 1.0 - probs[0], np.nan).astype(np.float32)
     kind = (da.argmax(probs[1:], axis=0) + 1).astype(np.uint8)
-    feature_class = da.where(mining >= threshold, kind, 0).astype(np.uint8)
+    feature_class = da.where(mining >= opts.threshold, kind, 0).astype(np.uint8)
     space = {"y": ds.chunksizes["y"][0] if ds.chunksizes else 512, "x": ds.chunksizes["x"][0] if ds.chunksizes else 512}
     coords = {k: v for k, v in channels.coords.items() if k != "channel"}
     codes = list(range(len(card.classes)))
@@ -270,32 +254,90 @@ def segment_cube(
                            {"long_name": "mine feature class where probability >= threshold",
                             "flag_values": codes, "flag_meanings": " ".join(card.classes)})},
         coords=coords,
-        attrs={"model": card.name, "threshold": threshold, "tile": tile, "overlap": overlap,
-               "composite": card.inputs.composite, "source_cube": cube},
+        attrs={"model": card.name, "classes": list(card.classes), "threshold": opts.threshold, "tile": opts.tile,
+               "overlap": opts.overlap, "composite": card.inputs.composite, "source_cube": name},
     ).chunk(space)
-    for name in ("probability", "feature_class"):
-        result[name].encoding["grid_mapping"] = "spatial_ref"
+    for variable in ("probability", "feature_class"):
+        result[variable].encoding["grid_mapping"] = "spatial_ref"
+    log.info("segmenting %s (%d x %d pixels, %d dates) with model %s: tiles of %d px overlapping by %d, blocks "
+             "of %d px", name, ds.sizes["y"], ds.sizes["x"], ds.sizes.get("time", 1), card.name, opts.tile,
+             opts.overlap, max(opts.chunk, opts.tile))
+    return result.rio.write_crs(crs)
+
+
+def footprints(probabilities: xr.Dataset, *, options: SegmentOptions | None = None, **overrides: Any):
+    """Mine-footprint polygons of :func:`segment`'s probabilities (computes them).
+
+    Parameters
+    ----------
+    probabilities : xarray.Dataset
+        ``probability`` and ``feature_class`` with a CRS and the ``classes`` attribute, as :func:`segment`
+        returns them (or as ``probability.zarr`` opens).
+    options : SegmentOptions, optional
+        ``threshold``, ``min_area_m2``, ``simplify_m``; keyword arguments override them.
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        :func:`mtg.pipeline.footprints.footprint_polygons`: feature type, mean and max probability, pixels, area.
+    """
+    opts = stage_options(SegmentOptions, options, **overrides)
+    classes = probabilities.attrs.get("classes") or probabilities["feature_class"].attrs["flag_meanings"].split()
+    return footprint_polygons(np.asarray(probabilities["probability"].values),
+                              np.asarray(probabilities["feature_class"].values), list(classes),
+                              probabilities.rio.transform(), probabilities.rio.crs, threshold=opts.threshold,
+                              min_area_m2=opts.min_area_m2, simplify_m=opts.simplify_m)
+
+
+def segment_cube(cube: str, out: str | Path, *, storage_options: dict[str, Any] | None = None, client: Any = None,
+                 progress: bool = True, options: SegmentOptions | None = None, **overrides: Any) -> SegmentResult:
+    """Map mine footprints in a reflectance cube; write ``out/probability.zarr`` and ``out/mine_polygons.parquet``.
+
+    Parameters
+    ----------
+    cube : str
+        Path or URL of a complete reflectance cube (``mtg ingest``): bands B02, B03, B04, B08, B11, B12 on a
+        projected grid at the model's resolution.
+    out : str or Path
+        Output folder.
+    storage_options : dict, optional
+        fsspec options for a remote cube.
+    client : distributed.Client, optional
+        Run the blocks on this cluster's workers; default the threads of this process.
+    progress : bool
+        Show dask's progress bar.
+    options, **overrides
+        As for :func:`segment` and :func:`footprints`.
+
+    Raises
+    ------
+    MtgError
+        On a missing or incomplete cube, and as :func:`segment`.
+    """
+    from mtg.pipeline.zarr_store import open_cube
+
+    start = time.perf_counter()
+    opts = stage_options(SegmentOptions, options, **overrides)
+    ds = open_cube(cube, storage_options)
+    probabilities = segment(ds, name=cube, options=opts)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     zarr_path = out / "probability.zarr"
-    log.info("segmenting %s (%d x %d pixels, %d dates) with model %s: tiles of %d px overlapping by %d, blocks "
-             "of %d px", cube, ds.sizes["y"], ds.sizes["x"], ds.sizes.get("time", 1), card.name, tile, overlap,
-             max(chunk, tile))
-    _write_atomic_zarr(result, zarr_path, DaskProgress(client, enabled=progress))
-
-    written = xr.open_zarr(zarr_path, consolidated=True)
-    frame = footprint_polygons(written["probability"].values, written["feature_class"].values, card.classes,
-                               transform, crs, threshold=threshold, min_area_m2=min_area_m2, simplify_m=simplify_m)
+    _write_atomic_zarr(probabilities, zarr_path, DaskProgress(client, enabled=progress))
+    frame = footprints(xr.open_zarr(zarr_path, consolidated=True, decode_coords="all").rio.write_crs(
+        probabilities.rio.crs), options=opts)
     polygons = atomic_write(out / "mine_polygons.parquet", lambda tmp: frame.to_parquet(tmp, index=False))
+    device = opts.device
     used = device if device != "auto" else (
         ",".join(sorted(set(client.run(default_device).values()))) if client is not None else default_device())
     seconds = time.perf_counter() - start
-    summary = {"cube": cube, "model": card.name, "device": used, "threshold": threshold, "min_area_m2": min_area_m2,
-               "simplify_m": simplify_m, "tile": tile, "overlap": overlap, "n_polygons": len(frame),
-               "mining_area_m2": float(frame["area_m2"].sum()), "seconds": seconds}
+    summary = {"cube": cube, "model": probabilities.attrs["model"], "device": used, "threshold": opts.threshold,
+               "min_area_m2": opts.min_area_m2, "simplify_m": opts.simplify_m, "tile": opts.tile,
+               "overlap": opts.overlap, "n_polygons": len(frame), "mining_area_m2": float(frame["area_m2"].sum()),
+               "seconds": seconds}
     (out / "segment.json").write_text(json.dumps(summary, indent=2) + "\n")
     log.info("%d mine polygons (%.2f km^2) above probability %.2f in %.1f s", len(frame),
-             summary["mining_area_m2"] / 1e6, threshold, seconds)
+             summary["mining_area_m2"] / 1e6, opts.threshold, seconds)
     return SegmentResult(out=out, probability=zarr_path, polygons=polygons, n_polygons=len(frame),
                          mining_area_m2=summary["mining_area_m2"], n_pixels=int(ds.sizes["y"] * ds.sizes["x"]),
-                         seconds=seconds, device=used, model=card.name)
+                         seconds=seconds, device=used, model=probabilities.attrs["model"])

@@ -50,20 +50,16 @@ import dask.array as da
 import numpy as np
 from affine import Affine
 
-from mtg.pipeline.dem_inputs import Dem, align, read_dem
+from mtg.pipeline.config import VolumeOptions, stage_options
+from mtg.pipeline.dem_inputs import Dem, align
 from mtg.pipeline.errors import MtgError
+from mtg.pipeline.vertical_datum import harmonise_vertical_datums
 from mtg.pipeline.table_io import atomic_folder, atomic_write_all
 
 log = logging.getLogger(__name__)
 
-VOID_POLICIES = ("none", "local-mean", "hypsometric")
-# Co-registration never uses cells within this distance (m) of a site: their change is not noise.
-STABLE_BUFFER_M = 200.0
 # Largest lag (m) of the stable-terrain variogram.
 VARIOGRAM_MAX_LAG_M = 5_000.0
-#: Side (cells) of the calibration window of co-registration and dh statistics: 61 km of 30 m cells (20 km of
-#: 10 m ones) hold terrain of every aspect; its float64 work arrays take about 0.5 GB.
-CALIBRATION_WINDOW = 2048
 # Per-site sums of :class:`mtg.kernels.cut_fill.CutFill` copied into ``site_volumes.parquet``.
 _SUM_FIELDS = ("excavated_m3", "deposited_m3", "net_m3", "excavated_area_m2", "deposited_area_m2", "area_m2",
                "void_fraction", "filled_area_m2", "mean_dh")
@@ -83,35 +79,46 @@ class VolumeResult:
     seconds: float
 
 
-def read_sites(path: str | Path, crs, id_col: str | None = None):
-    """Site polygons from GeoParquet/GPKG/... in the DEM's CRS, with a ``site_id`` column.
+def site_polygons(sites: Any, crs, id_col: str | None = None, name: str = "the sites"):
+    """Site polygons in the DEM's CRS with a text ``site_id`` column, from a sites table.
 
-    The id is ``id_col`` if given, else the file's ``site_id`` or ``id`` column, else ``site-<row>``.
+    Parameters
+    ----------
+    sites : geopandas.GeoDataFrame or LinkedSites
+        Sites in any CRS (``mtg link``'s, or any polygons); rows without a polygon (sites of points only) are left
+        out with a warning.
+    crs
+        The DEM grid's CRS.
+    id_col : str, optional
+        Column of the ids; default ``site_id`` or ``id``, else ``site-<row>``.
+    name : str
+        What to call the sites in errors (their file).
+
+    Raises
+    ------
+    MtgError
+        When there is no CRS, no polygon, no such id column, or ids repeat.
     """
     import geopandas as gpd
 
-    path = Path(path)
-    if not path.exists():
-        raise MtgError(f"the sites file {path} does not exist")
-    try:
-        frame = gpd.read_parquet(path) if path.suffix.lower() == ".parquet" else gpd.read_file(path)
-    except Exception as err:  # noqa: BLE001 - pyogrio/pyarrow raise many types
-        raise MtgError(f"{path} is not a readable vector file: {err}") from None
+    from mtg.pipeline.link import LinkedSites
+
+    frame = sites.sites if isinstance(sites, LinkedSites) else sites
     if frame.crs is None:
-        raise MtgError(f"{path} has no CRS: set one so the sites can be put on the DEM grid")
+        raise MtgError(f"{name} have no CRS: set one so the sites can be put on the DEM grid")
     polygonal = frame.geometry.geom_type.isin(["Polygon", "MultiPolygon"]).to_numpy()
     if not polygonal.any():
-        raise MtgError(f"{path} holds no polygons (site footprints are needed for volumes)")
+        raise MtgError(f"{name} hold no polygons (site footprints are needed for volumes)")
     if not polygonal.all():
-        log.warning("%s: %d rows without a polygon footprint are skipped", path, int((~polygonal).sum()))
+        log.warning("%s: %d rows without a polygon footprint are skipped", name, int((~polygonal).sum()))
         frame = frame[polygonal]
     column = id_col or next((c for c in ("site_id", "id") if c in frame.columns), None)
     if id_col and id_col not in frame.columns:
-        raise MtgError(f"{path} has no column {id_col!r}; its columns are {list(frame.columns)}")
+        raise MtgError(f"{name} have no column {id_col!r}; their columns are {list(frame.columns)}")
     ids = frame[column].astype(str) if column else [f"site-{k}" for k in range(len(frame))]
     out = gpd.GeoDataFrame({"site_id": list(ids)}, geometry=frame.geometry.to_crs(crs).to_numpy(), crs=crs)
     if out["site_id"].duplicated().any():
-        raise MtgError(f"{path}: site ids repeat ({out['site_id'][out['site_id'].duplicated()].iloc[0]!r})")
+        raise MtgError(f"{name}: site ids repeat ({out['site_id'][out['site_id'].duplicated()].iloc[0]!r})")
     return out.reset_index(drop=True)
 
 
@@ -156,7 +163,7 @@ def _stable_counts(early: np.ndarray, late: np.ndarray, row0: int, col0: int, tr
     return counts, int(np.isfinite(early).sum()), int(np.isfinite(late).sum())
 
 
-def calibration_window(early: Dem, late: da.Array, buffered, size: int = CALIBRATION_WINDOW) -> tuple[slice, slice]:
+def calibration_window(early: Dem, late: da.Array, buffered, size: int) -> tuple[slice, slice]:
     """The window that co-registration and the dh statistics use (module docstring, step 2).
 
     Parameters
@@ -339,7 +346,8 @@ def _tiles(groups: list[tuple[np.ndarray, tuple[slice, slice]]],
     return [tiles[k] for k in sorted(tiles)]
 
 
-def _write_dh(dh: da.Array, early: Dem, out: Path, attrs: dict[str, Any]) -> None:
+def dh_array(dh: da.Array, early: Dem, attrs: dict[str, Any]):
+    """The elevation change as a lazy, georeferenced DataArray (cell-centre ``x``/``y``, CRS, NaN nodata)."""
     import rioxarray  # noqa: F401 - the .rio accessor
     import xarray as xr
 
@@ -347,73 +355,124 @@ def _write_dh(dh: da.Array, early: Dem, out: Path, attrs: dict[str, Any]) -> Non
     x = early.transform.c + early.transform.a * (np.arange(cols) + 0.5)
     y = early.transform.f + early.transform.e * (np.arange(rows) + 0.5)
     arr = xr.DataArray(dh.astype(np.float32), dims=("y", "x"), coords={"y": y, "x": x}, name="dh",
-                       attrs={"units": "m", "long_name": "elevation change, later minus earlier epoch"})
-    arr = arr.rio.write_crs(early.crs).rio.write_nodata(np.nan, encoded=True)
-    ds = arr.to_dataset()
-    ds.attrs.update({k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in attrs.items()})
-    band = dh.chunksize[0]
-    # one Zarr chunk per DEM block (regularised: Zarr needs equal chunks)
-    ds = ds.chunk({"y": band, "x": dh.chunksize[1]})
-    with atomic_folder(out) as tmp, warnings.catch_warnings():
-        # consolidated metadata are deliberate: lazy readers open the store in one read
-        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
-        ds.to_zarr(tmp, mode="w", consolidated=True, zarr_format=3, compute=False)
-        # one band of block rows at a time: the halos of the block-wise correction then never hold more than
-        # two bands in memory, however large the grid
-        for r0 in range(0, rows, band):
-            ds[["dh"]].drop_vars(["x", "spatial_ref"]).isel(y=slice(r0, r0 + band)).to_zarr(
-                tmp, region={"y": slice(r0, min(r0 + band, rows))})
+                       attrs={"units": "m", "long_name": "elevation change, later minus earlier epoch", **attrs})
+    return arr.rio.write_crs(early.crs).rio.write_nodata(np.nan, encoded=True)
 
 
-def measure_volumes(
-    before: str | Path,
-    after: str | Path,
-    sites: str | Path,
-    out: str | Path,
-    *,
-    coregister: bool = True,
-    tilt: bool = False,
-    threshold_nmad: float | None = 2.0,
-    threshold_m: float | None = None,
-    void_policy: str = "local-mean",
-    min_deposit_m2: float = 10_000.0,
-    stable_buffer_m: float = STABLE_BUFFER_M,
-    site_id_col: str | None = None,
-    storage_options: dict[str, Any] | None = None,
-    calibration_size: int = CALIBRATION_WINDOW,
-) -> VolumeResult:
-    """Measure per-site excavated and deposited volumes between two DEM epochs (module docstring).
+@dataclass
+class Volumes:
+    """What :func:`volumes` measured.
+
+    Attributes
+    ----------
+    dh : xarray.DataArray
+        Lazy co-registered elevation change (later minus earlier), on the earlier epoch's metric grid, with its
+        CRS; attributes ``mtg:coregistration`` and ``mtg:threshold_m``.
+    site_volumes : geopandas.GeoDataFrame
+        One row per site: volumes (m^3) with 1-sigma errors, areas, void fraction, waste-deposit count.
+    deposits : geopandas.GeoDataFrame
+        The extractive-waste deposits, each with its site.
+    report : dict
+        Co-registration, stable-terrain statistics, variogram, threshold, datums (``coregistration.json``).
+    """
+
+    dh: Any
+    site_volumes: Any
+    deposits: Any
+    report: dict[str, Any]
+
+    @property
+    def threshold_m(self) -> float:
+        return float(self.report["threshold_m"])
+
+    @property
+    def nmad_m(self) -> float:
+        return float(self.report["stable_nmad_m"])
+
+    @property
+    def range_m(self) -> float:
+        return float(self.report["variogram"]["range_m"])
+
+    @property
+    def coregistration(self) -> dict[str, Any]:
+        return self.report["coregistration"]
+
+
+def as_dem(epoch: Any, name: str = "DEM") -> Dem:
+    """A :class:`Dem` from a Dem or a georeferenced 2-D ``xarray.DataArray`` (rioxarray CRS and transform).
+
+    A DataArray's ``vertical_datum`` attribute (e.g. ``"EPSG:3855"``) and its ``time`` coordinate (a scalar or one
+    step) become the epoch's datum and date.
+
+    Raises
+    ------
+    MtgError
+        When the array is not 2-D after dropping a one-step ``time``, or has no CRS.
+    """
+    import rioxarray  # noqa: F401 - the .rio accessor
+    import xarray as xr
+    from rasterio.crs import CRS
+
+    if isinstance(epoch, Dem):
+        return epoch
+    if not isinstance(epoch, xr.DataArray):
+        raise MtgError(f"{name}: give a Dem or a georeferenced xarray.DataArray, not {type(epoch).__name__} "
+                       "(read files with mtg.pipeline.dem_inputs.read_dem)")
+    if "time" in epoch.dims and epoch.sizes["time"] == 1:
+        epoch = epoch.isel(time=0)
+    if epoch.ndim != 2:
+        raise MtgError(f"{name}: the elevation array has dimensions {epoch.dims}; choose one epoch (y, x)")
+    crs = epoch.rio.crs
+    if crs is None:
+        raise MtgError(f"{name} has no CRS: write one with .rio.write_crs(...)")
+    date = str(epoch["time"].values)[:10] if "time" in epoch.coords and epoch["time"].size == 1 else None
+    values = epoch.data if isinstance(epoch.data, da.Array) else da.from_array(np.asarray(epoch.data))
+    source = epoch.attrs.get("source") or str(epoch.name or name)
+    return Dem(values=values.astype(np.float32), transform=epoch.rio.transform(), crs=CRS.from_user_input(crs),
+               source=source, date=date, vertical_datum=epoch.attrs.get("vertical_datum"))
+
+
+def volumes(before: Any, after: Any, sites: Any, *, site_id_col: str | None = None, sites_name: str = "the sites",
+            options: VolumeOptions | None = None, **overrides: Any) -> Volumes:
+    """Per-site excavated and deposited volumes between two DEM epochs, in memory (module docstring).
 
     Parameters
     ----------
-    before, after : str or Path
-        Earlier and later DEM epochs (:func:`mtg.pipeline.dem_inputs.read_dem`).
-    sites : str or Path
-        Site polygons (GeoParquet, GPKG, ...; any CRS), e.g. the ``sites.parquet`` of ``mtg link``.
-    out : str or Path
-        Output folder.
-    coregister : bool
-        Co-register the later epoch to the earlier one on stable terrain.
-    tilt : bool
-        Also remove a planar tilt during co-registration.
-    threshold_nmad, threshold_m : float
-        Change threshold ``t`` in stable-terrain NMADs, or in metres (``threshold_m`` wins; 0 allowed).
-    void_policy : {"none", "local-mean", "hypsometric"}
-        How voids inside a site are filled before summing.
-    min_deposit_m2 : float
-        Smallest waste deposit kept.
-    stable_buffer_m : float
-        Distance from sites within which terrain is not treated as stable.
+    before, after : xarray.DataArray or Dem
+        Earlier and later epochs: georeferenced 2-D elevation arrays (rioxarray CRS; lazy dask arrays are read
+        block by block), e.g. ``mtg.pipeline.dem_inputs.read_dem(...)`` or one ``time`` step of a DEM cube. Their
+        vertical datums (a DataArray's ``vertical_datum`` attribute) are made the same when both are known
+        (:func:`mtg.pipeline.vertical_datum.harmonise_vertical_datums`).
+    sites : geopandas.GeoDataFrame or LinkedSites
+        Site polygons in any CRS (:func:`site_polygons`).
     site_id_col : str, optional
-        Column of the sites file holding site ids.
-    storage_options : dict, optional
-        fsspec options for remote Zarr DEM sources.
-    calibration_size : int
-        Side (cells) of the calibration window of co-registration and the dh statistics.
+        Column of site ids.
+    sites_name : str
+        What to call the sites in errors.
+    options : VolumeOptions, optional
+        ``coregister``, ``tilt``, ``threshold_nmad`` / ``threshold_m`` (``threshold_m`` wins; 0 allowed),
+        ``void_policy`` (none, local-mean, hypsometric), ``min_deposit_m2``, ``stable_buffer_m``,
+        ``calibration_size``, ``datum_policy`` (convert, assume-same); keyword arguments override them.
 
     Returns
     -------
-    VolumeResult
+    Volumes
+        ``dh`` stays lazy; the tables are computed.
+
+    Examples
+    --------
+    >>> import numpy as np, geopandas as gpd, shapely, xarray as xr, rioxarray
+    >>> from mtg.api import volumes
+    >>> y, x = np.mgrid[0:200, 0:200]
+    >>> before = xr.DataArray((100 + 1.0 * x + 0.5 * y).astype("float32"), dims=("y", "x"),
+    ...                       coords={"y": 6e6 - 30 * y[:, 0], "x": 5e5 + 30 * x[0]}).rio.write_crs("EPSG:32750")
+    >>> pit = np.hypot(x - 100, y - 100) < 20
+    >>> after = before - 10.0 * pit
+    >>> site = gpd.GeoDataFrame({"site_id": ["pit"]}, geometry=[shapely.Point(5e5 + 3000, 6e6 - 3000).buffer(900)],
+    ...                         crs="EPSG:32750")
+    >>> v = volumes(before, after, site, coregister=False, threshold_m=0.5)
+    >>> round(float(v.site_volumes["excavated_m3"].iloc[0] / (pit.sum() * 30 * 30 * 10)), 4)
+    1.0
     """
     from mtg.kernels.coregistration import apply_coregistration, nuth_kaab
     from mtg.kernels.coverage import polygon_coverage
@@ -423,20 +482,20 @@ def measure_volumes(
     import geopandas as gpd
     import pandas as pd
 
-    start = time.perf_counter()
-    out = Path(out)
-    if void_policy not in VOID_POLICIES:
-        raise MtgError(f"void policy {void_policy!r} is not one of {', '.join(VOID_POLICIES)}")
-    if threshold_m is not None and (not np.isfinite(threshold_m) or threshold_m < 0):
+    opts = stage_options(VolumeOptions, options, **overrides)
+    coregister, tilt, threshold_m, threshold_nmad = opts.coregister, opts.tilt, opts.threshold_m, opts.threshold_nmad
+    void_policy, min_deposit_m2, stable_buffer_m = opts.void_policy, opts.min_deposit_m2, opts.stable_buffer_m
+    if threshold_m is not None and not np.isfinite(threshold_m):
         raise MtgError(f"--threshold-m {threshold_m} must be a finite number of metres >= 0")
-    if threshold_m is None and (threshold_nmad is None or not np.isfinite(threshold_nmad) or threshold_nmad < 0):
+    if threshold_m is None and not np.isfinite(threshold_nmad):
         raise MtgError(f"--threshold-nmad {threshold_nmad} must be a finite number >= 0")
-    early, late = align(read_dem(before, storage_options), read_dem(after, storage_options))
-    site_frame = read_sites(sites, early.crs, site_id_col)
+    early, late = align(as_dem(before, "the earlier DEM"), as_dem(after, "the later DEM"))
+    early, late, datums = harmonise_vertical_datums(early, late, opts.datum_policy)
+    site_frame = site_polygons(sites, early.crs, site_id_col, sites_name)
     spacing = early.spacing
     cell_area = spacing[0] * spacing[1]
     buffered = site_frame.geometry.buffer(stable_buffer_m).to_numpy()
-    rows, cols = calibration_window(early, late.values, buffered, calibration_size)
+    rows, cols = calibration_window(early, late.values, buffered, opts.calibration_size)
     e_win, l_win = (np.asarray(a) for a in dask.compute(early.values[rows, cols], late.values[rows, cols]))
     whole = (rows.stop - rows.start, cols.stop - cols.start) == early.shape
     for values, name in ((e_win, early.source), (l_win, late.source)):
@@ -515,13 +574,98 @@ def measure_volumes(
         "variogram": {"sill_m2": sill, "range_m": range_m, "nugget_m2": nugget,
                       "lags_m": np.asarray(lags).tolist(), "semivariance_m2": np.asarray(gamma).tolist()},
         "threshold_m": threshold, "threshold_rule": "metres" if threshold_m is not None else f"{threshold_nmad} x NMAD",
-        "void_policy": void_policy,
+        "void_policy": void_policy, "vertical_datums": datums,
     }
-    _write_dh(late_values - early.values, early, out / "dh.zarr",
-              {"mtg:coregistration": coreg, "mtg:threshold_m": threshold})
-    atomic_write_all({out / "site_volumes.parquet": frame.to_parquet,
-                      out / "waste_deposits.parquet": deposits.to_parquet,
-                      out / "coregistration.json": lambda tmp: tmp.write_text(json.dumps(report, indent=2,
+    dh = dh_array(late_values - early.values, early, {"mtg:coregistration": json.dumps(coreg, default=float),
+                                                      "mtg:threshold_m": threshold})
+    return Volumes(dh=dh, site_volumes=frame, deposits=deposits, report=report)
+
+
+def write_volumes(result: Volumes, out: str | Path) -> Path:
+    """Write ``site_volumes.parquet``, ``waste_deposits.parquet``, ``coregistration.json`` and ``dh.zarr`` (the
+    lazy dh computed one band of block rows at a time) into the folder ``out``; each file is complete or absent."""
+    out = Path(out)
+    _write_dh(result.dh, out / "dh.zarr")
+    atomic_write_all({out / "site_volumes.parquet": result.site_volumes.to_parquet,
+                      out / "waste_deposits.parquet": result.deposits.to_parquet,
+                      out / "coregistration.json": lambda tmp: tmp.write_text(json.dumps(result.report, indent=2,
                                                                                           default=float))})
-    return VolumeResult(out=out, n_sites=len(frame), n_deposits=len(deposits), threshold_m=threshold, nmad_m=sigma,
-                        range_m=float(range_m), coregistration=coreg, seconds=time.perf_counter() - start)
+    return out
+
+
+def _write_dh(dh, out: Path) -> None:
+    rows = dh.shape[0]
+    ds = dh.to_dataset()
+    ds.attrs.update(ds["dh"].attrs.pop("mtg:coregistration", None) and {
+        "mtg:coregistration": dh.attrs["mtg:coregistration"], "mtg:threshold_m": dh.attrs["mtg:threshold_m"]} or {})
+    ds["dh"].attrs.pop("mtg:threshold_m", None)
+    band = dh.data.chunksize[0]
+    # one Zarr chunk per DEM block (regularised: Zarr needs equal chunks)
+    ds = ds.chunk({"y": band, "x": dh.data.chunksize[1]})
+    with atomic_folder(out) as tmp, warnings.catch_warnings():
+        # consolidated metadata are deliberate: lazy readers open the store in one read
+        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+        ds.to_zarr(tmp, mode="w", consolidated=True, zarr_format=3, compute=False)
+        # one band of block rows at a time: the halos of the block-wise correction then never hold more than
+        # two bands in memory, however large the grid
+        for r0 in range(0, rows, band):
+            ds[["dh"]].drop_vars(["x", "spatial_ref"]).isel(y=slice(r0, r0 + band)).to_zarr(
+                tmp, region={"y": slice(r0, min(r0 + band, rows))})
+
+
+#: Margin (m) around the sites' extent of the area searched for DEM collections: stable terrain for co-registration.
+DEM_MARGIN_M = 3_000.0
+
+
+def measure_volumes(before: str | Path, after: str | Path, sites: str | Path, out: str | Path, *,
+                    site_id_col: str | None = None, catalog: str | None = None,
+                    storage_options: dict[str, Any] | None = None, before_datum: str | None = None,
+                    after_datum: str | None = None, options: VolumeOptions | None = None,
+                    **overrides: Any) -> VolumeResult:
+    """Read two DEM epochs and a sites file, measure :func:`volumes` and write them into ``out``.
+
+    Parameters
+    ----------
+    before, after : str or Path
+        Earlier and later DEM epochs: files (:func:`mtg.pipeline.dem_inputs.read_dem`) or DEM collections of
+        ``catalog`` (:func:`mtg.pipeline.dem_epochs.dem_epoch`).
+    sites : str or Path
+        Site polygons (GeoParquet, GPKG, ...; any CRS), e.g. the ``sites.parquet`` of ``mtg link``.
+    out : str or Path
+        Output folder (:func:`write_volumes`).
+    site_id_col : str, optional
+        Column of the sites file holding site ids.
+    catalog : str, optional
+        Catalog (source name, static catalog, STAC API) searched for DEM collections, over the sites' extent
+        plus :data:`DEM_MARGIN_M`.
+    storage_options : dict, optional
+        fsspec options for remote Zarr DEM sources.
+    before_datum, after_datum : str, optional
+        Vertical datums of the epochs (``EPSG:5773``, ``EPSG:3855``, ``ellipsoid``) when the files do not say.
+    options, **overrides
+        As for :func:`volumes`.
+
+    Returns
+    -------
+    VolumeResult
+    """
+    from odc.geo.geom import Geometry
+
+    from mtg.pipeline.catalogs import resolve_source
+    from mtg.pipeline.dem_epochs import dem_epoch
+    from mtg.pipeline.grid import utm_epsg
+    from mtg.pipeline.io import read_sites
+
+    start = time.perf_counter()
+    frame = read_sites(sites)
+    source = resolve_source(catalog) if catalog else None
+    west, south, east, north = frame.total_bounds
+    local = f"EPSG:{utm_epsg((west + east) / 2, (south + north) / 2)}"
+    aoi = Geometry(frame.to_crs(local).union_all().envelope.buffer(DEM_MARGIN_M), local)
+    epochs = [dem_epoch(str(spec), source=source, aoi=aoi, datum=datum, storage_options=storage_options)
+              for spec, datum in ((before, before_datum), (after, after_datum))]
+    result = volumes(*epochs, frame, site_id_col=site_id_col, sites_name=str(sites), options=options, **overrides)
+    out = write_volumes(result, out)
+    return VolumeResult(out=out, n_sites=len(result.site_volumes), n_deposits=len(result.deposits),
+                        threshold_m=result.threshold_m, nmad_m=result.nmad_m, range_m=result.range_m,
+                        coregistration=result.coregistration, seconds=time.perf_counter() - start)

@@ -48,8 +48,7 @@ def test_hrefs_are_signed_by_the_workers_when_they_read(sample_region, tmp_path,
     dask_cfg = DaskConfig(scheduler="local", workers=2, memory_limit="1GiB")
     with dask_scheduler(dask_cfg.scheduler, dask_cfg.workers, dask_cfg.memory_limit) as client:
         client.register_plugin(RecordSigning(str(logs)))
-        address = client.scheduler.address
-        result = run_ingest(cfg, DaskConfig(scheduler=address), source=source,
+        result = run_ingest(cfg, client, source=source,
                             aoi=box(*sample_region.bounds, f"EPSG:{sample_region.epsg}"), progress=False)
     assert result.reflectance_status == "written"
     signed = [line for f in logs.iterdir() for line in f.read_text().splitlines()]

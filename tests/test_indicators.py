@@ -71,10 +71,14 @@ def test_mean_probability_is_area_weighted(tmp_path):
     assert table.loc["1", "mean_probability"] == pytest.approx(0.7)
     assert np.isnan(table.loc["2", "mean_probability"])  # a polygon without a probability
     assert list(table.loc["0", "sources"]) == ["mine_polygons"]
-    # a footprint file that lost rows since linking is named, not an IndexError
+    # the members carry the probabilities: the footprint file is not read again ...
     model.iloc[:1].to_parquet(tmp_path / "mine_polygons.parquet")
-    with pytest.raises(MtgError, match="mine_polygons.parquet has 1 rows, fewer than the sites file expects"):
-        site_indicators(result.out)
+    again = site_indicators(result.out).set_index("site_id")
+    assert again.loc["0", "mean_probability"] == table.loc["0", "mean_probability"]
+    # ... but as footprints of an epoch, a file that lost rows since linking is named, not an IndexError
+    with pytest.raises(MtgError, match="mine_polygons.parquet have 1 rows, fewer than the sites expect"):
+        site_indicators(result.out, footprints_before=[tmp_path / "mine_polygons.parquet"],
+                        footprints_after=[tmp_path / "inventory.gpkg"])
 
 
 def test_text_commodity_cells_are_names(tmp_path):

@@ -16,7 +16,8 @@ from scipy.cluster.hierarchy import fcluster, linkage
 from conftest import shared_file
 from mtg.kernels.geodesic import condensed_distances
 from mtg.pipeline.errors import MtgError
-from mtg.pipeline.link import SparseAgglomerativeLinker, cut_column, parse_distance, read_points
+from mtg.pipeline.io import read_points
+from mtg.pipeline.linker import SparseAgglomerativeLinker, cut_column, parse_distance
 
 MTG = str(Path(sys.executable).parent / "mtg")
 ICMM = ("icmm_global_mining_dataset", "icmm_global_mining_dataset_external.csv")
@@ -266,10 +267,14 @@ def test_sites_and_members_are_written_together(tmp_path, monkeypatch):
     old = link_sites([tmp_path / "a.gpkg"], None, tmp_path / "s.parquet", cut=500.0)
     before = old.out.read_bytes()
 
-    def full_disk(self, path, *args, **kwargs):
-        raise OSError("no space left on device")
+    write = gpd.GeoDataFrame.to_parquet
 
-    monkeypatch.setattr(pd.DataFrame, "to_parquet", full_disk)  # the members table; the sites are a GeoDataFrame
+    def full_disk(self, path, *args, **kwargs):
+        if "members" in Path(path).name:
+            raise OSError("no space left on device")
+        return write(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(gpd.GeoDataFrame, "to_parquet", full_disk)  # the members table, written after the sites
     with pytest.raises(OSError, match="no space"):
         link_sites([tmp_path / "a.gpkg"], None, tmp_path / "s.parquet", cut=250.0)
     assert old.out.read_bytes() == before
@@ -277,7 +282,7 @@ def test_sites_and_members_are_written_together(tmp_path, monkeypatch):
 
 
 def test_assembled_sites_keep_their_types_when_there_are_none():
-    from mtg.pipeline.link import MEMBER_COLUMNS, SITE_DTYPES, FootprintAreas, assemble_sites
+    from mtg.pipeline.site_assembly import MEMBER_COLUMNS, SITE_DTYPES, FootprintAreas, assemble_sites
 
     sites = assemble_sites(pd.DataFrame(columns=MEMBER_COLUMNS), np.array([], dtype=np.int64), FootprintAreas([]), 1.0)
     assert len(sites) == 0 and sites.crs.to_epsg() == 4326

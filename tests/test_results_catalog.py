@@ -99,7 +99,7 @@ def test_a_run_that_found_no_sites_gets_items_without_geometry(tmp_path):
     import numpy as np
     import pandas as pd
 
-    from mtg.pipeline.link import MEMBER_COLUMNS, FootprintAreas, assemble_sites
+    from mtg.pipeline.site_assembly import MEMBER_COLUMNS, FootprintAreas, assemble_sites
 
     run = tmp_path / "empty-run"
     (run / "sites").mkdir(parents=True)

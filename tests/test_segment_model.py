@@ -56,7 +56,7 @@ def test_shipped_model_on_the_held_out_part_of_the_sample_region(tmp_path_factor
     region = ensure_sample(run / "sample", cfg.sample, progress=False)
     source = resolve_source("sample").model_copy(update={"url": str(region.catalog)})
     ingest = cfg.ingest.model_copy(update={"out": str(run / "cubes"), "time": "/".join(region.time_range)})
-    result = run_ingest(ingest, cfg.dask, source=source, aoi=box(*region.bounds, f"EPSG:{region.epsg}"),
+    result = run_ingest(ingest, None, source=source, aoi=box(*region.bounds, f"EPSG:{region.epsg}"),
                         progress=False)
     mtg("segment", "--cube", result.reflectance_url, "-o", str(run / "segment"))
     card = read_card(None)

@@ -1,0 +1,62 @@
+"""Writers of the stages' results: each stage's tables (and rasters) into its folder, atomically and together."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mtg.pipeline.io.vectors import members_path
+from mtg.pipeline.table_io import atomic_write_all, to_geoparquet, write_json, write_table
+
+if TYPE_CHECKING:
+    from mtg.pipeline.landuse import LandUseTables
+    from mtg.pipeline.link import LinkedSites
+
+
+def write_sites(linked: LinkedSites, out: str | Path) -> tuple[Path, Path]:
+    """Write the sites GeoParquet ``out`` (with the link parameters in its metadata) and its members file
+    (``<stem>_members.parquet``, GeoParquet) beside it, both or neither.
+
+    Returns
+    -------
+    (Path, Path)
+        The sites and members files.
+    """
+    out = Path(out)
+    members = members_path(out)
+    atomic_write_all({out: lambda p: to_geoparquet(linked.sites, p, linked.metadata),
+                      members: lambda p: linked.members.to_parquet(p, index=False)})
+    return out, members
+
+
+def write_land_use_tables(tables: LandUseTables, out: str | Path,
+                          sites_metadata: dict[str, Any] | None = None) -> list[Path]:
+    """Write the land-use tables into the folder ``out``: ``landuse_by_commodity``, ``landuse_by_country``,
+    ``landuse_by_commodity_country`` and ``landuse_by_site`` (each ``.parquet`` and ``.csv``), ``summary.json``,
+    and when present ``cut_objective``, ``sites_chosen.parquet`` (with the countries used) and its members file,
+    ``landuse_sensitivity`` and ``landuse_sensitivity_by_commodity``.
+
+    Returns
+    -------
+    list of Path
+        The files written.
+    """
+    out = Path(out)
+    files: list[Path] = []
+    if tables.objective is not None:
+        files += write_table(tables.objective, out, "cut_objective")
+    if tables.chosen_sites is not None:
+        meta = {**(sites_metadata or {}), "choose_cut": True, "cut_m": tables.summary["choose_cut"]["h_max_m"]}
+        chosen, members = tables.chosen_sites, tables.chosen_members
+        files += atomic_write_all({out / "sites_chosen.parquet": lambda p: to_geoparquet(chosen, p, meta),
+                                   out / "sites_chosen_members.parquet": lambda p: members.to_parquet(p, index=False)})
+    landuse = tables.landuse
+    for name, table in (("landuse_by_commodity", landuse.by_commodity), ("landuse_by_country", landuse.by_country),
+                        ("landuse_by_commodity_country", landuse.by_commodity_country),
+                        ("landuse_by_site", landuse.by_site)):
+        files += write_table(table, out, name)
+    if tables.sensitivity is not None:
+        files += write_table(tables.sensitivity, out, "landuse_sensitivity")
+        files += write_table(tables.sensitivity_by_commodity, out, "landuse_sensitivity_by_commodity")
+    files.append(write_json(tables.summary, out / "summary.json"))
+    return files

@@ -1,0 +1,152 @@
+"""Vector files of every stage: one reader for GeoParquet and OGR formats, and the inventories built on it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mtg.pipeline.errors import MtgError
+from mtg.pipeline.inventory import check_geometries, point_inventory, polygon_inventory
+from mtg.pipeline.table_io import METADATA_KEY
+
+CSV_SUFFIXES = (".csv", ".txt", ".tsv")
+VECTOR_SUFFIXES = (".gpkg", ".geojson", ".json", ".shp", ".fgb", ".gml", ".kml", ".sqlite")
+
+
+def _parquet_metadata(path: Path) -> dict[bytes, bytes]:
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_schema(path).metadata or {}
+    except Exception as err:  # noqa: BLE001 - pyarrow raises several types for unreadable files
+        raise MtgError(f"{path} is not a readable Parquet file: {err}") from None
+
+
+def is_geoparquet(path: str | Path) -> bool:
+    """Whether a Parquet file carries GeoParquet ``geo`` metadata."""
+    return b"geo" in _parquet_metadata(Path(path))
+
+
+def read_vector(path: str | Path, what: str = "vector file"):  # noqa: ANN201 - a GeoDataFrame
+    """A GeoDataFrame from GeoParquet or an OGR format (GeoPackage, GeoJSON, shapefile, ...), in EPSG:4326.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file.
+    what : str
+        What the file is, for errors ("polygon file", "sites file", ...).
+
+    Raises
+    ------
+    MtgError
+        Naming the file when it does not exist, is not readable, is a plain Parquet file, has no CRS or an empty
+        geometry.
+    """
+    import geopandas as gpd
+
+    path = Path(path)
+    if not path.is_file():
+        raise MtgError(f"{what} {path} does not exist")
+    suffix = path.suffix.lower()
+    if suffix != ".parquet" and suffix not in VECTOR_SUFFIXES:
+        raise MtgError(f"{what} {path}: unknown format {suffix!r}; use GeoPackage, GeoParquet, GeoJSON, ...")
+    if suffix == ".parquet" and not is_geoparquet(path):
+        raise MtgError(f"{what} {path} is a plain Parquet file without GeoParquet 'geo' metadata")
+    try:
+        frame = gpd.read_parquet(path) if suffix == ".parquet" else gpd.read_file(path)
+    except Exception as err:  # noqa: BLE001 - pyogrio/pyarrow raise many types
+        raise MtgError(f"{path} is not a readable vector file: {err}") from None
+    return check_geometries(frame, str(path))
+
+
+def read_points(path: str | Path, lon_col: str = "lon", lat_col: str = "lat") -> tuple[pd.DataFrame, Any, Any]:
+    """Read a point file into ``(frame, lon, lat)`` in EPSG:4326 degrees, rows in file order.
+
+    CSV (``.csv``, ``.txt``; ``.tsv`` tab-separated) and plain Parquet take the coordinates from ``lon_col`` and
+    ``lat_col`` (WGS 84 degrees; text cells may use the Unicode minus sign). GeoParquet and OGR vector files
+    (GeoPackage, GeoJSON, ...) must hold points with a CRS; they are transformed to EPSG:4326
+    (:func:`mtg.pipeline.inventory.point_inventory`).
+
+    Raises
+    ------
+    MtgError
+        Naming the file and the missing column, the row with a non-numeric or out-of-range coordinate, the missing
+        CRS or the non-point geometry.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MtgError(f"point file {path} does not exist")
+    suffix = path.suffix.lower()
+    if suffix in CSV_SUFFIXES:
+        try:
+            frame = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype={lon_col: str, lat_col: str},
+                                encoding="utf-8-sig")
+        except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as err:
+            raise MtgError(f"{path} is not a readable CSV file: {err}") from None
+        return point_inventory(frame, str(path), lon_col, lat_col, line_offset=2)
+    if suffix == ".parquet" and not is_geoparquet(path):
+        try:
+            frame = pd.read_parquet(path)
+        except Exception as err:  # noqa: BLE001
+            raise MtgError(f"{path} is not a readable Parquet file: {err}") from None
+        return point_inventory(frame, str(path), lon_col, lat_col)
+    if suffix != ".parquet" and suffix not in VECTOR_SUFFIXES:
+        raise MtgError(f"point file {path}: unknown format {suffix!r}; use CSV, Parquet, GeoParquet or GeoPackage")
+    return point_inventory(read_vector(path, "point file"), str(path))
+
+
+def read_polygons(path: str | Path):  # noqa: ANN201 - a GeoDataFrame
+    """A GeoDataFrame of the polygons (Polygon or MultiPolygon) in a vector file, in EPSG:4326, in file order."""
+    return polygon_inventory(read_vector(path, "polygon file"), str(path))
+
+
+def read_sites(path: str | Path):  # noqa: ANN201 - a GeoDataFrame
+    """A sites layer: the ``sites.parquet`` of ``mtg link``, or any vector file of site polygons, in EPSG:4326.
+
+    Rows are kept as they are (sites of points only have point geometries); the stages check the columns they
+    need (:func:`mtg.api.volumes` the polygons and ids, :func:`mtg.api.land_use` the commodities).
+    """
+    return read_vector(path, "sites file")
+
+
+def members_path(sites: str | Path) -> Path:
+    """The members file beside a sites file: ``<stem>_members.parquet``."""
+    sites = Path(sites)
+    return sites.with_name(f"{sites.stem}_members.parquet")
+
+
+def read_members(sites: str | Path, required: bool = True):  # noqa: ANN201 - a GeoDataFrame or None
+    """The members file of a sites file (:func:`members_path`): every linked feature with its site and geometry.
+
+    Returns None when the file is absent and not ``required``.
+
+    Raises
+    ------
+    MtgError
+        When a required file is absent, or it lacks the columns land use needs (written by an older mtg link).
+    """
+    import geopandas as gpd
+
+    path = members_path(sites)
+    if not path.is_file():
+        if required:
+            raise MtgError(f"members file {path} of {sites} does not exist")
+        return None
+    if not is_geoparquet(path):
+        raise MtgError(f"members file {path} has no geometries (written by an older mtg link): link again")
+    members = gpd.read_parquet(path)
+    missing = [c for c in ("source", "kind", "row", "site_id", "primary_commodities", "country", "lon", "lat")
+               if c not in members.columns]
+    if missing:
+        raise MtgError(f"members file {path} lacks {missing} (written by an older mtg link): link again")
+    return members.reset_index(drop=True)
+
+
+def read_link_metadata(sites: str | Path) -> dict[str, Any]:
+    """The parameters :func:`mtg.pipeline.link.link` recorded in a sites file (``{}`` for files without them)."""
+    metadata = _parquet_metadata(Path(sites))
+    return json.loads(metadata[METADATA_KEY]) if METADATA_KEY in metadata else {}
