@@ -39,15 +39,12 @@ import numba
 import numpy as np
 
 from mtg.kernels.forest import connected_components, cut_roots, first_appearance, single_linkage_rows
+from mtg.kernels.hac_heap import RTOL, heap_linkage
 
 ExactDistance = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 METHODS = ("single", "complete", "average")
 NOT_SPARSE_EXACT = ("ward", "centroid", "median")
-# Relative tolerance under which two average-linkage heights (or a height and a cut) count as equal.
-RTOL = 1e-9
-# Point pairs examined per call of the exact-distance callback (whole rows of one cluster against the other).
-FETCH_BATCH = 8192
 
 
 @dataclass(frozen=True)
@@ -293,8 +290,6 @@ def sparse_hac(
     SparseHAC
         Labels per cut, ambiguity flags, components and per-component linkage matrices.
     """
-    from mtg.kernels.hac_heap import heap_linkage
-
     method = check_method(method)
     if method == "average" and exact_distance is None:
         raise ValueError("average linkage needs exact_distance(i, j) to resolve distances missing from the graph")

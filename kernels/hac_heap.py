@@ -53,8 +53,12 @@ from collections.abc import Callable
 
 import numba
 import numpy as np
-from mtg.kernels.hac import FETCH_BATCH, RTOL
 from numba.typed import List
+
+# Relative tolerance under which two average-linkage heights (or a height and a cut) count as equal.
+RTOL = 1e-9
+# Point pairs examined per call of the exact-distance callback (whole rows of one cluster against the other).
+FETCH_BATCH = 8192
 
 ExactDistance = Callable[[np.ndarray, np.ndarray], np.ndarray]
 

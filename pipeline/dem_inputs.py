@@ -18,6 +18,7 @@ centre at about its native resolution, since volumes need metres.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -55,6 +56,9 @@ class Dem:
         Where the epoch was read from.
     date : str or None
         Acquisition date (ISO) when the source says it.
+    vertical_datum : str or None
+        The vertical CRS the heights refer to (``"EPSG:5773"`` EGM96, ``"EPSG:3855"`` EGM2008, ``"EPSG:4979"`` the
+        WGS 84 ellipsoid), None when unknown; see :mod:`mtg.pipeline.vertical_datum`.
     """
 
     values: np.ndarray
@@ -62,6 +66,7 @@ class Dem:
     crs: CRS
     source: str
     date: str | None = None
+    vertical_datum: str | None = None
 
     @property
     def spacing(self) -> tuple[float, float]:
@@ -98,14 +103,44 @@ def _read_raster(path: str, date: str | None = None) -> Dem:
 
 
 def _read_zarr(source: str, storage_options: dict[str, Any] | None) -> Dem:
-    import rioxarray  # noqa: F401 - the .rio accessor
     import xarray as xr
 
-    url, _, pick = source.partition("#")
+    url = source.partition("#")[0]
     try:
         ds = xr.open_zarr(url, decode_coords="all", consolidated=None, storage_options=storage_options or None)
     except (FileNotFoundError, OSError, ValueError, KeyError) as err:
         raise MtgError(f"cannot open the Zarr DEM {url}: {err}") from None
+    return _dataset_epoch(ds, source)
+
+
+def _read_references(source: str, storage_options: dict[str, Any] | None) -> Dem | None:
+    """The epoch of a kerchunk reference JSON (``refs.json#EPOCH``), or None when the JSON is not one (a STAC item)."""
+    import fsspec
+
+    from mtg.pipeline.storage import options_for
+    from mtg.pipeline.virtual_dem import open_virtual_dem
+
+    url = source.partition("#")[0]
+    options = options_for(url, storage_options or {}) or {}  # for the JSON; the GeoTIFFs get storage_options
+    try:
+        with fsspec.open(url, "rt", **options) as f:
+            doc = json.load(f)
+    except (OSError, ValueError) as err:
+        raise MtgError(f"cannot read the JSON file {url}: {err}") from None
+    if not isinstance(doc, dict) or not ("refs" in doc or ".zgroup" in doc or ".zarray" in doc):
+        return None
+    try:
+        ds = open_virtual_dem(url, storage_options=options, remote_options=storage_options)
+    except (FileNotFoundError, OSError, ValueError, KeyError) as err:
+        raise MtgError(f"cannot open the DEM references {url}: {err}") from None
+    return _dataset_epoch(ds, source)
+
+
+def _dataset_epoch(ds: Any, source: str) -> Dem:
+    """One epoch of a Zarr-like Dataset with an elevation variable and a grid mapping (``URL#INDEX``/``URL#DATE``)."""
+    import rioxarray  # noqa: F401 - the .rio accessor
+
+    url, _, pick = source.partition("#")
     names = [v for v in ds.data_vars if {"y", "x"} <= set(ds[v].dims)]
     name = "elevation" if "elevation" in names else (names[0] if len(names) == 1 else None)
     if name is None:
@@ -162,9 +197,11 @@ def read_dem(source: str | Path, storage_options: dict[str, Any] | None = None) 
     Parameters
     ----------
     source : str or Path
-        Raster path/URL, Zarr store (``URL#EPOCH``), or STAC item JSON.
+        Raster path/URL, Zarr store (``URL#EPOCH``), kerchunk reference JSON written by
+        :func:`mtg.pipeline.virtual_dem.write_references` (``refs.json#EPOCH``, epochs as in a Zarr store),
+        or STAC item JSON (any other ``.json``).
     storage_options : dict, optional
-        fsspec options for a remote Zarr store.
+        fsspec options for a remote Zarr store, reference JSON or the GeoTIFFs the references point at.
 
     Returns
     -------
@@ -181,8 +218,9 @@ def read_dem(source: str | Path, storage_options: dict[str, Any] | None = None) 
         return _read_zarr(source, storage_options)
     if base.endswith(".json"):
         if not Path(base).exists() and "://" not in base:
-            raise MtgError(f"the STAC item {base} does not exist")
-        return _read_item(base)
+            raise MtgError(f"the JSON file {base} (STAC item or kerchunk references) does not exist")
+        dem = _read_references(source, storage_options)
+        return dem if dem is not None else _read_item(base)
     if "://" not in base and not base.startswith("/vsi") and not Path(base).exists():
         raise MtgError(f"the DEM {base} does not exist")
     return _read_raster(base)

@@ -106,14 +106,9 @@ def bbox_geometry(bbox: Sequence[float]) -> Geometry:
 
 def aoi_geometry(path: str) -> Geometry:
     """The union of the features of a vector file (GeoJSON, GeoPackage, GeoParquet, ...) as one geometry."""
-    import geopandas as gpd
+    from mtg.pipeline.io import read_vector
 
-    try:
-        frame = gpd.read_parquet(path) if str(path).endswith(".parquet") else gpd.read_file(path)
-    except Exception as err:  # pyogrio/pyarrow raise many types for unreadable files
-        raise MtgError(f"cannot read the AOI file {path}: {err}") from None
-    if frame.crs is None:
-        raise MtgError(f"the AOI file {path} has no CRS: write it with one (for example EPSG:4326)")
+    frame = read_vector(path, "AOI file", crs=None)
     if frame.empty:
         raise MtgError(f"the AOI file {path} holds no features")
     return Geometry(frame.geometry.union_all(), crs=str(frame.crs.to_wkt()))

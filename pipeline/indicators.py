@@ -41,7 +41,8 @@ from mtg.pipeline.errors import MtgError
 from mtg.pipeline.inventory import polygon_inventory
 from mtg.pipeline.landuse import SITES_NEED, UNKNOWN, apply_countries, largest_overlap
 from mtg.pipeline.site_assembly import FootprintAreas, geodesic_area_km2
-from mtg.pipeline.table_io import read_geoparquet, write_table
+from mtg.pipeline.io.vectors import read_table
+from mtg.pipeline.table_io import write_table
 
 log = logging.getLogger(__name__)
 
@@ -297,13 +298,13 @@ def site_indicators(sites: str | Path, *, members: str | Path | None = None, vol
     member_file = Path(members) if members is not None else members_path(sites_path)
     if not member_file.is_file() and members is not None:
         raise MtgError(f"members file {member_file} does not exist")
-    member_table = read_geoparquet(member_file, "members") if member_file.is_file() else None
+    member_table = read_table(member_file, "members") if member_file.is_file() else None
     boundaries = None
     if countries is not None:
         boundaries = read_polygons(countries)
         boundaries.attrs["source"] = str(countries)
-    volumes_table = read_geoparquet(volumes, "site volumes") if volumes is not None else None
-    deposits = read_geoparquet(waste_deposits, "waste deposits") if waste_deposits is not None else None
+    volumes_table = read_table(volumes, "site volumes") if volumes is not None else None
+    deposits = read_table(waste_deposits, "waste deposits") if waste_deposits is not None else None
     try:
         return indicators(frame, member_table, site_volumes=volumes_table, waste_deposits=deposits,
                           footprints_before=footprint_layers(footprints_before, member_table, sites_path.parent),

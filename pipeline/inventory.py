@@ -56,8 +56,8 @@ def check_lonlat(lon: np.ndarray, lat: np.ndarray, name: str, line_offset: int |
                            f"and the columns the right way round?")
 
 
-def check_geometries(frame, name: str):  # noqa: ANN001, ANN201 - GeoDataFrame in and out
-    """A GeoDataFrame with a CRS and no empty geometry, in EPSG:4326, index reset.
+def check_geometries(frame, name: str, crs: str | None = "EPSG:4326"):  # noqa: ANN001, ANN201 - GeoDataFrame
+    """A GeoDataFrame with a CRS and no empty geometry, in ``crs`` (None: its own), index reset.
 
     Raises
     ------
@@ -70,8 +70,8 @@ def check_geometries(frame, name: str):  # noqa: ANN001, ANN201 - GeoDataFrame i
     bad = np.flatnonzero(geometry.isna().to_numpy() | geometry.is_empty.to_numpy())
     if bad.size:
         raise MtgError(f"{name}: row {bad[0]} has an empty or missing geometry ({bad.size} such rows)")
-    if not frame.crs.equals("EPSG:4326"):
-        frame = frame.to_crs("EPSG:4326")
+    if crs is not None and not frame.crs.equals(crs):
+        frame = frame.to_crs(crs)
     return frame.reset_index(drop=True)
 
 

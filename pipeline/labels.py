@@ -37,17 +37,10 @@ def read_labels(path: str | Path, crs, class_column: str | None = "feature_type"
     MtgError
         Naming the file and the row or value at fault.
     """
-    import geopandas as gpd
+    from mtg.pipeline.io import read_vector
 
     path = Path(path)
-    if not path.is_file():
-        raise MtgError(f"labels file {path} does not exist")
-    try:
-        frame = gpd.read_parquet(path) if path.suffix == ".parquet" else gpd.read_file(path)
-    except Exception as err:  # noqa: BLE001 - pyarrow, pyogrio and GDAL each raise their own errors
-        raise MtgError(f"cannot read the labels file {path}: {type(err).__name__}: {err}") from None
-    if frame.crs is None:
-        raise MtgError(f"labels file {path} has no CRS")
+    frame = read_vector(path, "labels file", crs=None)
     types = frame.geometry.geom_type.to_numpy()
     bad = np.flatnonzero(~np.isin(types, ["Polygon", "MultiPolygon"]))
     if bad.size:

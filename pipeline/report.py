@@ -34,7 +34,8 @@ from mtg.pipeline.commodities import name_list
 from mtg.pipeline.errors import MtgError
 from mtg.pipeline.landuse import UNKNOWN
 from mtg.pipeline.report_figures import render_thumbnail
-from mtg.pipeline.table_io import atomic_write, read_geoparquet
+from mtg.pipeline.io.vectors import read_table
+from mtg.pipeline.table_io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +146,7 @@ def site_frame(run: Path, notes: dict[str, str]):  # noqa: ANN201 - a GeoDataFra
     path = run / "sites" / "sites.parquet"
     if not path.exists():
         raise MtgError(f"{path} does not exist: the report needs the run's sites (`mtg run` or `mtg link`)")
-    sites = read_geoparquet(path, "sites").to_crs(4326)
+    sites = read_table(path, "sites").to_crs(4326)
     if "site_id" not in sites:
         raise MtgError(f"{path} has no site_id column; its columns are {list(sites.columns)}")
     sites["site_id"] = sites["site_id"].astype(str)

@@ -39,7 +39,8 @@ from shapely.geometry import box, mapping
 
 from mtg.pipeline.errors import MtgError
 from mtg.pipeline.report_figures import open_store
-from mtg.pipeline.table_io import atomic_folder, read_geoparquet
+from mtg.pipeline.io.vectors import read_table
+from mtg.pipeline.table_io import atomic_folder
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,7 @@ def write_results_catalog(run_dir: str | Path) -> Path:
     sites_path = run / "sites" / "sites.parquet"
     if not sites_path.exists():
         raise MtgError(f"{sites_path} does not exist: a results catalog needs the run's sites (`mtg run` first)")
-    sites_bounds = _frame_bounds(read_geoparquet(sites_path, "sites"))
+    sites_bounds = _frame_bounds(read_table(sites_path, "sites"))
     times = _run_times(run, sites_path)
     catalog = pystac.Catalog(id=f"mtg-results-{run.name}", title=f"mine-the-gap results: {run.name}",
                              description="Site-level mining indicators of one mine-the-gap run: sites, indicators, "

@@ -21,7 +21,7 @@ from mtg.pipeline.errors import MtgError
 from mtg.pipeline.grid import aoi_geometry, bbox_geometry
 from mtg.pipeline.indicators import IndicatorsResult, footprint_layers, indicators, write_site_indicators
 from mtg.pipeline.ingest import Chunking, IngestResult, build_cubes, write_cubes
-from mtg.pipeline.io import read_points, read_polygons, write_land_use_tables, write_sites
+from mtg.pipeline.io import read_points, read_polygons, write_land_use_tables, write_sites, write_volumes
 from mtg.pipeline.landuse import UNKNOWN, LandUseResult, land_use
 from mtg.pipeline.link import SitesResult, link, sites_result
 from mtg.pipeline.linker import parse_distance
@@ -30,7 +30,7 @@ from mtg.pipeline.results_catalog import write_results_catalog
 from mtg.pipeline.segment import SegmentResult, segment_cube
 from mtg.pipeline.table_io import atomic_folder
 from mtg.pipeline.verify import VerifyResult, write_verification
-from mtg.pipeline.volume import VolumeResult, volumes, write_volumes
+from mtg.pipeline.volume import VolumeResult, volumes
 
 if TYPE_CHECKING:
     from mtg.pipeline.sample import SampleRegion

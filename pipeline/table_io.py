@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mtg.pipeline.errors import MtgError
 
 #: Schema-metadata key of the parameters mine-the-gap records in a GeoParquet file.
 METADATA_KEY = b"mtg"
@@ -104,19 +103,6 @@ def to_geoparquet(frame, path: Path, metadata: dict[str, Any] | None = None) -> 
         table = table.replace_schema_metadata({**(table.schema.metadata or {}),
                                                METADATA_KEY: json.dumps(metadata).encode()})
         pq.write_table(table, path)
-
-
-def read_geoparquet(path: str | Path, what: str):  # noqa: ANN201 - a GeoDataFrame
-    """A GeoParquet file, or an :class:`MtgError` naming ``what`` and the file when it is missing or unreadable."""
-    import geopandas as gpd
-
-    path = Path(path)
-    if not path.is_file():
-        raise MtgError(f"{what} file {path} does not exist")
-    try:
-        return gpd.read_parquet(path)
-    except Exception as err:  # noqa: BLE001 - pyarrow/geopandas raise many types
-        raise MtgError(f"{path} is not a readable GeoParquet {what} file: {err}") from None
 
 
 def csv_ready(frame: pd.DataFrame) -> pd.DataFrame:

@@ -37,7 +37,8 @@ import numpy as np
 import pandas as pd
 
 from mtg.pipeline.errors import MtgError
-from mtg.pipeline.table_io import read_geoparquet, write_table
+from mtg.pipeline.io.vectors import read_table
+from mtg.pipeline.table_io import write_table
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +213,7 @@ def verify_reported(reported: str | Path | pd.DataFrame, indicators, *, toleranc
         raise MtgError("tolerance and sigma must be > 0 and the match distance >= 0")
     table = reported if isinstance(reported, pd.DataFrame) else read_reported(reported)
     if not isinstance(indicators, gpd.GeoDataFrame):
-        indicators = read_geoparquet(indicators, "indicators")
+        indicators = read_table(indicators, "indicators")
     if "site_id" not in indicators.columns:
         raise MtgError("the indicators have no site_id column")
     indicators = indicators.assign(site_id=indicators["site_id"].astype(str)).reset_index(drop=True)

