@@ -64,13 +64,17 @@ def _curvature(f: np.ndarray, p: int, dx: float, dy: float, dz: float) -> float:
     return (cn * cn * f[p, 9] + ce * ce * f[p, 10]) / h
 
 
+#: Chords shorter than this (m) are their own arc (the difference, c^3 kappa^2 / 24, is below 1e-25 m).
+SHORT_CHORD_M = 1e-6
+
+
 @numba.njit(cache=True, inline="always")
 def _arc(f: np.ndarray, p: int, q: int, limit: float) -> float:
     """Normal-section arc between points ``p`` and ``q`` of table ``f``; NaN for a chord over ``limit``."""
     dx, dy, dz = f[q, 0] - f[p, 0], f[q, 1] - f[p, 1], f[q, 2] - f[p, 2]
     c = np.sqrt(dx * dx + dy * dy + dz * dz)
-    if c == 0.0:
-        return 0.0
+    if c < SHORT_CHORD_M:  # a subnormal chord's curvature terms underflow to 0
+        return c
     if c > limit:
         return np.nan
     kappa = 0.5 * (_curvature(f, p, dx, dy, dz) + _curvature(f, q, dx, dy, dz))

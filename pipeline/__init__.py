@@ -1,4 +1,8 @@
-"""mine-the-gap pipeline: stages, I/O, CLI and dask orchestration."""
+"""mine-the-gap pipeline: stages, I/O, CLI and dask orchestration.
+
+The public Python API is :mod:`mtg.api` (every stage on in-memory datasets); readers and writers are in
+:mod:`mtg.pipeline.io`, the options of each stage in :mod:`mtg.pipeline.config`.
+"""
 
 from importlib.metadata import PackageNotFoundError, version
 

@@ -231,8 +231,8 @@ def _site_features(polygons: list[tuple[str, Any]], points: list[tuple[str, Any]
             "country": _country_values(frame, opts.country_col, source, required=False),
             "lon": np.full(n, np.nan), "lat": np.full(n, np.nan)})
         for name in POLYGON_ATTRIBUTES:
-            values = frame[name] if name in frame.columns else np.nan
-            part[name] = pd.to_numeric(values, errors="coerce") if name in frame.columns else values
+            part[name] = (pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+                          if name in frame.columns else np.full(n, np.nan))
         parts.append(part)
     for source, frame in points:
         frame, lon, lat = point_inventory(frame, source, opts.lon_col, opts.lat_col)

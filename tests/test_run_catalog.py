@@ -59,3 +59,25 @@ def test_a_catalog_run_needs_its_time_and_area(tmp_path):
     proc = mtg("run", "--out", str(tmp_path / "r"), "--catalog", str(tmp_path / "none" / "catalog.json"),
                "--time", "2023-01-01/2023-12-31")
     assert proc.returncode == 2 and "--bbox" in proc.stderr
+
+
+@pytest.mark.slow
+def test_a_catalog_with_one_dem_epoch_gets_no_volumes_and_says_so(sample_region, tmp_path):
+    import pystac
+
+    first = min(pystac.Item.from_file(p).datetime for p in sample_region.root.glob("cop-dem-glo-30/*/*.json"))
+    day = first.date().isoformat()
+    config = tmp_path / "run.yaml"  # as Planetary Computer's Copernicus DEM: one epoch over the area
+    config.write_text(f"ingest:\n  chunks: {{space: 128}}\n  dem_time: {day}/{day}\n")
+    bbox = ",".join(f"{v:.6f}" for v in sample_region.bbox_lonlat)
+    proc = subprocess.run([MTG, "run", "--out", str(tmp_path / "run"), "--catalog", str(sample_region.catalog),
+                           "--bbox", bbox, "--time", "/".join(sample_region.time_range), "--config", str(config)],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    assert "one epoch over the area: no volumes" in proc.stderr and "--dem-before" in proc.stderr
+    assert "no mine property points" in proc.stderr  # no --points and not the sample catalog: none are invented
+    assert not (tmp_path / "run" / "volumes").exists() and "volumes              not computed" in proc.stdout
+    indicators = pd.read_csv(tmp_path / "run" / "indicators" / "site_indicators.csv")
+    assert indicators["excavated_m3"].isna().all() and (indicators["n_points"] == 0).all()
+    landuse = pd.read_csv(tmp_path / "run" / "landuse" / "landuse_by_commodity.csv")
+    assert set(landuse["commodity"]) == {"Unknown", "Total"}
