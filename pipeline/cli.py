@@ -30,6 +30,9 @@ SchedulerOpt = Annotated[Optional[str], typer.Option(
     help="Dask scheduler: threads (default), local (a LocalCluster), tcp://HOST:PORT, or gateway.")]
 WorkersOpt = Annotated[Optional[int], typer.Option(help="Workers for --scheduler local or gateway.")]
 MemoryOpt = Annotated[Optional[str], typer.Option(help="Memory limit per LocalCluster worker, e.g. 2GiB.")]
+BboxOpt = Annotated[Optional[str], typer.Option(help="min_lon,min_lat,max_lon,max_lat (EPSG:4326).")]
+AoiOpt = Annotated[Optional[str], typer.Option(help="Vector file of the area of interest (any CRS).")]
+TimeOpt = Annotated[Optional[str], typer.Option(help="START/END of the Sentinel-2 acquisitions.")]
 
 
 def _setup_logging(quiet: bool) -> None:
@@ -90,9 +93,9 @@ def ingest(
     catalog: Annotated[Optional[str], typer.Option(
         help=f"Catalog: a source name ({', '.join(known_sources())}), a static catalog path or URL, "
              "or a STAC API URL.")] = None,
-    bbox: Annotated[Optional[str], typer.Option(help="min_lon,min_lat,max_lon,max_lat (EPSG:4326).")] = None,
-    aoi: Annotated[Optional[str], typer.Option(help="Vector file of the area of interest (any CRS).")] = None,
-    time: Annotated[Optional[str], typer.Option(help="START/END of the Sentinel-2 acquisitions.")] = None,
+    bbox: BboxOpt = None,
+    aoi: AoiOpt = None,
+    time: TimeOpt = None,
     dem_time: Annotated[Optional[str], typer.Option(help="START/END of the DEM epochs (default: all).")] = None,
     out: Annotated[Optional[str], typer.Option(help="Folder or URL (s3://...) for the Zarr cubes.")] = None,
     loader: Annotated[Optional[str], typer.Option(help="odc-stac (default) or stackstac.")] = None,
@@ -144,9 +147,9 @@ def run(
     catalog: Annotated[Optional[str], typer.Option(
         help=f"Catalog: a source name ({', '.join(known_sources())}; default sample, the embedded sample region), a "
              "static catalog path or URL, or a STAC API URL.")] = None,
-    bbox: Annotated[Optional[str], typer.Option(help="min_lon,min_lat,max_lon,max_lat (EPSG:4326).")] = None,
-    aoi: Annotated[Optional[str], typer.Option(help="Vector file of the area of interest (any CRS).")] = None,
-    time: Annotated[Optional[str], typer.Option(help="START/END of the Sentinel-2 acquisitions.")] = None,
+    bbox: BboxOpt = None,
+    aoi: AoiOpt = None,
+    time: TimeOpt = None,
     points: Annotated[Optional[str], typer.Option(
         help="Mine property points with commodities (ICMM CSV, GeoParquet, ...); default the sample's on the "
              "sample catalog, else none.")] = None,

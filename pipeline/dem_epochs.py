@@ -22,7 +22,7 @@ from odc.geo.geom import Geometry
 from rasterio.crs import CRS
 
 from mtg.pipeline.catalogs import CatalogSource, DemCollection, known_collections, load_collection, search_items
-from mtg.pipeline.dem_inputs import Dem, read_dem
+from mtg.pipeline.dem_inputs import Dem, pick_epoch, read_dem
 from mtg.pipeline.errors import MtgError
 
 log = logging.getLogger(__name__)
@@ -91,16 +91,7 @@ def collection_epoch(source: CatalogSource, collection: DemCollection, aoi: Geom
                       resampling={"*": "bilinear"}, chunks={"y": 2048, "x": 2048}, signing=source.signing)
     elevation = raw[collection.asset]
     dates = [str(t)[:10] for t in elevation["time"].values]
-    if len(dates) > 1 and not pick:
-        raise MtgError(f"catalog {source.url} holds {len(dates)} epochs of {collection.id} over the area "
-                       f"({', '.join(dates)}): choose one with {collection.id}#INDEX or {collection.id}#DATE")
-    pick = pick or "0"
-    if pick.lstrip("-").isdigit() and -len(dates) <= int(pick) < len(dates):
-        k = int(pick)
-    elif pick in dates:
-        k = dates.index(pick)
-    else:
-        raise MtgError(f"{collection.id}#{pick}: no such epoch; the catalog holds {', '.join(dates)}")
+    k = pick_epoch(dates, pick, collection.id, f"catalog {source.url} over the area")
     values = elevation.isel(time=k).data
     values = da.where(values == np.float32(collection.nodata), np.float32(np.nan), values)
     log.info("%s: %d item(s) of %s on a %g m grid in %s (heights above %s)", collection.id, len(items), dates[k],

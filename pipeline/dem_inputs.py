@@ -136,6 +136,26 @@ def _read_references(source: str, storage_options: dict[str, Any] | None) -> Dem
     return _dataset_epoch(ds, source)
 
 
+def pick_epoch(dates: list[str], pick: str, name: str, holder: str) -> int:
+    """The index of the epoch ``name#pick`` names among ``dates`` (ISO days): an index (``0``, ``-1``) or a date;
+    an empty ``pick`` is allowed for one epoch only.
+
+    Raises
+    ------
+    MtgError
+        Naming ``holder`` (what holds the epochs) and its dates when ``pick`` is missing or matches none.
+    """
+    if not pick and len(dates) != 1:
+        raise MtgError(f"{holder} holds {len(dates)} epochs ({', '.join(dates)}): choose one with {name}#INDEX or "
+                       f"{name}#DATE")
+    pick = pick or "0"
+    if pick.lstrip("-").isdigit() and -len(dates) <= int(pick) < len(dates):
+        return int(pick)
+    if pick in dates:
+        return dates.index(pick)
+    raise MtgError(f"{name}#{pick}: no such epoch; {holder} holds {', '.join(dates)} (indices 0..{len(dates) - 1})")
+
+
 def _dataset_epoch(ds: Any, source: str) -> Dem:
     """One epoch of a Zarr-like Dataset with an elevation variable and a grid mapping (``URL#INDEX``/``URL#DATE``)."""
     import rioxarray  # noqa: F401 - the .rio accessor
@@ -149,16 +169,7 @@ def _dataset_epoch(ds: Any, source: str) -> Dem:
     date = None
     if "time" in elevation.dims:
         times = [str(t)[:10] for t in elevation["time"].values]
-        if not pick and elevation.sizes["time"] != 1:
-            raise MtgError(f"{url} holds {elevation.sizes['time']} epochs ({', '.join(times)}): choose one with "
-                           f"{url}#INDEX or {url}#DATE")
-        pick = pick or "0"
-        if pick.lstrip("-").isdigit() and -len(times) <= int(pick) < len(times):
-            k = int(pick)
-        elif pick in times:
-            k = times.index(pick)
-        else:
-            raise MtgError(f"{url}#{pick}: no such epoch; it holds {', '.join(times)} (indices 0..{len(times) - 1})")
+        k = pick_epoch(times, pick, url, url)
         elevation, date = elevation.isel(time=k), times[k]
     crs = elevation.rio.crs
     if crs is None:

@@ -293,8 +293,6 @@ def site_indicators(sites: str | Path, *, members: str | Path | None = None, vol
 
     sites_path = Path(sites)
     frame = read_sites(sites_path)
-    if bool(footprints_before) != bool(footprints_after):
-        raise MtgError("give footprints of both epochs (--footprints-before and --footprints-after), or neither")
     member_file = Path(members) if members is not None else members_path(sites_path)
     if not member_file.is_file() and members is not None:
         raise MtgError(f"members file {member_file} does not exist")

@@ -428,19 +428,19 @@ def write_land_use(sites: str | Path, out: str | Path, *, countries: str | Path 
     if "primary_commodities" not in frame.columns:
         log.warning("%s has no primary_commodities (written by an older mtg link): splitting among all linked "
                     "commodities", sites_path)
+    metadata = read_link_metadata(sites_path)
     members = read_members(sites_path) if opts.choose_cut or opts.sensitivity else None
     boundaries = None
     if countries is not None:
         boundaries = read_polygons(countries)
         boundaries.attrs["source"] = str(countries)
     try:
-        tables = land_use(frame, members, metadata=read_link_metadata(sites_path), countries=boundaries, options=opts)
+        tables = land_use(frame, members, metadata=metadata, countries=boundaries, options=opts)
     except MtgError as err:
         raise MtgError(f"{sites_path}: {err}") from None
     tables.summary["sites"] = str(sites_path)
     tables.summary["seconds"] = round(time.perf_counter() - start, 3)
-    files = write_land_use_tables(tables, out, sites_metadata={**read_link_metadata(sites_path),
-                                                              "sites": str(sites_path)})
+    files = write_land_use_tables(tables, out, sites_metadata={**metadata, "sites": str(sites_path)})
     return LandUseResult(out=Path(out), summary=tables.summary, files=files, sensitivity=tables.sensitivity,
                          seconds=tables.summary["seconds"])
 
