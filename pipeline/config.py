@@ -195,6 +195,34 @@ class TrainConfig(_Section):
     class_column: str | None = "feature_type"
 
 
+class PlanConfig(_Section):
+    """Global reruns (``mtg plan``, ``mtg run --plan``): how areas of interest become work tiles, what a CPU or GPU
+    hour and a stored or transferred GB cost, and how tiles are retried.
+
+    Prices are in US dollars and are defaults to change, not quotes: ``cpu_hour`` about one on-demand vCPU hour of a
+    compute-optimised cloud VM, ``gpu_hour`` about one data-centre GPU hour, ``storage_gb_month`` object storage,
+    ``egress_gb`` internet egress, charged on the bytes read when ``read_egress`` (a cluster outside the data's
+    cloud region; 0 when it runs next to the data, as it should). ``gpu_segment_mpx_s`` is the assumed segmentation
+    throughput of one GPU (not measured: no GPU has been lent to this project yet; set it from
+    ``benchmarks/segment_throughput.py`` on yours).
+    """
+
+    buffer: str = "5km"
+    tile_km: float = Field(default=20.0, gt=0)
+    halo_m: float = Field(default=300.0, ge=0)
+    calibration: str | None = None
+    revisit_days: float = Field(default=5.0, gt=0)
+    dem_epochs: int = Field(default=2, ge=1)
+    cpu_hour: float = Field(default=0.048, ge=0)
+    gpu_hour: float = Field(default=2.5, ge=0)
+    storage_gb_month: float = Field(default=0.023, ge=0)
+    storage_months: float = Field(default=12.0, ge=0)
+    egress_gb: float = Field(default=0.087, ge=0)
+    read_egress: bool = False
+    gpu_segment_mpx_s: float = Field(default=40.0, gt=0)
+    retries: int = Field(default=2, ge=0)
+
+
 class RunConfig(_Section):
     """Everything ``mtg run`` does, section by stage."""
 
@@ -210,6 +238,7 @@ class RunConfig(_Section):
     indicators: IndicatorsConfig = IndicatorsConfig()
     verify: VerifyConfig = VerifyConfig()
     volume: VolumeConfig = VolumeConfig()
+    plan: PlanConfig = PlanConfig()
     dask: DaskConfig = DaskConfig()
 
 

@@ -15,15 +15,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pystac
+
 from mtg.pipeline.sample.cog import write_cog
 from mtg.pipeline.sample.dem import DEM_NODATA, observed_dems
-from mtg.pipeline.sample.scene import build_scene
+from mtg.pipeline.sample.scene import Scene, build_scene
 from mtg.pipeline.sample.sentinel2 import write_scene
 from mtg.pipeline.sample.stac import DEM_COLLECTION, S2_COLLECTION, dem_item, dem_item_id, sentinel2_item, write_catalog
 from mtg.pipeline.sample.terrain import DEM_RES
 from mtg.pipeline.sample.truth import write_truth
 
-__all__ = ["SampleRegion", "write_sample_region"]
+__all__ = ["SampleRegion", "render_scene", "write_sample_region"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,33 @@ class SampleRegion:
     time_range: tuple[str, str]
 
 
+def render_scene(scene: Scene, out: Path, truth: Path, level: int) -> tuple[list[pystac.Item], list[pystac.Item]]:
+    """Write one scene's Sentinel-2 COGs, DEM epochs and truth under ``out`` (truth into ``truth``); returns its
+    Sentinel-2 and DEM STAC items (hrefs to the written files)."""
+    grid = scene.grid
+    futures: list[Future[Any]] = []
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        def submit(fn: Any, *args: Any, **kwargs: Any) -> None:
+            futures.append(pool.submit(fn, *args, **kwargs))
+
+        written = []
+        for acq in scene.acquisitions:
+            written.append(write_scene(scene, acq, out / S2_COLLECTION, submit))
+            log.log(level, "rendered Sentinel-2 scene %d of %d (%s)", acq.index + 1, len(scene.acquisitions),
+                    acq.date.isoformat())
+        epochs = observed_dems(scene)
+        dem_paths = []
+        for epoch in epochs:
+            item_id = dem_item_id(grid, epoch.label)
+            dem_paths.append(out / DEM_COLLECTION / item_id / f"{item_id}.tif")
+            submit(write_cog, dem_paths[-1], epoch.elevation, grid.transform(DEM_RES), grid.epsg, DEM_NODATA)
+        write_truth(scene, truth, written)
+        for future in futures:
+            future.result()
+    log.log(level, "wrote %d Sentinel-2 scenes, %d DEM epochs and the truth files", len(written), len(epochs))
+    return [sentinel2_item(grid, w) for w in written], [dem_item(grid, e, p) for e, p in zip(epochs, dem_paths)]
+
+
 def write_sample_region(out: Path, seed: int = 0, size_km: float = 20.0, n_dates: int = 8, progress: bool = False) -> SampleRegion:
     """Write the sample region to ``out``; the same ``(seed, size_km, n_dates)`` always gives the same data.
 
@@ -88,35 +117,13 @@ def write_sample_region(out: Path, seed: int = 0, size_km: float = 20.0, n_dates
     scene = build_scene(seed=seed, size_km=size_km, n_dates=n_dates)
     grid = scene.grid
     log.log(level, "drew a %.2f km region with %d mine sites and %d acquisitions", grid.size_m / 1000, len(scene.sites), n_dates)
-
-    futures: list[Future[Any]] = []
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        def submit(fn: Any, *args: Any, **kwargs: Any) -> None:
-            futures.append(pool.submit(fn, *args, **kwargs))
-
-        written = []
-        for acq in scene.acquisitions:
-            written.append(write_scene(scene, acq, out / S2_COLLECTION, submit))
-            log.log(level, "rendered Sentinel-2 scene %d of %d (%s)", acq.index + 1, n_dates, acq.date.isoformat())
-        epochs = observed_dems(scene)
-        dem_paths = []
-        for epoch in epochs:
-            item_id = dem_item_id(grid, epoch.label)
-            dem_paths.append(out / DEM_COLLECTION / item_id / f"{item_id}.tif")
-            submit(write_cog, dem_paths[-1], epoch.elevation, grid.transform(DEM_RES), grid.epsg, DEM_NODATA)
-        truth = write_truth(scene, out / "truth", written)
-        for future in futures:
-            future.result()
-    log.log(level, "wrote %d Sentinel-2 scenes, %d DEM epochs and the truth files", len(written), len(epochs))
-
-    catalog = write_catalog(
-        out, grid, [sentinel2_item(grid, w) for w in written], [dem_item(grid, e, p) for e, p in zip(epochs, dem_paths)]
-    )
+    s2_items, dem_items = render_scene(scene, out, out / "truth", level)
+    catalog = write_catalog(out, [grid], s2_items, dem_items)
     log.log(level, "wrote the STAC catalog %s", catalog)
     return SampleRegion(
         root=out,
         catalog=catalog,
-        truth=truth,
+        truth=out / "truth",
         epsg=grid.epsg,
         bounds=grid.bounds,
         bbox_lonlat=grid.bbox_lonlat,

@@ -104,13 +104,18 @@ def earth_sun_factor(day: date) -> float:
     return 1.0 / (1.0 - 0.01672 * math.cos(math.radians(0.9856 * (doy - 4)))) ** 2
 
 
-def sky_roles(n_dates: int, rng: np.random.Generator) -> list[tuple[str, float]]:
+def sky_roles(n_dates: int, rng: np.random.Generator, cloudiness: float = 0.0) -> list[tuple[str, float]]:
     """The sky on each date as ``(role, opaque cloud fraction)``.
 
     The first and last dates are clear (clean pre- and post-baseline references); date 1 is cloudy with shadows,
     date 2 has thin cirrus, the middle date has a swath edge, and the rest draw scattered clouds or clear sky.
+    With ``cloudiness`` c > 0 (0..1) the other dates are scattered-cloud dates with probability 0.6 + 0.4 c and
+    their cloud fractions reach 0.35 + 0.4 c.
     """
+    if not 0.0 <= cloudiness <= 1.0:
+        raise ValueError(f"cloudiness must be between 0 and 1, got {cloudiness}")
     roles: list[tuple[str, float]] = []
+    clear_below, top = 0.4 * (1.0 - cloudiness), 0.3 + 0.4 * cloudiness
     for i in range(n_dates):
         draw = float(rng.uniform(0.0, 1.0))
         if i in (0, n_dates - 1):
@@ -121,14 +126,15 @@ def sky_roles(n_dates: int, rng: np.random.Generator) -> list[tuple[str, float]]
             roles.append(("cirrus", round(0.02 + 0.03 * draw, 3)))
         elif i == n_dates // 2:
             roles.append(("edge", round(0.03 + 0.05 * draw, 3)))
-        elif draw < 0.4:
+        elif draw < clear_below:
             roles.append(("clear", 0.0))
         else:
-            roles.append(("scattered", round(0.05 + 0.3 * (draw - 0.4) / 0.6, 3)))
+            roles.append(("scattered", round(0.05 + top * (draw - clear_below) / (1.0 - clear_below), 3)))
     return roles
 
 
-def acquisition_series(n_dates: int, rng: np.random.Generator, lon: float, lat: float) -> tuple[Acquisition, ...]:
+def acquisition_series(n_dates: int, rng: np.random.Generator, lon: float, lat: float,
+                       cloudiness: float = 0.0) -> tuple[Acquisition, ...]:
     """``n_dates`` acquisitions spread evenly over :data:`FIRST_DATE` .. :data:`LAST_DATE` on the 5-day revisit.
 
     Parameters
@@ -139,6 +145,8 @@ def acquisition_series(n_dates: int, rng: np.random.Generator, lon: float, lat: 
         Source of randomness for the sky.
     lon, lat : float
         Scene centre, for the sun angles.
+    cloudiness : float
+        How cloudy the district is (:func:`sky_roles`).
 
     Returns
     -------
@@ -149,7 +157,7 @@ def acquisition_series(n_dates: int, rng: np.random.Generator, lon: float, lat: 
         raise ValueError(f"n_dates must be at least 6, got {n_dates}")
     cycles = (LAST_DATE - FIRST_DATE).days // 5
     series = []
-    for i, (sky, frac) in enumerate(sky_roles(n_dates, rng)):
+    for i, (sky, frac) in enumerate(sky_roles(n_dates, rng, cloudiness)):
         step = round(i * cycles / (n_dates - 1))
         day = FIRST_DATE + timedelta(days=5 * step)
         sensing = datetime.combine(day, SENSING_TIME, tzinfo=timezone.utc)

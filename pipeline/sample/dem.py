@@ -13,7 +13,7 @@ from datetime import date
 import numpy as np
 from scipy import ndimage
 
-from mtg.pipeline.sample.noise import correlated_noise, stream
+from mtg.pipeline.sample.noise import correlated_noise
 from mtg.pipeline.sample.scene import EARLY_DEM_DATE, LATE_DEM_DATE, Scene
 from mtg.pipeline.sample.terrain import DEM_RES
 
@@ -126,7 +126,7 @@ def observed_dems(scene: Scene, error_scale: float = 1.0) -> tuple[DemEpoch, Dem
                                            order=3, mode="nearest")
     epochs = []
     for label, day, surface in (("2021", EARLY_DEM_DATE, early_true), ("2023", LATE_DEM_DATE, late_shifted + reg.bias_m)):
-        rng = stream(scene.seed, "dem", label)
+        rng = scene.stream("dem", label)
         elevation = (surface + _dem_error(rng, shape, error_scale)).astype(np.float32)
         elevation[_voids(rng, shape)] = DEM_NODATA
         epochs.append(DemEpoch(label=label, day=day, elevation=elevation))

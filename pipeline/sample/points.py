@@ -9,17 +9,9 @@ import numpy as np
 from shapely.geometry import Point, Polygon
 from shapely.ops import unary_union
 
+from mtg.pipeline.sample.districts import PILBARA, District
 from mtg.pipeline.sample.region import RegionGrid
 from mtg.pipeline.sample.sites import Site
-
-_NAMES = (
-    "Kanjara", "Wirrilla", "Red Gully", "Bindi Creek", "Coondarra", "Yarrie Ridge", "Mulga Flat", "Spinifex Hill",
-    "Karri Downs", "Ironstone Bluff", "Ngarla Range", "Mirrin Well", "Jindabyne Rocks", "Tallering Gap",
-)
-_COMMODITIES = (("iron ore",), ("iron ore",), ("manganese",), ("copper", "gold"), ("iron ore",), ("gold",))
-#: Country of every point, spelt as ICMM's ``Country`` column spells it: the region (centred on
-#: ``region.CENTRE_LONLAT`` near Newman, at most 100 km across) lies wholly inside Western Australia.
-COUNTRY = "Australia"
 
 
 @dataclass(frozen=True)
@@ -46,10 +38,12 @@ class MinePoint:
     y: float
 
 
-def mine_points(rng: np.random.Generator, grid: RegionGrid, sites: tuple[Site, ...], keep_out: Polygon) -> tuple[MinePoint, ...]:
+def mine_points(rng: np.random.Generator, grid: RegionGrid, sites: tuple[Site, ...], keep_out: Polygon,
+                district: District = PILBARA) -> tuple[MinePoint, ...]:
     """The point database of the region.
 
-    The first site has two points (its main pit and its feature farthest north or south of it), the last site has none, every other site has one;
+    The first site has two points (its main pit and its feature farthest north or south of it; one when it has a
+    single feature), the last site has none, every other site has one;
     two prospects with no site lie in open country.
 
     Parameters
@@ -62,6 +56,8 @@ def mine_points(rng: np.random.Generator, grid: RegionGrid, sites: tuple[Site, .
         The mine sites (at least 3).
     keep_out : shapely.Polygon
         Where prospects must not be (town, water), in addition to the sites.
+    district : District
+        Names, commodities and id prefix of the points (the country is the district's).
 
     Returns
     -------
@@ -69,11 +65,11 @@ def mine_points(rng: np.random.Generator, grid: RegionGrid, sites: tuple[Site, .
     """
     entries: list[tuple[str, tuple[str, ...], str | None, float, float]] = []
     for i, site in enumerate(sites[:-1]):
-        name = _NAMES[i % len(_NAMES)]
-        commodities = _COMMODITIES[i % len(_COMMODITIES)]
+        name = district.names[i % len(district.names)]
+        commodities = district.commodities[i % len(district.commodities)]
         pits = [f for f in site.features if f.feature_type == "pit"]
         jitter = 0.25 * pits[0].b
-        if i == 0:
+        if i == 0 and len(site.features) > 1:
             other = max(site.features[1:], key=lambda f: abs(f.cy - pits[0].cy))
             north, south = sorted([pits[0], other], key=lambda f: -f.cy)
             entries.append((f"{name} North", commodities, site.site_id, north.cx, north.cy))
@@ -91,6 +87,7 @@ def mine_points(rng: np.random.Generator, grid: RegionGrid, sites: tuple[Site, .
         y = rng.uniform(bottom + 100, top - 100)
         if not blocked.contains(Point(x, y)):
             prospects += 1
-            name = _NAMES[(len(sites) + prospects) % len(_NAMES)]
+            name = district.names[(len(sites) + prospects) % len(district.names)]
             entries.append((f"{name} Prospect", ("lithium",) if prospects == 1 else ("gold",), None, x, y))
-    return tuple(MinePoint(f"P{k + 1:03d}", n, c, s, float(x), float(y)) for k, (n, c, s, x, y) in enumerate(entries))
+    return tuple(MinePoint(district.prefixed(f"P{k + 1:03d}"), n, c, s, float(x), float(y))
+                 for k, (n, c, s, x, y) in enumerate(entries))

@@ -96,23 +96,25 @@ class RegionGrid:
         return f"{'N' if la >= 0 else 'S'}{abs(la):02d}_00_{'E' if lo >= 0 else 'W'}{abs(lo):03d}_00"
 
 
-def region_grid(size_km: float) -> RegionGrid:
-    """The sample region grid: ``size_km`` wide (rounded up to 60 m), centred on :data:`CENTRE_LONLAT`.
+def region_grid(size_km: float, centre: tuple[float, float] = CENTRE_LONLAT) -> RegionGrid:
+    """A sample region grid: ``size_km`` wide (rounded up to 60 m), centred on ``centre``.
 
     Parameters
     ----------
     size_km : float
         Side length in kilometres; must be positive.
+    centre : (float, float)
+        ``(lon, lat)`` of the centre; default :data:`CENTRE_LONLAT`, the single sample region.
 
     Returns
     -------
     RegionGrid
-        Grid in the UTM zone of the centre (southern hemisphere, so EPSG:327xx).
+        Grid in the UTM zone of the centre (EPSG:326xx north of the equator, 327xx south).
     """
     if size_km <= 0:
         raise ValueError(f"size_km must be positive, got {size_km}")
-    lon, lat = CENTRE_LONLAT
-    epsg = (32600 if lat >= 0 else 32700) + int((lon + 180) // 6) + 1
+    lon, lat = centre
+    epsg = (32600 if lat >= 0 else 32700) + min(int((lon + 180) // 6) + 1, 60)
     cx, cy = Transformer.from_crs(4326, epsg, always_xy=True).transform(lon, lat)
     size_m = math.ceil(size_km * 1000 / GRID_QUANTUM_M) * GRID_QUANTUM_M
     left = math.floor((cx - size_m / 2) / GRID_QUANTUM_M) * GRID_QUANTUM_M

@@ -8,6 +8,7 @@ from datetime import date
 import numpy as np
 
 from mtg.pipeline.sample.acquisitions import Acquisition, acquisition_series
+from mtg.pipeline.sample.districts import PILBARA, District
 from mtg.pipeline.sample.landcover import (
     DateCover,
     FeatureRaster,
@@ -20,7 +21,7 @@ from mtg.pipeline.sample.landcover import (
 )
 from mtg.pipeline.sample.noise import fractal_noise, stream
 from mtg.pipeline.sample.points import MinePoint, mine_points
-from mtg.pipeline.sample.region import CENTRE_LONLAT, RegionGrid, region_grid
+from mtg.pipeline.sample.region import RegionGrid, region_grid
 from mtg.pipeline.sample.sites import Site, layout_sites
 from mtg.pipeline.sample.spectra import greenness
 from mtg.pipeline.sample.terrain import FINE_RES, Terrain, make_terrain
@@ -50,6 +51,9 @@ class Scene:
     Attributes
     ----------
     seed : int
+    district : District
+        Where the scene lies and how its mines look (:data:`~mtg.pipeline.sample.districts.PILBARA` for the
+        single region).
     grid : RegionGrid
     terrain : Terrain
     town : Town
@@ -66,6 +70,7 @@ class Scene:
     """
 
     seed: int
+    district: District
     grid: RegionGrid
     terrain: Terrain
     town: Town
@@ -77,6 +82,11 @@ class Scene:
     texture: np.ndarray
     rasters: tuple[FeatureRaster, ...]
     registration: Registration
+
+    def stream(self, *keys: str | int) -> np.random.Generator:
+        """The scene's random stream for a component (:func:`~mtg.pipeline.sample.noise.stream`), distinct per
+        district."""
+        return district_stream(self.seed, self.district, *keys)
 
     @property
     def growth_period(self) -> tuple[date, date]:
@@ -94,8 +104,15 @@ class Scene:
         return date_cover(self.grid, self.background, self.veg, self.sites, self.rasters, self.scales(day), pond)
 
 
-def build_scene(seed: int = 0, size_km: float = 20.0, n_dates: int = 8) -> Scene:
-    """Draw the synthetic world for ``(seed, size_km, n_dates)``; the same arguments always give the same scene.
+def district_stream(seed: int, district: District, *keys: str | int) -> np.random.Generator:
+    """The random stream of one component of a district's scene; the single region's streams have no district
+    key, so its scenes stay those of earlier versions."""
+    return stream(seed, *((district.key,) if district.key else ()), *keys)
+
+
+def build_scene(seed: int = 0, size_km: float = 20.0, n_dates: int = 8, district: District = PILBARA) -> Scene:
+    """Draw the synthetic world for ``(seed, size_km, n_dates, district)``; the same arguments always give the
+    same scene.
 
     Parameters
     ----------
@@ -105,27 +122,33 @@ def build_scene(seed: int = 0, size_km: float = 20.0, n_dates: int = 8) -> Scene
         Side of the square region in km.
     n_dates : int
         Number of Sentinel-2 acquisitions (at least 6).
+    district : District
+        Where the region lies, its mine styles and its sky.
 
     Returns
     -------
     Scene
     """
-    grid: RegionGrid = region_grid(size_km)
-    terrain = make_terrain(stream(seed, "terrain"), grid)
-    town = place_town(stream(seed, "town"), grid, terrain)
+    def rng(key: str) -> np.random.Generator:
+        return district_stream(seed, district, key)
+
+    grid: RegionGrid = region_grid(size_km, (district.lon, district.lat))
+    terrain = make_terrain(rng("terrain"), grid)
+    town = place_town(rng("town"), grid, terrain)
     keep_out = keep_out_zone(terrain, town)
-    sites = layout_sites(stream(seed, "sites"), grid, keep_out)
-    points = mine_points(stream(seed, "points"), grid, sites, keep_out)
-    acquisitions = acquisition_series(n_dates, stream(seed, "sky-roles"), *CENTRE_LONLAT)
+    sites = layout_sites(rng("sites"), grid, keep_out, district)
+    points = mine_points(rng("points"), grid, sites, keep_out, district)
+    acquisitions = acquisition_series(n_dates, rng("sky-roles"), district.lon, district.lat, district.cloudiness)
     background, veg = static_cover(grid, terrain, town, sites)
-    texture = fractal_noise(stream(seed, "texture"), grid.shape(FINE_RES), beta=2.0)
-    reg_rng = stream(seed, "registration")
+    texture = fractal_noise(rng("texture"), grid.shape(FINE_RES), beta=2.0)
+    reg_rng = rng("registration")
     sx, sy = reg_rng.uniform(0.15, 0.45, size=2) * reg_rng.choice([-1.0, 1.0], size=2)
     registration = Registration(
         shift_x_m=round(float(sx) * 30.0, 2), shift_y_m=round(float(sy) * 30.0, 2), bias_m=round(float(reg_rng.uniform(1.0, 2.0)), 2)
     )
     return Scene(
         seed=seed,
+        district=district,
         grid=grid,
         terrain=terrain,
         town=town,

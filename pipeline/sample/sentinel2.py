@@ -21,7 +21,6 @@ from mtg.pipeline.sample.acquisitions import RELATIVE_ORBIT, Acquisition
 from mtg.pipeline.sample.clouds import CIRRUS_FLAG, HIGH_CLOUD, MEDIUM_CLOUD, SHADOW_FLAG, SKY_RES, Sky, draw_sky
 from mtg.pipeline.sample.cog import write_cog
 from mtg.pipeline.sample.landcover import Cover
-from mtg.pipeline.sample.noise import stream
 from mtg.pipeline.sample.scene import Scene
 from mtg.pipeline.sample.spectra import (
     BANDS,
@@ -123,8 +122,8 @@ def render_scene(scene: Scene, acq: Acquisition) -> RenderedScene:
     RenderedScene
     """
     cover = scene.cover(acq.date)
-    sky = draw_sky(stream(scene.seed, "sky", acq.index), scene.grid.shape(SKY_RES), acq)
-    rng = stream(scene.seed, "sensor", acq.index)
+    sky = draw_sky(scene.stream("sky", acq.index), scene.grid.shape(SKY_RES), acq)
+    rng = scene.stream("sensor", acq.index)
     terrain = scene.terrain
 
     light = illumination(terrain.slope10, terrain.aspect10, acq.solar_zenith, acq.solar_azimuth)

@@ -15,16 +15,26 @@ import numpy as np
 from shapely.geometry import LineString, Point, Polygon
 from shapely.ops import unary_union
 
+from mtg.pipeline.sample.districts import PILBARA, District
 from mtg.pipeline.sample.region import RegionGrid
 
-#: Layouts of the kinds of site; every site has one pit except the twin-pit kind, which has two.
+#: Layouts of the kinds of site (the roles of their features; the first is the main excavation).
 SITE_KINDS = {
     "complex": ("pit", "dump", "dump", "tailings", "plant"),
     "pit_only": ("pit",),
     "pit_dump": ("pit", "dump"),
     "pit_dump_tailings": ("pit", "dump", "tailings", "plant"),
     "twin_pit": ("pit", "pit", "dump"),
+    "strip": ("strip", "spoil", "spoil"),
+    "strip_pit_only": ("strip",),
+    "tailings_ponds": ("pit", "pond", "pond", "plant"),
+    "alluvial": ("alluvial", "alluvial", "alluvial", "alluvial", "pond"),
+    "quarry": ("quarry",),
+    "quarry_plant": ("quarry", "plant"),
 }
+#: Feature type of each role (pits, dumps and tailings of other mine styles are pits, dumps and tailings too).
+ROLE_TYPES = {"pit": "pit", "strip": "pit", "alluvial": "pit", "quarry": "pit", "dump": "dump", "spoil": "dump",
+              "tailings": "tailings", "pond": "tailings", "plant": "other"}
 HAUL_ROAD_WIDTH_M = 24.0
 _BENCH_HEIGHT_M = 12.0
 
@@ -180,9 +190,12 @@ class Site:
 
 def _feature(rng: np.random.Generator, fid: str, role: str, cx: float, cy: float, site_radius: float, shrink: float) -> Feature:
     """Draw the shape and relief of one feature of ``role`` (``pit``, ``dump``, ``tailings`` or ``plant``)."""
-    sizes = {"pit": (0.26, 0.36), "dump": (0.18, 0.27), "tailings": (0.18, 0.25), "plant": (0.07, 0.1)}
+    sizes = {"pit": (0.26, 0.36), "dump": (0.18, 0.27), "tailings": (0.18, 0.25), "plant": (0.07, 0.1),
+             "strip": (0.38, 0.48), "spoil": (0.3, 0.38), "pond": (0.22, 0.3), "alluvial": (0.12, 0.18),
+             "quarry": (0.16, 0.24)}
+    aspects = {"strip": (0.12, 0.2), "spoil": (0.14, 0.22)}  # long, narrow strip cuts and their spoil rows
     a = site_radius * rng.uniform(*sizes[role]) * shrink
-    b = a * rng.uniform(0.55, 0.9)
+    b = a * rng.uniform(*aspects.get(role, (0.55, 0.9)))
     harmonics = tuple((k, float(rng.uniform(-0.05, 0.05)), float(rng.uniform(0, 2 * np.pi))) for k in (2, 3, 5))
     if role == "pit":
         relief = float(np.clip(0.45 * b, 25.0, 100.0))
@@ -190,17 +203,23 @@ def _feature(rng: np.random.Generator, fid: str, role: str, cx: float, cy: float
         relief = float(np.clip(0.3 * b, 15.0, 60.0))
     elif role == "tailings":
         relief = float(rng.uniform(5.0, 15.0))
+    elif role in ("strip", "spoil", "pond", "alluvial"):
+        relief = float(rng.uniform(*{"strip": (25.0, 45.0), "spoil": (12.0, 25.0), "pond": (4.0, 10.0),
+                                     "alluvial": (3.0, 8.0)}[role]))
+    elif role == "quarry":
+        relief = float(np.clip(0.4 * b, 20.0, 60.0))
     else:
         relief = 0.0
     return Feature(
         feature_id=fid,
-        feature_type="other" if role == "plant" else role,
+        feature_type=ROLE_TYPES[role],
         cx=float(cx),
         cy=float(cy),
         a=float(a),
         b=float(b),
         rotation=float(rng.uniform(0, np.pi)),
-        exponent={"pit": 2.0, "dump": 2.5, "tailings": 4.0, "plant": 6.0}[role],
+        exponent={"pit": 2.0, "dump": 2.5, "tailings": 4.0, "plant": 6.0, "strip": 4.0, "spoil": 3.0, "pond": 4.0,
+                  "alluvial": 2.0, "quarry": 6.0}[role],
         harmonics=harmonics if role != "plant" else (),
         relief_m=relief,
     )
@@ -256,7 +275,8 @@ def site_count(grid: RegionGrid) -> int:
     return int(np.clip(round((grid.size_m / 1000) ** 2 / 55.0), 3, 10))
 
 
-def layout_sites(rng: np.random.Generator, grid: RegionGrid, keep_out: Polygon | None) -> tuple[Site, ...]:
+def layout_sites(rng: np.random.Generator, grid: RegionGrid, keep_out: Polygon | None,
+                 district: District = PILBARA) -> tuple[Site, ...]:
     """Place :func:`site_count` sites in the region, apart from each other and outside ``keep_out``.
 
     Parameters
@@ -267,19 +287,22 @@ def layout_sites(rng: np.random.Generator, grid: RegionGrid, keep_out: Polygon |
         The region.
     keep_out : shapely.Polygon or None
         Where no site may lie (town, waterhole, creek).
+    district : District
+        The district's site kinds and id prefix; with ``centre_site`` its first site lies at the region centre.
 
     Returns
     -------
     tuple of Site
-        Sites ``S01``... ; the first three are a full complex, a pit-only site and a pit with a dump, the rest
-        drawn from :data:`SITE_KINDS`.
+        Sites ``S01``... (with the district prefix); the first are of the district's ``lead_kinds`` (for the
+        single region: a full complex, a pit-only site and a pit with a dump), the rest drawn from its ``kinds``.
     """
     n = site_count(grid)
     left, bottom, right, top = grid.bounds
     radius = min(1100.0, grid.size_m / 6.5)
-    kinds = ["complex", "pit_only", "pit_dump"] + list(rng.choice(sorted(SITE_KINDS), size=max(0, n - 3)))
+    lead = list(district.lead_kinds[:n])
+    kinds = lead + list(rng.choice(sorted(district.kinds), size=max(0, n - len(lead))))
     for _ in range(8):
-        centres: list[tuple[float, float]] = []
+        centres: list[tuple[float, float]] = [((left + right) / 2, (bottom + top) / 2)] if district.centre_site else []
         for _ in range(4000):
             if len(centres) == n:
                 break
@@ -295,4 +318,5 @@ def layout_sites(rng: np.random.Generator, grid: RegionGrid, keep_out: Polygon |
         radius *= 0.9
     else:
         raise RuntimeError(f"could not place {n} mine sites in a {grid.size_m:.0f} m region")
-    return tuple(_site(rng, f"S{i + 1:02d}", str(kind), x, y, radius) for i, (kind, (x, y)) in enumerate(zip(kinds, centres)))
+    return tuple(_site(rng, district.prefixed(f"S{i + 1:02d}"), str(kind), x, y, radius)
+                 for i, (kind, (x, y)) in enumerate(zip(kinds, centres)))

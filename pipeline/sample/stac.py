@@ -26,10 +26,12 @@ S2_EXTENSIONS = [
     "https://stac-extensions.github.io/sat/v1.0.0/schema.json",
     "https://stac-extensions.github.io/projection/v1.1.0/schema.json",
     "https://stac-extensions.github.io/raster/v1.1.0/schema.json",
+    "https://stac-extensions.github.io/file/v2.1.0/schema.json",
 ]
 DEM_EXTENSIONS = [
     "https://stac-extensions.github.io/projection/v1.0.0/schema.json",
     "https://stac-extensions.github.io/raster/v1.1.0/schema.json",
+    "https://stac-extensions.github.io/file/v2.1.0/schema.json",
 ]
 #: Asset titles and ``eo:bands`` exactly as on Planetary Computer items.
 S2_ASSETS = {
@@ -85,9 +87,12 @@ def _lonlat(grid: RegionGrid, polygon: Polygon) -> Polygon:
     return transform_geometry(project, polygon.segmentize(grid.size_m / 4))
 
 
-def _extent(grid: RegionGrid, start: datetime, end: datetime) -> pystac.Extent:
-    """Collection extent: the region's lon/lat box and the time span."""
-    return pystac.Extent(pystac.SpatialExtent([list(grid.bbox_lonlat)]), pystac.TemporalExtent([[start, end]]))
+def _extent(grids: list[RegionGrid], start: datetime, end: datetime) -> pystac.Extent:
+    """Collection extent: the lon/lat box of all regions (then each region's box) and the time span."""
+    boxes = [list(g.bbox_lonlat) for g in grids]
+    overall = [min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes)]
+    return pystac.Extent(pystac.SpatialExtent([overall] + (boxes if len(boxes) > 1 else [])),
+                         pystac.TemporalExtent([[start, end]]))
 
 
 def sentinel2_item(grid: RegionGrid, written: WrittenScene) -> pystac.Item:
@@ -127,7 +132,8 @@ def sentinel2_item(grid: RegionGrid, written: WrittenScene) -> pystac.Item:
             title=S2_ASSETS[key][0],
             media_type=COG_TYPE,
             roles=["data"],
-            extra_fields={**_grid_fields(grid, band_resolution(key)), **_s2_asset_fields(key)},
+            extra_fields={**_grid_fields(grid, band_resolution(key)), **_s2_asset_fields(key),
+                          "file:size": Path(path).stat().st_size},
         ))
     return item
 
@@ -150,7 +156,9 @@ def dem_item(grid: RegionGrid, epoch: DemEpoch, path: Path) -> pystac.Item:
         title=grid.dem_tile,
         media_type=COG_TYPE,
         roles=["data"],
-        extra_fields={"raster:bands": [{"nodata": DEM_NODATA, "data_type": "float32", "spatial_resolution": int(DEM_RES), "unit": "metre"}]},
+        extra_fields={"raster:bands": [{"nodata": DEM_NODATA, "data_type": "float32",
+                                        "spatial_resolution": int(DEM_RES), "unit": "metre"}],
+                      "file:size": Path(path).stat().st_size},
     ))
     return item
 
@@ -160,7 +168,7 @@ def dem_item_id(grid: RegionGrid, label: str) -> str:
     return f"Copernicus_DSM_COG_10_{grid.dem_tile}_DEM_{label}"
 
 
-def sentinel2_collection(grid: RegionGrid, items: list[pystac.Item]) -> pystac.Collection:
+def sentinel2_collection(grids: list[RegionGrid], items: list[pystac.Item]) -> pystac.Collection:
     """The ``sentinel-2-l2a`` collection with PC's item_assets and summaries, its extent taken from the items."""
     times = [it.datetime for it in items if it.datetime is not None]
     collection = pystac.Collection(
@@ -169,7 +177,7 @@ def sentinel2_collection(grid: RegionGrid, items: list[pystac.Item]) -> pystac.C
         description="Synthetic Sentinel-2 L2A scenes of the mine-the-gap sample region, laid out like the "
                     "Planetary Computer sentinel-2-l2a collection (COGs, uint16 DNs, BOA_ADD_OFFSET -1000 from "
                     "processing baseline 04.00).",
-        extent=_extent(grid, min(times), max(times)),
+        extent=_extent(grids, min(times), max(times)),
         license="proprietary",
         keywords=["Sentinel", "Copernicus", "ESA", "Satellite", "Global", "Imagery", "Reflectance"],
         stac_extensions=[
@@ -195,7 +203,7 @@ def sentinel2_collection(grid: RegionGrid, items: list[pystac.Item]) -> pystac.C
     return collection
 
 
-def dem_collection(grid: RegionGrid, items: list[pystac.Item]) -> pystac.Collection:
+def dem_collection(grids: list[RegionGrid], items: list[pystac.Item]) -> pystac.Collection:
     """The ``cop-dem-glo-30`` collection of the two DEM epochs."""
     times = [it.datetime for it in items if it.datetime is not None]
     collection = pystac.Collection(
@@ -203,7 +211,7 @@ def dem_collection(grid: RegionGrid, items: list[pystac.Item]) -> pystac.Collect
         title="Copernicus DEM GLO-30",
         description="Synthetic 30 m DEMs of the mine-the-gap sample region at two epochs, laid out like the "
                     "Planetary Computer cop-dem-glo-30 collection but on the sample's UTM grid.",
-        extent=_extent(grid, min(times), max(times)),
+        extent=_extent(grids, min(times), max(times)),
         license="proprietary",
         keywords=["Copernicus", "DEM", "DSM", "Elevation"],
         stac_extensions=[
@@ -222,19 +230,23 @@ def dem_collection(grid: RegionGrid, items: list[pystac.Item]) -> pystac.Collect
     return collection
 
 
-def write_catalog(root: Path, grid: RegionGrid, s2_items: list[pystac.Item], dem_items: list[pystac.Item]) -> Path:
+#: Title and description of the single sample region's catalog.
+REGION_TEXT = ("mine-the-gap sample region",
+               "A deterministic synthetic mining region near Newman, Western Australia: Sentinel-2 L2A time series "
+               "and two DEM epochs, with ground truth under truth/.")
+
+
+def write_catalog(root: Path, grids: list[RegionGrid], s2_items: list[pystac.Item], dem_items: list[pystac.Item],
+                  text: tuple[str, str] = REGION_TEXT) -> Path:
     """Assemble and save the self-contained catalog under ``root``; returns the path of ``catalog.json``.
 
-    Items land at ``root/<collection>/<item id>/<item id>.json``, next to their COGs, with relative hrefs.
+    Items land at ``root/<collection>/<item id>/<item id>.json``, next to their COGs, with relative hrefs;
+    ``grids`` are the regions the items cover (one for the sample region, one per district for the sample world),
+    ``text`` the catalog's title and description.
     """
-    catalog = pystac.Catalog(
-        id=CATALOG_ID,
-        title="mine-the-gap sample region",
-        description="A deterministic synthetic mining region near Newman, Western Australia: Sentinel-2 L2A "
-                    "time series and two DEM epochs, with ground truth under truth/.",
-    )
-    catalog.add_child(sentinel2_collection(grid, s2_items))
-    catalog.add_child(dem_collection(grid, dem_items))
+    catalog = pystac.Catalog(id=CATALOG_ID, title=text[0], description=text[1])
+    catalog.add_child(sentinel2_collection(grids, s2_items))
+    catalog.add_child(dem_collection(grids, dem_items))
     # A trailing slash tells pystac that root is a folder even when its name has a dot in it.
     catalog.normalize_hrefs(str(root.resolve()) + "/")
     catalog.make_all_asset_hrefs_relative()

@@ -12,7 +12,6 @@ from shapely.geometry import Point
 
 from mtg.pipeline.sample.cog import write_cog
 from mtg.pipeline.sample.dem import site_volumes
-from mtg.pipeline.sample.points import COUNTRY
 from mtg.pipeline.sample.landcover import cover_code_table
 from mtg.pipeline.sample.scene import EARLY_DEM_DATE, LATE_DEM_DATE, Scene
 from mtg.pipeline.sample.sentinel2 import WrittenScene
@@ -51,7 +50,7 @@ def point_table(scene: Scene) -> gpd.GeoDataFrame:
             "name": [p.name for p in scene.points],
             "commodities": [list(p.commodities) for p in scene.points],
             "site_id": pd.array([p.site_id for p in scene.points], dtype="string"),
-            "country": [COUNTRY] * len(scene.points),
+            "country": [scene.district.country] * len(scene.points),
         },
         geometry=[Point(round(float(x), 7), round(float(y), 7)) for x, y in zip(lon, lat)],
         crs="EPSG:4326",
