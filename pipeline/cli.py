@@ -40,6 +40,8 @@ def _setup_logging(quiet: bool) -> None:
                         handlers=[RichHandler(console=console, show_path=False)], force=True)
     # odc-stac reprojects 20 m bands through in-memory rasters that GDAL calls "not georeferenced": harmless.
     warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
+    # the cubes keep consolidated Zarr metadata on purpose (one read opens a store on object storage)
+    warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
     for noisy in ("distributed", "botocore", "aiobotocore", "s3fs", "fsspec", "rasterio", "numba"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -74,13 +76,28 @@ def sample(
     seed: Annotated[Optional[int], typer.Option(help="Random seed (sample.seed).")] = None,
     size_km: Annotated[Optional[float], typer.Option(help="Side of the square region in km (sample.size_km).")] = None,
     n_dates: Annotated[Optional[int], typer.Option(help="Sentinel-2 acquisitions (sample.n_dates).")] = None,
+    world: Annotated[Optional[int], typer.Option(
+        help="Write the sample world instead: N districts over the globe (1-6; 4 or more cover three UTM zones, both "
+             "hemispheres, a zone boundary and a district above 60 degrees); --size-km is then each district's "
+             "side (default 8).")] = None,
     config: ConfigOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Write the embedded sample region: Sentinel-2 L2A-like COGs, two DEM epochs, a STAC catalog and truth."""
+    """Write the embedded sample region (or, with --world N, the sample world): Sentinel-2 L2A-like COGs, two DEM
+    epochs, a STAC catalog and truth."""
     from mtg.pipeline.run import ensure_sample
 
     _setup_logging(quiet)
+    if world is not None:
+        from mtg.pipeline.sample.world import ensure_sample_world
+
+        cfg = with_overrides(load_config(config), {"sample.seed": seed, "sample.n_dates": n_dates})
+        written = ensure_sample_world(out, world, seed=cfg.sample.seed, size_km=size_km or 8.0,
+                                      n_dates=cfg.sample.n_dates, progress=not quiet)
+        report.print(f"sample world written ({len(written.districts)} districts, {written.time_range[0]} to "
+                     f"{written.time_range[1]}): STAC catalog [bold]{written.catalog}[/], mine points "
+                     f"{written.truth / 'mine_points.parquet'}, ground truth {written.truth}")
+        return
     cfg = with_overrides(load_config(config), {"sample.seed": seed, "sample.size_km": size_km,
                                                "sample.n_dates": n_dates})
     region = ensure_sample(out, cfg.sample, progress=not quiet)
@@ -171,6 +188,10 @@ def run(
         help="Vertical datum of a --dem-before file: EPSG:5773 (EGM96), EPSG:3855 (EGM2008), ellipsoid.")] = None,
     dem_after_datum: Annotated[Optional[str], typer.Option(help="Vertical datum of a --dem-after file.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed of the sample region.")] = None,
+    plan: Annotated[Optional[Path], typer.Option(
+        help="Run the tiles of a plan of `mtg plan` (resumable: rerun the same command after a stop), then merge "
+             "them into one world inventory; the catalog and time range come from the plan.")] = None,
+    retries: Annotated[Optional[int], typer.Option(help="Tries again of a failed tile (plan.retries).")] = None,
     scheduler: SchedulerOpt = None,
     workers: WorkersOpt = None,
     memory_limit: MemoryOpt = None,
@@ -178,17 +199,24 @@ def run(
     quiet: QuietOpt = False,
 ) -> None:
     """Run every stage on a catalog and area (default: the embedded sample region): ingest, segmentation, site
-    linking, volumes, land use, site indicators, verification, the HTML report and the STAC catalog of the results."""
+    linking, volumes, land use, site indicators, verification, the HTML report and the STAC catalog of the results.
+    With --plan, run the plan's tiles on the Dask cluster and end with one world inventory."""
     from mtg.pipeline.run import run_pipeline
 
     _setup_logging(quiet)
+    if plan is not None and (catalog or bbox or aoi or time):
+        raise MtgError("--plan takes the catalog, area and time range from the plan: drop --catalog/--bbox/--aoi/--time")
     cfg = with_overrides(load_config(config), {
         "out": out, "ingest.catalog": catalog, "ingest.bbox": _bbox(bbox), "ingest.aoi": aoi, "ingest.time": time,
         "link.points": points, "link.lon_col": lon_col, "link.lat_col": lat_col, "link.primary_cols": primary_col,
         "link.country_col": country_col, "link.points_filter": points_filter, "link.polygons": polygons,
         "link.commodity_table": commodity_table, "volume.before": dem_before, "volume.after": dem_after,
         "volume.before_datum": dem_before_datum, "volume.after_datum": dem_after_datum, "sample.seed": seed,
-        "dask.scheduler": scheduler, "dask.workers": workers, "dask.memory_limit": memory_limit})
+        "plan.retries": retries, "dask.scheduler": scheduler, "dask.workers": workers,
+        "dask.memory_limit": memory_limit})
+    if plan is not None:
+        _run_plan(plan, cfg, quiet)
+        return
     result = run_pipeline(cfg, progress=not quiet)
     lines = [f"run complete in [bold]{result.out}[/]:"]
     if result.sample is not None:
@@ -219,6 +247,113 @@ def run(
     if result.verification:
         lines.append(f"  verification         {result.verification.parquet} {result.verification.counts}")
     lines += [f"  results catalog      {result.catalog}", f"report: [bold]{result.report}[/]"]
+    report.print("\n".join(lines))
+
+
+def _run_plan(plan: Path, cfg, quiet: bool) -> None:  # noqa: ANN001 - a RunConfig
+    from mtg.pipeline.tiled_run import run_plan
+
+    result = run_plan(plan, cfg, progress=not quiet)
+    lines = [f"planned run in [bold]{result.out}[/]: {result.done} of {result.tiles} tiles done ({result.ran} in this "
+             f"run), {result.failed} failed, {result.skipped} without scenes, {result.seconds:.1f} s"]
+    for tile_id, error in result.failures.items():
+        lines.append(f"  failed tile {tile_id}: {escape(error)}")
+    if result.world is not None:
+        w = result.world
+        lines += [f"  manifest             {result.out / 'manifest.parquet'}",
+                  f"  world footprints     {result.out / 'segment' / 'mine_polygons.parquet'} ({w.n_footprints} "
+                  f"from {w.n_parts} tile parts, {w.mining_km2:.3f} km2)",
+                  f"  sites                {result.out / 'sites' / 'sites.parquet'} ({w.n_sites})",
+                  f"  site indicators      {result.out / 'indicators' / 'site_indicators.parquet'}",
+                  f"  results catalog      {w.catalog}", f"report: [bold]{w.report}[/]"]
+    report.print("\n".join(lines))
+    if result.failed:
+        console.print(f"[bold red]{result.failed} of {result.tiles} tiles failed[/]; the world inventory leaves them "
+                      "out. Rerun the same command to try them again.")
+        raise typer.Exit(1)
+
+
+@app.command("plan")
+@_user_errors
+def plan_command(
+    aoi: Annotated[Optional[list[str]], typer.Option(
+        help="Areas of interest: mine points or polygons (any vector file; CSV/Parquet with --lon-col/--lat-col); "
+             "repeat for several.")] = None,
+    catalog: Annotated[Optional[str], typer.Option(
+        help=f"Catalog searched per tile: a source name ({', '.join(known_sources())}), a static catalog path or "
+             "URL, or a STAC API URL.")] = None,
+    years: Annotated[Optional[str], typer.Option(help="Whole years of acquisitions, e.g. 2019-2025.")] = None,
+    time: TimeOpt = None,
+    buffer: Annotated[Optional[str], typer.Option(help="Buffer around each area of interest (plan.buffer), e.g. 5km.")] = None,
+    tile_km: Annotated[Optional[float], typer.Option(help="Tile side in km on each UTM zone's grid (plan.tile_km).")] = None,
+    halo_m: Annotated[Optional[float], typer.Option(help="Margin processed around each tile (plan.halo_m).")] = None,
+    lon_col: Annotated[str, typer.Option(help="Longitude column of CSV/Parquet point files.")] = "lon",
+    lat_col: Annotated[str, typer.Option(help="Latitude column of CSV/Parquet point files.")] = "lat",
+    estimate_scenes: Annotated[bool, typer.Option(
+        help="Do not search the catalog: scenes from the revisit (plan.revisit_days), sizes estimated.")] = False,
+    workers: Annotated[int, typer.Option(help="CPU cores of the cluster, for the wall time.")] = 2,
+    gpus: Annotated[int, typer.Option(help="GPUs of the cluster (segmentation runs on them).")] = 0,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Plan file (GeoParquet); with --calibrate the "
+                                                 "calibration file.")] = None,
+    calibrate: Annotated[bool, typer.Option(
+        help="Measure this machine's per-core stage throughputs on real tiles of a sample region and write them.")] = False,
+    check: Annotated[Optional[Path], typer.Option(
+        help="Compare a run folder's measured seconds (its manifest) with the plan it ran (or --plan-file).")] = None,
+    plan_file: Annotated[Optional[Path], typer.Option(help="The plan of --check (default: the one the run names).")] = None,
+    config: ConfigOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """The work tiles of a global rerun, what each reads, and what it costs, before anything runs."""
+    from mtg.pipeline import plan as planning
+
+    _setup_logging(quiet)
+    cfg = with_overrides(load_config(config), {"plan.buffer": buffer, "plan.tile_km": tile_km, "plan.halo_m": halo_m,
+                                               "ingest.catalog": catalog})
+    if calibrate:
+        target = out or Path("plan_calibration.json")
+        cal = planning.calibrate(target, cfg, progress=not quiet)
+        report.print(f"calibration written to [bold]{target}[/]: ingest {cal.ingest_bytes_per_s / 1e6:.2f} MB/s, "
+                     f"segmentation {cal.segment_px_per_s / 1e6:.3f} Mpx/s, volumes "
+                     f"{cal.volume_bytes_per_s / 1e6:.2f} MB/s per core, {cal.tile_overhead_s:.2f} s per tile; use it "
+                     "with plan.calibration")
+        return
+    if check is not None:
+        _check_plan(check, plan_file)
+        return
+    if not aoi:
+        raise MtgError("give the areas of interest with --aoi FILE (or --calibrate, or --check RUN)")
+    if cfg.ingest.catalog == "sample":
+        raise MtgError("give the catalog to plan on with --catalog (planetary-computer, a static catalog path, "
+                       "a STAC API URL)")
+    if (years is None) == (time is None):
+        raise MtgError("give exactly one of --years FIRST-LAST and --time START/END")
+    time_range = planning.years_range(years) if years else time
+    plan = planning.make_plan(planning.read_aoi(aoi, lon_col, lat_col), cfg, catalog=cfg.ingest.catalog,
+                              time_range=time_range, estimate_scenes=estimate_scenes)
+    summary = planning.plan_summary(plan, cfg.plan, workers, gpus)
+    target = out or Path("plan.parquet")
+    planning.write_plan(plan, target, {"catalog": cfg.ingest.catalog, "time": time_range,
+                                       "aoi": [str(a) for a in aoi], "plan": cfg.plan.model_dump(),
+                                       "resolution": cfg.ingest.resolution, "summary": summary})
+    report.print(planning.format_summary(summary) + f"\nplan written to [bold]{target}[/]")
+
+
+def _check_plan(run_dir: Path, plan_file: Optional[Path]) -> None:
+    from mtg.pipeline import plan as planning
+    from mtg.pipeline.tiled_run import read_manifest
+
+    manifest, meta = read_manifest(Path(run_dir))
+    if manifest is None:
+        raise MtgError(f"{run_dir} holds no run manifest (manifest.parquet): is it a run of `mtg run --plan`?")
+    source = plan_file or Path(meta.get("plan", ""))
+    plan, _ = planning.read_plan(source)
+    table, total = planning.check_plan(plan, manifest)
+    lines = [f"plan {source} against the run {run_dir} ({total['tiles']} finished tiles):",
+             f"  {'stage':<28} {'predicted s':>12} {'measured s':>12} {'measured/predicted':>19}"]
+    for row in table.itertuples():
+        lines.append(f"  {row.stage:<28} {row.predicted_s:>12.1f} {row.measured_s:>12.1f} {row.ratio:>19.2f}")
+    within = abs(total["ratio"] - 1) <= 0.25
+    lines.append(f"total measured/predicted {total['ratio']:.2f}: {'within' if within else 'outside'} the 25 % target")
     report.print("\n".join(lines))
 
 

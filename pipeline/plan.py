@@ -303,6 +303,30 @@ def plan_summary(plan: gpd.GeoDataFrame, cfg: PlanConfig, workers: int, gpus: in
     }
 
 
+def format_summary(summary: dict[str, Any]) -> str:
+    """The plan summary of :func:`plan_summary` as lines of text, saying which numbers are estimates."""
+    cost = summary["cost_usd"]
+    est = summary["estimates"]
+
+    def num(x: float) -> str:  # three significant digits for small numbers, thousands separators for large
+        return f"{x:,.1f}" if abs(x) >= 100 else f"{x:.3g}"
+
+    return "\n".join([
+        f"tiles                {summary['tiles']:,} ({summary['tiles_with_data']:,} with scenes) in "
+        f"{summary['zones']} UTM zones",
+        f"area of interest     {summary['aoi_km2']:,.0f} km2 (processed with halos: {summary['processed_km2']:,.0f} km2)",
+        f"scenes               {summary['scenes']:,}",
+        f"read                 {num(summary['tb_read'])} TB (estimate: {', '.join(est['bytes'])})",
+        f"CPU                  {num(summary['cpu_hours'])} core-hours (estimate: {est['seconds']})",
+        f"GPU                  {num(summary['gpu_hours'])} GPU-hours" + (f" ({est['gpu']})" if summary["gpus"] else
+                                                                         " (no GPUs: segmentation on the CPUs)"),
+        f"outputs              {num(summary['output_gb'])} GB",
+        f"cost                 {num(cost['total'])} USD = CPU {num(cost['cpu'])} + GPU {num(cost['gpu'])} + storage "
+        f"{num(cost['storage'])} + egress {num(cost['egress'])} (prices: {est['prices']})",
+        f"wall time            {num(summary['wall_hours'])} h on {summary['workers']} cores and {summary['gpus']} GPUs",
+    ])
+
+
 def write_plan(plan: gpd.GeoDataFrame, path: str | Path, metadata: dict[str, Any]) -> Path:
     """Write a plan GeoParquet atomically with its parameters in the file metadata."""
     return atomic_write(Path(path), lambda tmp: to_geoparquet(plan, tmp, metadata))
@@ -334,13 +358,14 @@ def read_plan(path: str | Path) -> tuple[gpd.GeoDataFrame, dict[str, Any]]:
     return plan, meta
 
 
-def calibrate(out: str | Path, config: RunConfig, size_km: float = 6.0, tile_km: float = 3.0,
+def calibrate(out: str | Path, config: RunConfig, size_km: float = 12.0, tile_km: float = 6.0,
               progress: bool = True) -> Calibration:
     """Measure the per-core stage throughputs by running real tiles of a sample region; write them to ``out``.
 
     The sample region (``size_km``, seed 0) is planned over its own extent in ``tile_km`` tiles, and each tile is
     run as a global rerun runs it (:func:`mtg.pipeline.tile_run.run_tile`, one core). Throughputs are least-squares
-    fits of the stage seconds against the tiles' bytes and pixels (with one fixed overhead per tile).
+    fits of the stage seconds against the tiles' bytes and pixels (with one fixed overhead per tile; volumes over
+    the tiles that measured them).
     """
     from mtg.pipeline.sample import write_sample_region
     from mtg.pipeline.tile_run import run_tile, task_from_row
@@ -356,7 +381,8 @@ def calibrate(out: str | Path, config: RunConfig, size_km: float = 6.0, tile_km:
         rows = []
         for k, row in plan.iterrows():
             record = run_tile(task_from_row(row, str(region.catalog), time_range), cfg, str(Path(tmp) / "run"))
-            rows.append({**record["seconds"], "bytes_written": record["bytes_written"]})
+            rows.append({**record["seconds"], "bytes_written": record["bytes_written"],
+                         "computed": record["volumes"] == "computed"})
             log.log(logging.INFO if progress else logging.DEBUG, "calibration tile %d of %d: %s", k + 1, len(plan),
                     ", ".join(f"{s} {v:.2f} s" for s, v in record["seconds"].items()))
         measured = pd.DataFrame(rows)
@@ -364,7 +390,10 @@ def calibrate(out: str | Path, config: RunConfig, size_km: float = 6.0, tile_km:
     read = (plan["bytes_read"] + plan["dem_file_bytes"]).to_numpy()
     ingest_rate, overhead_ingest = _fit(read, measured["ingest"].to_numpy())
     segment_rate, overhead_segment = _fit(plan["pixels"].to_numpy(float), measured["segment"].to_numpy())
-    volume_rate, overhead_volumes = _fit(plan["dem_bytes"].to_numpy(), measured["volumes"].to_numpy())
+    computed = measured["computed"].to_numpy()
+    if not computed.any():
+        raise MtgError("no calibration tile measured volumes: the sample region is too small")
+    volume_rate, overhead_volumes = _fit(plan["dem_bytes"].to_numpy()[computed], measured["volumes"].to_numpy()[computed])
     cal = Calibration(
         ingest_bytes_per_s=ingest_rate, segment_px_per_s=segment_rate, volume_bytes_per_s=volume_rate,
         output_bytes_per_px=float(measured["bytes_written"].sum() / plan["pixels"].sum()),

@@ -37,7 +37,7 @@ from mtg.pipeline.errors import MtgError
 from mtg.pipeline.run import dem_pair, run_ingest
 from mtg.pipeline.segment import segment_cube
 from mtg.pipeline.table_io import atomic_folder
-from mtg.pipeline.tiling import clip_to_tile
+from mtg.pipeline.tiling import clip_to_tile, geodesic_areas
 from mtg.pipeline.volume import volumes
 
 log = logging.getLogger(__name__)
@@ -110,10 +110,12 @@ def owned_polygons(frame: gpd.GeoDataFrame, owned: shapely.Geometry) -> gpd.GeoD
 
 
 def owned_parts(frame: gpd.GeoDataFrame, owned: shapely.Geometry, tile_id: str) -> gpd.GeoDataFrame:
-    """The parts of a tile's footprint polygons that the tile owns (EPSG:4326), numbered ``<tile-id>:<k>``."""
-    clipped = owned_polygons(frame, owned)
+    """The parts of a tile's footprint polygons that the tile owns (EPSG:4326), numbered ``<tile-id>:<k>``, with
+    ``area_m2`` the geodesic area of the part (the pixel count of the whole polygon is dropped)."""
+    clipped = owned_polygons(frame, owned).drop(columns=["n_pixels", "area_m2"], errors="ignore")
     clipped.insert(0, "part_id", [f"{tile_id}:{k + 1}" for k in range(len(clipped))])
     clipped.insert(1, "tile_id", tile_id)
+    clipped["area_m2"] = geodesic_areas(clipped)
     return clipped
 
 
@@ -146,6 +148,10 @@ def run_tile(task: TileTask, config: RunConfig, out: str, scratch: str | None = 
     tile_dir = Path(out) / "tiles" / task.tile_id
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one tile is one task on one core: the plan's CPU-seconds are the tile's seconds
+    stages = logging.getLogger("mtg.pipeline")
+    level = stages.level
+    if stages.getEffectiveLevel() > logging.DEBUG:  # the run's progress line says what tiles do; warnings stay
+        stages.setLevel(logging.WARNING)
     try:
         with tempfile.TemporaryDirectory(prefix=f"mtg-tile-{task.tile_id}-", dir=scratch) as tmp, \
                 dask.config.set(scheduler="synchronous"), atomic_folder(tile_dir) as folder:
@@ -181,6 +187,7 @@ def run_tile(task: TileTask, config: RunConfig, out: str, scratch: str | None = 
             (folder / "tile.json").write_text(json.dumps(record, indent=2, sort_keys=True, default=float) + "\n")
     finally:
         torch.set_num_threads(threads)
+        stages.setLevel(level)
     checksums = {name: file_checksum(tile_dir / name) for name in (*TILE_FILES, "probability.zarr")}
     written = sum(p.stat().st_size for p in tile_dir.rglob("*") if p.is_file())
     return {"tile_id": task.tile_id, "seconds": seconds, "bytes_written": written, "checksums": checksums,
@@ -213,7 +220,14 @@ def _tile_volumes(config, source, aoi, ingest, parts, task, owned, record):  # n
                     "variogram": {k: report["variogram"][k] for k in ("sill_m2", "range_m", "nugget_m2")}}
     table = pd.DataFrame(measured.site_volumes.drop(columns="geometry"))
     table.insert(1, "tile_id", task.tile_id)
-    deposits = owned_polygons(measured.deposits.rename(columns={"site_id": "part_id"}), owned)
+    whole = measured.deposits.rename(columns={"site_id": "part_id"})
+    whole_area = dict(zip(whole["deposit_id"], geodesic_areas(whole.to_crs("EPSG:4326"))))
+    deposits = owned_polygons(whole, owned)
+    # a deposit cut by the tile's edge keeps the share of its volume that lies in the part it owns (its mean
+    # thickness taken as uniform); the neighbour owns the rest
+    deposits["area_m2"] = geodesic_areas(deposits)
+    share = deposits["area_m2"] / deposits["deposit_id"].map(whole_area)
+    deposits["volume_m3"] = deposits["volume_m3"] * share.clip(upper=1.0)
     deposits["deposit_id"] = [f"{task.tile_id}:D{k + 1}" for k in range(len(deposits))]
     return table, deposits if len(deposits) else empty_deposits
 

@@ -154,6 +154,12 @@ def work_tiles(aoi: gpd.GeoSeries, tile_m: float, halo_m: float) -> gpd.GeoDataF
     return gpd.GeoDataFrame(rows, geometry="geometry", crs="EPSG:4326").sort_values("tile_id", ignore_index=True)
 
 
+def geodesic_areas(frame: gpd.GeoDataFrame) -> list[float]:
+    """Geodesic area (m^2, WGS 84) of each geometry of an EPSG:4326 frame."""
+    geod = frame.crs.get_geod()
+    return [abs(geod.geometry_area_perimeter(g)[0]) for g in frame.geometry]
+
+
 def clip_to_tile(frame: gpd.GeoDataFrame, owned: shapely.Geometry) -> gpd.GeoDataFrame:
     """The parts of ``frame``'s polygons that a tile owns, in EPSG:4326 (empty parts dropped)."""
     lonlat = frame.to_crs("EPSG:4326")
@@ -183,8 +189,8 @@ def seam_components(frame: gpd.GeoDataFrame, by: str | None = None) -> np.ndarra
     return order[labels]
 
 
-def merge_across_seams(frame: gpd.GeoDataFrame, by: str | None = None,
-                       weighted: tuple[str, ...] = ()) -> tuple[gpd.GeoDataFrame, np.ndarray]:
+def merge_across_seams(frame: gpd.GeoDataFrame, by: str | None = None, weighted: tuple[str, ...] = (),
+                       summed: tuple[str, ...] = (), maxima: tuple[str, ...] = ()) -> tuple[gpd.GeoDataFrame, np.ndarray]:
     """One polygon per group of touching tile polygons (per ``by`` value), with its geodesic area.
 
     Parameters
@@ -195,18 +201,20 @@ def merge_across_seams(frame: gpd.GeoDataFrame, by: str | None = None,
         Only polygons with the same value of this column merge (e.g. ``feature_class``); the value is kept.
     weighted : tuple of str
         Columns averaged with the parts' areas as weights (e.g. ``mean_probability``).
+    summed, maxima : tuple of str
+        Columns summed (e.g. ``volume_m3``) and columns whose largest value is kept (e.g. ``max_probability``).
 
     Returns
     -------
     (geopandas.GeoDataFrame, numpy.ndarray)
-        The merged polygons (``area_m2`` geodesic, ``n_parts``, ``by`` and ``weighted`` columns), and for each
-        input row the index of the merged polygon it became part of.
+        The merged polygons (``area_m2`` geodesic, ``n_parts``, ``by``, ``weighted``, ``summed`` and ``maxima``
+        columns), and for each input row the index of the merged polygon it became part of.
     """
     labels = seam_components(frame, by)
     geod = frame.crs.get_geod() if frame.crs is not None else None
     if geod is None or not frame.crs.equals("EPSG:4326"):
         raise MtgError("tile polygons must be in EPSG:4326 to be merged")
-    parts = frame.assign(_label=labels, _area=[abs(geod.geometry_area_perimeter(g)[0]) for g in frame.geometry])
+    parts = frame.assign(_label=labels, _area=geodesic_areas(frame))
     rows = []
     for label, group in parts.groupby("_label", sort=True):
         geometry = shapely.union_all(group.geometry.to_numpy(), grid_size=MERGE_GRID_DEG)
@@ -217,7 +225,11 @@ def merge_across_seams(frame: gpd.GeoDataFrame, by: str | None = None,
         for column in weighted:
             w = group["_area"].to_numpy()
             row[column] = float(np.average(group[column].to_numpy(), weights=w)) if w.sum() > 0 else float("nan")
+        for column in summed:
+            row[column] = float(group[column].sum())
+        for column in maxima:
+            row[column] = float(group[column].max())
         rows.append(row)
-    columns = ([by] if by else []) + list(weighted) + ["area_m2", "n_parts", "geometry"]
+    columns = ([by] if by else []) + [*weighted, *summed, *maxima, "area_m2", "n_parts", "geometry"]
     merged = gpd.GeoDataFrame(pd.DataFrame(rows, columns=columns), geometry="geometry", crs="EPSG:4326")
     return merged, labels

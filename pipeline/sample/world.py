@@ -18,6 +18,7 @@ Layout of ``DIR``::
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from dataclasses import dataclass
@@ -27,16 +28,21 @@ import geopandas as gpd
 import pandas as pd
 from shapely.geometry import Point, box
 
+from mtg.pipeline.errors import MtgError
 from mtg.pipeline.sample import render_scene
 from mtg.pipeline.sample.districts import DISTRICTS, District
 from mtg.pipeline.sample.region import RegionGrid
 from mtg.pipeline.sample.scene import Scene, build_scene
 from mtg.pipeline.sample.stac import DEM_COLLECTION, S2_COLLECTION, write_catalog
 from mtg.pipeline.sample.truth import mine_polygons, point_table, volume_table
+from mtg.pipeline.table_io import atomic_folder
 
-__all__ = ["SampleWorld", "write_sample_world"]
+__all__ = ["SampleWorld", "ensure_sample_world", "write_sample_world"]
 
 log = logging.getLogger(__name__)
+
+#: File recording the parameters of a complete sample world in its folder.
+WORLD_MARKER = "world.json"
 
 WORLD_TEXT = ("mine-the-gap sample world",
               "Deterministic synthetic mining districts over the globe (several UTM zones, both hemispheres, one "
@@ -115,9 +121,38 @@ def write_sample_world(out: Path, n: int = 6, seed: int = 0, size_km: float = 8.
     catalog = write_catalog(out, grids, s2_items, dem_items, WORLD_TEXT)
     _write_world_truth(out / "truth", scenes)
     log.log(level, "wrote the sample world's STAC catalog %s (%d districts)", catalog, n)
-    first = scenes[0].acquisitions
+    dates = [a.date for scene in scenes for a in scene.acquisitions]
     return SampleWorld(root=out, catalog=catalog, truth=out / "truth", districts=tuple(d.key for d in DISTRICTS[:n]),
-                       time_range=(first[0].date.isoformat(), first[-1].date.isoformat()))
+                       time_range=(min(dates).isoformat(), max(dates).isoformat()))
+
+
+def ensure_sample_world(out: Path, n: int = 6, seed: int = 0, size_km: float = 8.0, n_dates: int = 6,
+                        progress: bool = False) -> SampleWorld:
+    """Write the sample world into ``out`` (a temporary folder moved into place when complete), or reuse it when
+    ``out`` already holds the same complete world (marker ``out/world.json`` with the parameters).
+
+    Raises
+    ------
+    MtgError
+        For a district count outside 1 to ``len(DISTRICTS)``.
+    """
+    out = Path(out).resolve()
+    if not 1 <= n <= len(DISTRICTS):
+        raise MtgError(f"--world {n}: the sample world has 1 to {len(DISTRICTS)} districts")
+    params = {"n": n, "seed": seed, "size_km": size_km, "n_dates": n_dates}
+    marker = out / WORLD_MARKER
+    if marker.exists():
+        recorded = json.loads(marker.read_text())
+        if recorded.get("parameters") == params:
+            log.info("reusing the sample world in %s", out)
+            return SampleWorld(root=out, catalog=out / "catalog.json", truth=out / "truth",
+                               districts=tuple(recorded["districts"]), time_range=tuple(recorded["time_range"]))
+    with atomic_folder(out) as tmp:
+        world = write_sample_world(tmp, n=n, seed=seed, size_km=size_km, n_dates=n_dates, progress=progress)
+        (tmp / WORLD_MARKER).write_text(json.dumps({"parameters": params, "districts": list(world.districts),
+                                                    "time_range": list(world.time_range)}, indent=2) + "\n")
+    return SampleWorld(root=out, catalog=out / "catalog.json", truth=out / "truth", districts=world.districts,
+                       time_range=world.time_range)
 
 
 def _write_world_truth(folder: Path, scenes: list[Scene]) -> None:
