@@ -1,4 +1,4 @@
-"""Peak memory of `mtg volume` on a DEM pair held in chunked Zarr, against reading the pair into memory.
+"""Time and peak memory of `mtg volume` on a DEM pair held in chunked Zarr, against the same volumes in memory.
 
 Usage::
 
@@ -7,13 +7,19 @@ Usage::
 
 Data: the epochs and sites of ``volume_throughput.py`` (smooth terrain and dh, 1 % voids, star-shaped sites of
 50-2000 m) written once as one Zarr cube ``elevation (time, y, x)`` in ``--chunk`` x ``--chunk`` float32 blocks,
-and the sites as GeoParquet, under ``--workdir`` (reused by a later run with the same parameters). Each row runs in a fresh process (peak RSS from ``VmHWM``):
+and the sites as GeoParquet, under ``--workdir`` (reused by a later run with the same parameters). Each row runs
+in a fresh process (peak RSS from ``VmHWM``, imports included), threshold 0.5 m, void policy "none":
 
-1. the in-memory peer: both epochs read from the Zarr cube into numpy (what any whole-raster tool needs first);
-2. mtg: :func:`mtg.pipeline.volume.measure_volumes` from ``cube.zarr#0`` and ``#1`` (co-registration on the
-   calibration window, dh streamed into ``dh.zarr``, per-site sums over site-group windows, waste deposits).
+1. read only: both epochs read from the Zarr cube into numpy, nothing computed (the floor of any whole-raster
+   tool, and the peer of earlier versions of this table);
+2. in memory: both epochs read into numpy as in row 1, then :func:`mtg.pipeline.volume.volumes` on the two
+   numpy-backed DataArrays and :func:`mtg.pipeline.io.write_volumes` (the same outputs as row 3);
+3. chunked: :func:`mtg.pipeline.volume.measure_volumes` from ``cube.zarr#0`` and ``#1`` (co-registration on the
+   calibration window, per-site sums over site-group windows, waste deposits, dh streamed into ``dh.zarr``).
 
-The table gives seconds, peak RSS and the ratio of each peak to the pair's size.
+Rows 2 and 3 must give equal results: the script checks that ``dh.zarr`` is bit-identical and prints the largest
+relative difference of any per-site and per-deposit number (``|a - b| / max(|a|, |b|)``). The table gives
+seconds, peak RSS, the ratio of each peak to the pair's size, and each row's seconds over row 2's.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from volume_throughput import CRS, grid, random_sites, synthetic_epochs
+from volume_throughput import CRS, THRESHOLD, grid, random_sites, synthetic_epochs
 
 
 def _peak_mib() -> float:
@@ -73,16 +79,58 @@ def write_inputs(workdir: Path, size: int, n_sites: int, chunk: int) -> tuple[Pa
 def _measure(kind: str, cube: str, sites: str, out: str) -> None:
     """One row, in this (fresh) process: print seconds and peak RSS as JSON."""
     start = time.perf_counter()
-    if kind == "numpy":
-        import xarray as xr
-
-        values = xr.open_zarr(cube, consolidated=True)["elevation"].values
-        assert values.dtype == np.float32
-    else:
+    if kind == "mtg":
         from mtg.pipeline.volume import measure_volumes
 
-        measure_volumes(f"{cube}#0", f"{cube}#1", sites, out, threshold_m=0.5, void_policy="none")
+        measure_volumes(f"{cube}#0", f"{cube}#1", sites, out, threshold_m=THRESHOLD, void_policy="none")
+    else:
+        import rioxarray  # noqa: F401 - the .rio accessor
+        import xarray as xr
+
+        epochs = xr.open_zarr(cube, decode_coords="all", consolidated=True)["elevation"].load()
+        assert epochs.dtype == np.float32
+        if kind == "memory":
+            from mtg.pipeline.io import read_sites, write_volumes
+            from mtg.pipeline.volume import volumes
+
+            result = volumes(epochs.isel(time=0), epochs.isel(time=1), read_sites(sites), threshold_m=THRESHOLD,
+                             void_policy="none")
+            write_volumes(result, out)
     print(json.dumps({"seconds": time.perf_counter() - start, "peak_mib": _peak_mib()}))
+
+
+def _largest_difference(a, b) -> float:
+    """Largest ``|a - b| / max(|a|, |b|)`` over the numeric columns of two tables of the same rows (NaN = NaN)."""
+    from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
+    worst = 0.0
+    for column in a.columns:
+        if not is_numeric_dtype(a[column]) or is_bool_dtype(a[column]):
+            assert a[column].equals(b[column]), column
+            continue
+        x, y = a[column].to_numpy(np.float64), b[column].to_numpy(np.float64)
+        assert np.array_equal(np.isnan(x), np.isnan(y)), column
+        scale = np.maximum(np.abs(x), np.abs(y))
+        ok = ~np.isnan(x) & (scale > 0)
+        worst = max(worst, float((np.abs(x - y)[ok] / scale[ok]).max(initial=0.0)))
+    return worst
+
+
+def compare(memory: Path, chunked: Path) -> tuple[bool, float]:
+    """Whether the two runs' ``dh.zarr`` are bit-identical, and the largest relative difference of their tables."""
+    import geopandas as gpd
+    import zarr
+
+    a, b = (zarr.open_group(p / "dh.zarr", mode="r")["dh"] for p in (memory, chunked))
+    band = a.chunks[0]
+    same_dh = a.shape == b.shape and all(np.array_equal(a[r:r + band], b[r:r + band], equal_nan=True)
+                                         for r in range(0, a.shape[0], band))
+    worst = 0.0
+    for name in ("site_volumes.parquet", "waste_deposits.parquet"):
+        x, y = (gpd.read_parquet(p / name) for p in (memory, chunked))
+        assert len(x) == len(y) and x.geometry.geom_equals(y.geometry).all(), name
+        worst = max(worst, _largest_difference(x.drop(columns="geometry"), y.drop(columns="geometry")))
+    return same_dh, worst
 
 
 def _row(kind: str, cube: Path, sites: Path, out: Path) -> dict:
@@ -108,13 +156,20 @@ def main() -> None:
     print(f"inputs: a {args.size} x {args.size} float32 pair in {args.chunk}-cell Zarr blocks and {args.sites} sites "
           f"in {time.perf_counter() - start:.0f} s", flush=True)
     pair_mib = 2 * 4 * args.size**2 / 2**20
-    rows = [("numpy: both epochs read into memory (peer)", _row("numpy", cube, sites, args.workdir / "x")),
-            ("mtg volume from chunked Zarr", _row("mtg", cube, sites, args.workdir / "out"))]
+    rows = [("read only: both epochs into numpy", _row("read", cube, sites, args.workdir / "x")),
+            ("in memory: epochs in numpy, `volumes` + `write_volumes`",
+             _row("memory", cube, sites, args.workdir / "out-memory")),
+            ("chunked: `measure_volumes` from Zarr", _row("mtg", cube, sites, args.workdir / "out"))]
+    same_dh, worst = compare(args.workdir / "out-memory", args.workdir / "out")
+    memory_seconds = rows[1][1]["seconds"]
     print(f"\n| path ({args.size} x {args.size} pair = {pair_mib:,.0f} MiB, {args.sites:,} sites) | seconds | "
-          "peak RSS (MiB) | peak / pair |")
-    print("|---|---:|---:|---:|")
+          "seconds / in memory | peak RSS (MiB) | peak / pair |")
+    print("|---|---:|---:|---:|---:|")
     for name, r in rows:
-        print(f"| {name} | {r['seconds']:.1f} | {r['peak_mib']:,.0f} | {r['peak_mib'] / pair_mib:.2f} |")
+        print(f"| {name} | {r['seconds']:.1f} | {r['seconds'] / memory_seconds:.2f} | {r['peak_mib']:,.0f} | "
+              f"{r['peak_mib'] / pair_mib:.2f} |")
+    print(f"\nin memory vs chunked: dh.zarr {'bit-identical' if same_dh else 'DIFFERENT'}; largest relative "
+          f"difference of the site and deposit tables {worst:.1e}")
 
 
 if __name__ == "__main__":
