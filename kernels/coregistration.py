@@ -1,7 +1,9 @@
 """Co-registration of a late DEM to an early one on stable terrain: Nuth & Kääb (2011) shift, vertical bias, tilt.
 
 Written once against the array API: the same code runs on numpy and CuPy arrays (resampling included, as
-bilinear interpolation of whole-array slices).
+bilinear interpolation of whole-array slices). On numpy arrays the resampling (and the bias and plane removal of
+:func:`apply_coregistration`) runs as one numba loop instead, with the same float64 operations in the same order,
+so it gives the same bits without the whole-array float64 temporaries.
 
 Conventions
 -----------
@@ -43,7 +45,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from array_api_compat import array_namespace, device
+import numba
+import numpy as np
+from array_api_compat import array_namespace, device, is_numpy_array
 
 from mtg.kernels.dh_statistics import _grid_spacing, nanmedian, nmad
 
@@ -100,19 +104,90 @@ def _offset(z, d_row: int, d_col: int):
     return out
 
 
-def _shift(z, shift_x_m: float, shift_y_m: float, dx: float, dy: float):
-    """``z`` moved ``shift_x_m`` east and ``shift_y_m`` north by bilinear interpolation, NaN where undefined."""
-    xp = array_namespace(z)
+def _bilinear_terms(shift_x_m: float, shift_y_m: float, dx: float, dy: float) -> list[tuple[int, int, float]]:
+    """``(d_row, d_col, weight)`` of the non-zero bilinear weights of a shift, in the order they are summed."""
     # shifted(x, y) = z(x - sx, y - sy): sample z at column c - sx/dx and at row r + sy/dy (rows run south)
     p_row, p_col = shift_y_m / dy, -shift_x_m / dx
     r0, c0 = math.floor(p_row), math.floor(p_col)
     f_row, f_col = p_row - r0, p_col - c0
+    return [(d_row, d_col, w_row * w_col) for d_row, w_row in ((r0, 1.0 - f_row), (r0 + 1, f_row))
+            for d_col, w_col in ((c0, 1.0 - f_col), (c0 + 1, f_col))
+            if w_row * w_col > 0]  # a zero weight must not pull in a NaN neighbour
+
+
+def _shift(z, shift_x_m: float, shift_y_m: float, dx: float, dy: float):
+    """``z`` moved ``shift_x_m`` east and ``shift_y_m`` north by bilinear interpolation, NaN where undefined."""
+    terms = _bilinear_terms(shift_x_m, shift_y_m, dx, dy)
+    if is_numpy_array(z):
+        return _shift_numpy(z, terms, 0.0, None, None, None, z.dtype)
+    xp = array_namespace(z)
     out = xp.zeros_like(z)
-    for d_row, w_row in ((r0, 1.0 - f_row), (r0 + 1, f_row)):
-        for d_col, w_col in ((c0, 1.0 - f_col), (c0 + 1, f_col)):
-            if w_row * w_col > 0:  # a zero weight must not pull in a NaN neighbour
-                out = out + (w_row * w_col) * _offset(z, d_row, d_col)
+    for d_row, d_col, weight in terms:
+        out = out + weight * _offset(z, d_row, d_col)
     return out
+
+
+def _shift_numpy(z: np.ndarray, terms: list[tuple[int, int, float]], bias: float, plane, x: np.ndarray | None,
+                 y: np.ndarray | None, dtype) -> np.ndarray:
+    """:func:`_shift` then :func:`_remove` of a numpy array in one numba pass, cast to ``dtype``.
+
+    Parameters
+    ----------
+    z : numpy.ndarray
+        2-D raster (any real dtype, read as float64).
+    terms : list of (int, int, float)
+        :func:`_bilinear_terms` of the shift.
+    bias : float
+        Subtracted after the shift.
+    plane : (float, float, float) or None
+        Plane ``c0 + cx x + cy y`` subtracted after the bias.
+    x, y : numpy.ndarray or None
+        1-D float64 east coordinate of every column and north coordinate of every row (needed with a plane).
+    dtype
+        dtype of the result.
+    """
+    d_rows = np.array([t[0] for t in terms], dtype=np.int64)
+    d_cols = np.array([t[1] for t in terms], dtype=np.int64)
+    weights = np.array([t[2] for t in terms], dtype=np.float64)
+    coefficients = np.array(plane if plane is not None else (0.0, 0.0, 0.0), dtype=np.float64)
+    x = np.zeros(z.shape[1]) if x is None else x
+    y = np.zeros(z.shape[0]) if y is None else y
+    out = np.empty(z.shape, dtype=dtype)
+    _shift_kernel(z, d_rows, d_cols, weights, float(bias), coefficients, plane is not None, x, y, out)
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _shift_kernel(z, d_rows, d_cols, weights, bias, coefficients, has_plane, x, y, out):
+    """``out = sum_k weights[k] z[r + d_rows[k], c + d_cols[k]] - bias - plane``, NaN off the grid.
+
+    The float64 operations and their order per cell are those of the array-API code (``0 + w0 a0 + w1 a1 ...``,
+    then ``- bias``, then ``- (c0 + cx x + cy y)``), without fastmath: the same bits. Each row is summed term by
+    term into a float64 row buffer, in loops without branches that vectorise.
+    """
+    n_rows, n_cols = z.shape
+    acc = np.empty(n_cols)
+    for r in range(n_rows):
+        acc[:] = 0.0
+        for k in range(weights.size):
+            rr, dc, w = r + d_rows[k], d_cols[k], weights[k]
+            lo, hi = min(max(-dc, 0), n_cols), max(min(n_cols - dc, n_cols), 0)  # columns whose c + dc is on the grid
+            if not 0 <= rr < n_rows:
+                lo = hi = 0
+            for c in range(lo):
+                acc[c] = acc[c] + w * np.nan
+            for c in range(lo, hi):
+                acc[c] = acc[c] + w * np.float64(z[rr, c + dc])
+            for c in range(max(hi, lo), n_cols):
+                acc[c] = acc[c] + w * np.nan
+        if has_plane:
+            c0, cx, cy = coefficients[0], coefficients[1], coefficients[2]
+            yr = y[r]
+            for c in range(n_cols):
+                out[r, c] = (acc[c] - bias) - (c0 + cx * x[c] + cy * yr)
+        else:
+            for c in range(n_cols):
+                out[r, c] = acc[c] - bias
 
 
 def _centred_coordinates(shape, dx: float, dy: float, xp, device, origin=(0, 0), grid_shape=None):
@@ -318,6 +393,9 @@ def apply_coregistration(target, result: Coregistration, spacing, origin: tuple[
         raise ValueError(f"target must be a 2-D array; got shape {target.shape}")
     dx, dy = _grid_spacing(spacing)
     dtype = target.dtype if xp.isdtype(target.dtype, "real floating") else xp.float64
-    shifted = _shift(xp.astype(target, xp.float64), result.shift_x_m, result.shift_y_m, dx, dy)
     x, y = _centred_coordinates(target.shape, dx, dy, xp, device(target), origin, result.grid_shape)
+    if is_numpy_array(target):
+        terms = _bilinear_terms(result.shift_x_m, result.shift_y_m, dx, dy)
+        return _shift_numpy(target, terms, result.bias_m, result.tilt, x[0], y[:, 0], dtype)
+    shifted = _shift(xp.astype(target, xp.float64), result.shift_x_m, result.shift_y_m, dx, dy)
     return xp.astype(_remove(shifted, x, y, result.bias_m, result.tilt), dtype)

@@ -10,13 +10,15 @@ Steps (``mtg volume``, and the volume stage of ``mtg run``):
 3. Co-registration on the calibration window (:func:`mtg.kernels.coregistration.nuth_kaab`): horizontal shift
    and vertical bias of the later epoch, iterated; optionally a planar tilt. Its numbers, with the stable-terrain
    median and NMAD of dh before and after, go to ``coregistration.json``.
-4. ``dh = late - early``, the later epoch corrected block by block (``dask.array.map_overlap`` with a NaN halo
-   as wide as the shift), streamed into ``dh.zarr``. Threshold ``t``: ``threshold_m``, else ``threshold_nmad``
-   x the stable-terrain NMAD of the calibration window.
+4. ``dh = late - early``, the later epoch corrected (:func:`mtg.kernels.coregistration.apply_coregistration`).
+   Threshold ``t``: ``threshold_m``, else ``threshold_nmad`` x the stable-terrain NMAD of the calibration window.
 5. Per site (:func:`mtg.kernels.cut_fill.cut_fill`, exact fractional coverage of the site polygon): excavated
    (dh < -t, reported positive), deposited (dh > t), net, areas, void fraction, voids filled by the void policy.
-   Sites whose pixel windows touch form a group; groups are read tile by tile (the DEM block holding a group's
-   first cell), so each block is computed about once and only one tile's windows are in memory at a time.
+   Sites whose pixel windows touch form a group. Both epochs are streamed top to bottom in bands of block rows
+   (:func:`epoch_bands`): each DEM block is computed once, the rows a band's correction needs beyond its edges
+   (as many as the shift reaches) come from its neighbours, and the next band is read in a background thread
+   while the groups ending in the current one are summed (:func:`group_windows`), so that at most a few bands
+   are in memory. ``dh.zarr`` is written from the same stream, band by band.
 6. Uncertainty: the stable-terrain NMAD and the range of a spherical variogram fitted to stable dh give 1-sigma
    errors of each volume for its area (:func:`mtg.kernels.dh_statistics.volume_sigma`; Rolstad et al. 2009,
    in the spirit of Hugonnet et al. 2022).
@@ -40,13 +42,16 @@ import json
 import math
 import logging
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import dask
 import dask.array as da
 import numpy as np
+import rasterio
 from affine import Affine
 
 from mtg.pipeline.config import VolumeOptions, stage_options
@@ -230,7 +235,92 @@ def corrected(late: da.Array, coreg, spacing: tuple[float, float], origin: tuple
     return da.map_overlap(block, late, depth=depth, boundary=np.nan, dtype=late.dtype)
 
 
-def waste_deposits(dh: np.ndarray, threshold: float, transform: Affine, crs, sites, min_area_m2: float):
+def correction_depth(coreg, spacing: tuple[float, float]) -> tuple[int, int]:
+    """Rows and columns around a cell that its co-registered value depends on (the shift's reach plus one)."""
+    return math.ceil(abs(coreg.shift_y_m) / spacing[1]) + 1, math.ceil(abs(coreg.shift_x_m) / spacing[0]) + 1
+
+
+def _rows(held: dict[int, tuple[int, np.ndarray]], lo: int, hi: int) -> np.ndarray:
+    """Rows ``lo`` to ``hi`` of the later epoch from the pieces held (first row, rows), all of them present."""
+    pieces = [rows[max(lo - first, 0):hi - first] for first, rows in sorted(held.values(), key=lambda v: v[0])
+              if first < hi and first + len(rows) > lo]
+    return np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
+
+
+def epoch_bands(early: da.Array, late: da.Array,
+                correct: Callable[[np.ndarray, int], np.ndarray] | None = None,
+                depth: int = 0) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Both epochs band by band, top to bottom, each block computed once: ``(first row, early rows, late rows)``.
+
+    A band is one block row of the earlier epoch, all columns. The later epoch's blocks are read into the band
+    of the rows they hold (a block straddling two bands is computed for each).
+
+    Parameters
+    ----------
+    early, late : dask.array.Array
+        The epochs on one grid.
+    correct : callable, optional
+        ``correct(rows, first_row)``: the co-registered later epoch of consecutive grid rows starting at
+        ``first_row`` (all columns), NaN where a cell's support leaves the rows given. Rows within ``depth`` of a
+        band's edge are corrected again on the rows around them (the band's neighbours are read anyway), so
+        every cell gets what the whole grid gives.
+    depth : int
+        Rows the correction reaches (:func:`correction_depth`).
+
+    Yields
+    ------
+    (int, numpy.ndarray, numpy.ndarray)
+        First row of the band, its earlier and (corrected) later rows.
+    """
+    edges = np.cumsum((0,) + early.chunks[0]).tolist()
+    n_rows, n_cols = early.shape
+    held: dict[int, tuple[int, np.ndarray]] = {}  # band -> (first row, rows) of the later epoch still needed
+    read = 0  # bands of the later epoch read so far
+    for b in range(len(edges) - 1):
+        r0, r1 = edges[b], edges[b + 1]
+        ahead = []
+        while read < len(edges) - 1 and (read <= b or edges[read] < min(r1 + depth, n_rows)):
+            ahead.append(read)
+            read += 1
+        # one computation for both epochs: dask reads their blocks in parallel (a distributed client's workers
+        # send the rows back, where writes into arrays of this process would be lost)
+        e, *rows = dask.compute(early[r0:r1], *(late[edges[k]:edges[k + 1]] for k in ahead))
+        held.update({k: (edges[k], r) for k, r in zip(ahead, rows)})
+        raw = held[b][1]
+        if correct is None:
+            band = raw
+        else:
+            band = correct(raw, r0)
+            for lo, hi in ((r0, min(r0 + depth, r1)), (max(r1 - depth, r0), r1)):
+                around = (max(lo - depth, 0), min(hi + depth, n_rows))
+                if around[0] < r0 or around[1] > r1:
+                    band[lo - r0:hi - r0] = correct(_rows(held, *around), around[0])[lo - around[0]:hi - around[0]]
+            held[b] = (max(r1 - depth, r0), raw[max(r1 - depth, r0) - r0:].copy())  # the rows later bands need
+        for k in [k for k, (first, part) in held.items() if k <= b and first + len(part) <= r1 - depth]:
+            del held[k]
+        del raw, rows
+        yield r0, e, band
+
+
+_T = TypeVar("_T")
+
+
+def prefetched(items: Iterator[_T]) -> Iterator[_T]:
+    """The items of an iterator, each one computed in a background thread while the caller uses the one before."""
+    end = object()
+    with ThreadPoolExecutor(1) as pool:
+        ahead = pool.submit(next, items, end)
+        while (item := ahead.result()) is not end:
+            ahead = pool.submit(next, items, end)
+            yield item
+
+
+#: Columns of ``waste_deposits.parquet`` (with the geometry).
+DEPOSIT_COLUMNS = ("deposit_id", "site_id", "area_m2", "mean_thickness_m", "max_thickness_m", "volume_m3")
+
+
+def waste_deposits(dh: np.ndarray, threshold: float, transform: Affine, polygons, site_ids,
+                   min_area_m2: float) -> list[dict[str, Any]]:
     """Contiguous deposition areas (dh > threshold) inside sites, as polygons linked to their site.
 
     Parameters
@@ -241,32 +331,35 @@ def waste_deposits(dh: np.ndarray, threshold: float, transform: Affine, crs, sit
         Change threshold (m).
     transform : affine.Affine
         The window's pixel-to-CRS transform.
-    crs
-        CRS of the grid.
-    sites : geopandas.GeoDataFrame
-        The sites of the window (``site_id``, geometry).
+    polygons : sequence of shapely geometries
+        The site polygons of the window.
+    site_ids : sequence of str
+        Their ids.
     min_area_m2 : float
         Smallest deposit kept.
+
+    Returns
+    -------
+    list of dict
+        One per deposit: ``site_id`` (the site holding most of its cells), ``area_m2``, ``mean_thickness_m``,
+        ``max_thickness_m``, ``volume_m3`` and ``geometry`` (numbered by the caller once all are in).
     """
-    import geopandas as gpd
-    import pandas as pd
     import shapely
     from rasterio.features import rasterize, shapes
     from scipy import ndimage
 
     cell = abs(transform.a * transform.e)
-    site_index = rasterize(((g, k + 1) for k, g in enumerate(sites.geometry)), out_shape=dh.shape,
+    site_index = rasterize(((g, k + 1) for k, g in enumerate(polygons)), out_shape=dh.shape,
                            transform=transform, fill=0, dtype="int32")
     deposit = np.nan_to_num(dh, nan=-np.inf) > threshold
     deposit &= site_index > 0
     labels, count = ndimage.label(deposit, structure=np.ones((3, 3)))
-    columns = ["deposit_id", "site_id", "area_m2", "mean_thickness_m", "max_thickness_m", "volume_m3"]
     if count == 0:
-        return gpd.GeoDataFrame({c: [] for c in columns}, geometry=[], crs=crs)
+        return []
     index = np.arange(1, count + 1)
     cells = ndimage.sum_labels(deposit, labels, index)
     keep = index[cells * cell >= min_area_m2]
-    rows, geoms = [], []
+    found = []
     objects = ndimage.find_objects(labels)
     for k in keep.tolist():
         window = objects[k - 1]
@@ -276,13 +369,10 @@ def waste_deposits(dh: np.ndarray, threshold: float, transform: Affine, crs, sit
                                                                 connectivity=8) if v]
         owners = np.bincount(site_index[window][mask])
         values = dh[window][mask]
-        rows.append({"site_id": sites["site_id"].iloc[int(np.argmax(owners[1:]))],
-                     "area_m2": float(mask.sum() * cell), "mean_thickness_m": float(values.mean()),
-                     "max_thickness_m": float(values.max()), "volume_m3": float(values.sum() * cell)})
-        geoms.append(shapely.union_all(parts))
-    frame = gpd.GeoDataFrame(pd.DataFrame(rows, columns=columns[1:]), geometry=geoms, crs=crs)
-    frame.insert(0, "deposit_id", "")  # numbered once every group's deposits are in
-    return frame
+        found.append({"site_id": site_ids[int(np.argmax(owners[1:]))], "area_m2": float(mask.sum() * cell),
+                      "mean_thickness_m": float(values.mean()), "max_thickness_m": float(values.max()),
+                      "volume_m3": float(values.sum() * cell), "geometry": shapely.union_all(parts)})
+    return found
 
 
 def site_groups(sites, transform: Affine, shape: tuple[int, int]) -> list[tuple[np.ndarray, tuple[slice, slice]]]:
@@ -331,17 +421,52 @@ def site_groups(sites, transform: Affine, shape: tuple[int, int]) -> list[tuple[
     return groups
 
 
-def _tiles(groups: list[tuple[np.ndarray, tuple[slice, slice]]],
-           chunks: tuple[tuple[int, ...], ...]) -> list[list[int]]:
-    """Site groups by the DEM block holding their window's first cell: each tile's windows are read in one
-    computation, so every block is computed about once (plus the spill of windows into the next blocks)."""
-    row_edges, col_edges = np.cumsum((0,) + chunks[0]), np.cumsum((0,) + chunks[1])
-    tiles: dict[tuple[int, int], list[int]] = {}
-    for g, (_, (r, c)) in enumerate(groups):
-        key = (int(np.searchsorted(row_edges, r.start, "right")) - 1,
-               int(np.searchsorted(col_edges, c.start, "right")) - 1)
-        tiles.setdefault(key, []).append(g)
-    return [tiles[k] for k in sorted(tiles)]
+def group_windows(groups: list[tuple[np.ndarray, tuple[slice, slice]]], early: da.Array, late: da.Array,
+                  correct: Callable[[np.ndarray, int], np.ndarray] | None, depth: int,
+                  late_lazy: da.Array) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """The window of both epochs of every site group (:func:`site_groups`): ``(group, early, late)``.
+
+    Groups no taller than the shortest band are cut from :func:`epoch_bands` (computed a band ahead in a
+    background thread) as soon as the band holding their last row is in, from that band and the rows of the band
+    before that they need: each DEM block is computed once. Taller groups (rare: sites chained over a band's
+    height) are then read one by one from the lazy arrays.
+
+    Parameters
+    ----------
+    groups : list of (numpy.ndarray, (slice, slice))
+        Site groups and their windows.
+    early, late : dask.array.Array
+        The epochs on one grid, the later one as read.
+    correct : callable or None
+        Co-registration of rows of the later epoch (:func:`epoch_bands`); None to take it as read.
+    depth : int
+        Rows the correction reaches.
+    late_lazy : dask.array.Array
+        The later epoch as corrected (:func:`corrected`), for the tall groups.
+    """
+    short = min(early.chunks[0])
+    heights = np.array([r.stop - r.start for _, (r, _) in groups])
+    streamed = sorted(np.flatnonzero(heights <= short).tolist(), key=lambda g: groups[g][1][0].stop)
+    i, kept = 0, None  # kept: (first row, early rows, late rows) of a band that windows still to come start in
+    for r0, e_band, l_band in prefetched(epoch_bands(early, late, correct, depth)) if streamed else ():
+        r1 = r0 + len(e_band)
+        while i < len(streamed) and groups[streamed[i]][1][0].stop <= r1:
+            g = streamed[i]
+            r, c = groups[g][1]
+            if r.start >= r0:
+                yield g, e_band[r.start - r0:r.stop - r0, c], l_band[r.start - r0:r.stop - r0, c]
+            else:
+                k0, k_early, k_late = kept
+                yield (g, np.concatenate([k_early[r.start - k0:, c], e_band[:r.stop - r0, c]]),
+                       np.concatenate([k_late[r.start - k0:, c], l_band[:r.stop - r0, c]]))
+            i += 1
+        # windows still to come are no taller than a band: they start in this band at the earliest
+        start = min((groups[g][1][0].start for g in streamed[i:]), default=r1)
+        kept = (start, e_band[start - r0:].copy(), l_band[start - r0:].copy()) if start < r1 else None
+    for g in np.flatnonzero(heights > short).tolist():
+        r, c = groups[g][1]
+        e, lt = dask.compute(early[r, c], late_lazy[r, c])
+        yield g, e, lt
 
 
 def dh_array(dh: da.Array, early: Dem, attrs: dict[str, Any]):
@@ -372,12 +497,17 @@ class Volumes:
         The extractive-waste deposits, each with its site.
     report : dict
         Co-registration, stable-terrain statistics, variogram, threshold, datums (``coregistration.json``).
+    dh_bands : callable, optional
+        ``dh_bands()`` yields ``(first row, rows)`` of ``dh`` band by band, top to bottom, each DEM block computed
+        once (:func:`epoch_bands`; ``dh`` computed band by band reads the neighbours of a band for its halo);
+        :func:`mtg.pipeline.io.write_volumes` writes ``dh.zarr`` from it.
     """
 
     dh: Any
     site_volumes: Any
     deposits: Any
     report: dict[str, Any]
+    dh_bands: Callable[[], Iterator[tuple[int, np.ndarray]]] | None = field(default=None, repr=False)
 
     @property
     def threshold_m(self) -> float:
@@ -506,10 +636,16 @@ def volumes(before: Any, after: Any, sites: Any, *, site_id_col: str | None = No
                        f"the sites (by more than {stable_buffer_m:g} m) for co-registration and uncertainty")
     late_values = late.values
     coreg: dict[str, Any] = {"applied": False}
+    correct, depth = None, 0
     if coregister:
         result = nuth_kaab(e_win, l_win, stable, spacing, tilt=tilt)
         l_win = apply_coregistration(l_win, result, spacing)
         late_values = corrected(late.values, result, spacing, (rows.start, cols.start))
+        depth = correction_depth(result, spacing)[0]
+
+        def correct(band: np.ndarray, first_row: int, origin=(rows.start, cols.start)) -> np.ndarray:
+            return apply_coregistration(band, result, spacing, origin=(first_row - origin[0], -origin[1]))
+
         coreg = {"applied": True, **asdict(result), "calibration_window": [rows.start, rows.stop, cols.start,
                                                                            cols.stop]}
         log.info("co-registration: shift %.2f m east, %.2f m north, bias %.2f m; stable-terrain NMAD %.2f -> %.2f m",
@@ -530,24 +666,19 @@ def volumes(before: Any, after: Any, sites: Any, *, site_id_col: str | None = No
              median, sigma, range_m, threshold)
 
     stats = np.full((len(site_frame), len(_SUM_FIELDS)), np.nan)
-    deposit_frames = {}
+    found: dict[int, list[dict[str, Any]]] = {}
+    polygons, site_ids = site_frame.geometry.to_numpy(), site_frame["site_id"].to_numpy()
     groups = site_groups(site_frame, early.transform, early.shape)
-    for tile in _tiles(groups, early.values.chunks):
-        rows = slice(min(groups[g][1][0].start for g in tile), max(groups[g][1][0].stop for g in tile))
-        cols = slice(min(groups[g][1][1].start for g in tile), max(groups[g][1][1].stop for g in tile))
-        e_tile, l_tile = dask.compute(early.values[rows, cols], late_values[rows, cols])
-        for g in tile:
+    with rasterio.Env():  # one GDAL environment for the deposits' rasterize and polygonise calls
+        for g, e, lt in group_windows(groups, early.values, late.values, correct, depth, late_values):
             members, (r, c) = groups[g]
-            e = e_tile[r.start - rows.start:r.stop - rows.start, c.start - cols.start:c.stop - cols.start]
-            lt = l_tile[r.start - rows.start:r.stop - rows.start, c.start - cols.start:c.stop - cols.start]
             transform = early.transform * Affine.translation(c.start, r.start)
-            group = site_frame.iloc[members]
-            coverage = polygon_coverage(group.geometry.to_numpy(), transform, e.shape)
+            coverage = polygon_coverage(polygons[members], transform, e.shape)
             sums = cut_fill(e, lt, coverage, threshold, cell_area, void_policy)
-            stats[members] = np.stack([np.asarray(getattr(sums, f), dtype=np.float64) for f in _SUM_FIELDS], axis=1)
-            deposit_frames[g] = waste_deposits((lt - e).astype(np.float32), threshold, transform, early.crs, group,
-                                               min_deposit_m2)
-    deposit_frames = [deposit_frames[g] for g in range(len(groups))]  # numbered in group order, not tile order
+            stats[members] = np.stack([np.asarray(getattr(sums, f), dtype=np.float64) for f in _SUM_FIELDS],
+                                      axis=1)
+            found[g] = waste_deposits((lt - e).astype(np.float32), threshold, transform, polygons[members],
+                                      site_ids[members], min_deposit_m2)
     log.info("summed dh over %d sites in %d windows", len(site_frame), len(groups))
     nugget_fraction = float(np.clip(nugget / sill, 0.0, 1.0)) if sill > 0 else 0.0  # sill: the total variance
     frame = site_frame.copy()
@@ -560,9 +691,10 @@ def volumes(before: Any, after: Any, sites: Any, *, site_id_col: str | None = No
     frame["threshold_m"] = threshold
     frame["void_policy"] = void_policy
     frame["coregistered"] = bool(coregister)
-    deposits = pd.concat([f for f in deposit_frames if len(f)] or deposit_frames[:1], ignore_index=True)
-    deposits["deposit_id"] = [f"D{k:05d}" for k in range(1, len(deposits) + 1)]
-    deposits = gpd.GeoDataFrame(deposits, geometry="geometry", crs=early.crs)
+    rows = [d for g in range(len(groups)) for d in found[g]]  # numbered in group order
+    deposits = gpd.GeoDataFrame(pd.DataFrame(rows, columns=[*DEPOSIT_COLUMNS[1:], "geometry"]), geometry="geometry",
+                                crs=early.crs)
+    deposits.insert(0, "deposit_id", [f"D{k:05d}" for k in range(1, len(deposits) + 1)])
     frame["waste_deposits"] = frame["site_id"].map(deposits["site_id"].value_counts()).fillna(0).astype(int)
 
     report = {
@@ -576,7 +708,12 @@ def volumes(before: Any, after: Any, sites: Any, *, site_id_col: str | None = No
     }
     dh = dh_array(late_values - early.values, early, {"mtg:coregistration": json.dumps(coreg, default=float),
                                                       "mtg:threshold_m": threshold})
-    return Volumes(dh=dh, site_volumes=frame, deposits=deposits, report=report)
+
+    def dh_bands() -> Iterator[tuple[int, np.ndarray]]:
+        for r0, e_band, l_band in prefetched(epoch_bands(early.values, late.values, correct, depth)):
+            yield r0, (l_band - e_band).astype(np.float32, copy=False)
+
+    return Volumes(dh=dh, site_volumes=frame, deposits=deposits, report=report, dh_bands=dh_bands)
 
 
 #: Margin (m) around the sites' extent of the area searched for DEM collections: stable terrain for co-registration.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -11,6 +12,8 @@ from mtg.pipeline.io.vectors import members_path
 from mtg.pipeline.table_io import atomic_folder, atomic_write_all, to_geoparquet, write_json, write_table
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from mtg.pipeline.landuse import LandUseTables
     from mtg.pipeline.link import LinkedSites
     from mtg.pipeline.volume import Volumes
@@ -66,10 +69,11 @@ def write_land_use_tables(tables: LandUseTables, out: str | Path,
 
 
 def write_volumes(result: Volumes, out: str | Path) -> Path:
-    """Write ``site_volumes.parquet``, ``waste_deposits.parquet``, ``coregistration.json`` and ``dh.zarr`` (the
-    lazy dh computed one band of block rows at a time) into the folder ``out``; each file is complete or absent."""
+    """Write ``site_volumes.parquet``, ``waste_deposits.parquet``, ``coregistration.json`` and ``dh.zarr`` (one band
+    of block rows at a time: from ``result.dh_bands`` when given, else from the lazy dh) into the folder ``out``;
+    each file is complete or absent."""
     out = Path(out)
-    _write_dh(result.dh, out / "dh.zarr")
+    _write_dh(result.dh, out / "dh.zarr", result.dh_bands)
     atomic_write_all({out / "site_volumes.parquet": result.site_volumes.to_parquet,
                       out / "waste_deposits.parquet": result.deposits.to_parquet,
                       out / "coregistration.json": lambda tmp: tmp.write_text(json.dumps(result.report, indent=2,
@@ -79,21 +83,35 @@ def write_volumes(result: Volumes, out: str | Path) -> Path:
 
 #: Attributes of the dh array that the store keeps at its root.
 DH_STORE_ATTRS = ("mtg:coregistration", "mtg:threshold_m")
+#: Zstandard level of dh.zarr: level 1 encodes float32 elevation changes about 4x faster than the default level 3
+#: (630 against 120-160 MB/s on one core) for stores about 5 % larger.
+DH_ZSTD_LEVEL = 1
 
 
-def _write_dh(dh, out: Path) -> None:
+def _write_dh(dh, out: Path, bands: Callable[[], Iterator[tuple[int, np.ndarray]]] | None = None) -> None:
+    """Write the lazy ``dh`` into the Zarr store ``out``, its values from ``bands()`` (``(first row, rows)``, top
+    to bottom) when given, else computed band by band."""
+    import zarr
+    from zarr.codecs import ZstdCodec
+
     rows = dh.shape[0]
     ds = dh.assign_attrs({k: v for k, v in dh.attrs.items() if k not in DH_STORE_ATTRS}).to_dataset()
     ds.attrs.update({k: dh.attrs[k] for k in DH_STORE_ATTRS if k in dh.attrs})
     band = dh.data.chunksize[0]
     # one Zarr chunk per DEM block (regularised: Zarr needs equal chunks)
     ds = ds.chunk({"y": band, "x": dh.data.chunksize[1]})
+    ds["dh"].encoding["compressors"] = (ZstdCodec(level=DH_ZSTD_LEVEL),)  # beside the CRS and nodata encoding
     with atomic_folder(out) as tmp, warnings.catch_warnings():
         # consolidated metadata are deliberate: lazy readers open the store in one read
         warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
         ds.to_zarr(tmp, mode="w", consolidated=True, zarr_format=3, compute=False)
-        # one band of block rows at a time: the halos of the block-wise correction then never hold more than
-        # two bands in memory, however large the grid
-        for r0 in range(0, rows, band):
-            ds[["dh"]].drop_vars(["x", "spatial_ref"]).isel(y=slice(r0, r0 + band)).to_zarr(
-                tmp, region={"y": slice(r0, min(r0 + band, rows))})
+        if bands is not None:
+            store = zarr.open_array(tmp, path="dh", mode="r+")
+            for r0, values in bands():
+                store[r0:r0 + len(values)] = values
+        else:
+            # one band of block rows at a time: the halos of the block-wise correction then never hold more than
+            # two bands in memory, however large the grid
+            for r0 in range(0, rows, band):
+                ds[["dh"]].drop_vars(["x", "spatial_ref"]).isel(y=slice(r0, r0 + band)).to_zarr(
+                    tmp, region={"y": slice(r0, min(r0 + band, rows))})
