@@ -40,8 +40,6 @@ def _setup_logging(quiet: bool) -> None:
                         handlers=[RichHandler(console=console, show_path=False)], force=True)
     # odc-stac reprojects 20 m bands through in-memory rasters that GDAL calls "not georeferenced": harmless.
     warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
-    # the cubes keep consolidated Zarr metadata on purpose (one read opens a store on object storage)
-    warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
     for noisy in ("distributed", "botocore", "aiobotocore", "s3fs", "fsspec", "rasterio", "numba"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -205,7 +203,8 @@ def run(
 
     _setup_logging(quiet)
     if plan is not None and (catalog or bbox or aoi or time):
-        raise MtgError("--plan takes the catalog, area and time range from the plan: drop --catalog/--bbox/--aoi/--time")
+        raise MtgError("--plan takes the catalog, area and time range from the plan: drop --catalog, --bbox, --aoi "
+                       "and --time")
     cfg = with_overrides(load_config(config), {
         "out": out, "ingest.catalog": catalog, "ingest.bbox": _bbox(bbox), "ingest.aoi": aoi, "ingest.time": time,
         "link.points": points, "link.lon_col": lon_col, "link.lat_col": lat_col, "link.primary_cols": primary_col,
@@ -284,8 +283,10 @@ def plan_command(
              "URL, or a STAC API URL.")] = None,
     years: Annotated[Optional[str], typer.Option(help="Whole years of acquisitions, e.g. 2019-2025.")] = None,
     time: TimeOpt = None,
-    buffer: Annotated[Optional[str], typer.Option(help="Buffer around each area of interest (plan.buffer), e.g. 5km.")] = None,
-    tile_km: Annotated[Optional[float], typer.Option(help="Tile side in km on each UTM zone's grid (plan.tile_km).")] = None,
+    buffer: Annotated[Optional[str], typer.Option(
+        help="Buffer around each area of interest (plan.buffer), e.g. 5km.")] = None,
+    tile_km: Annotated[Optional[float], typer.Option(
+        help="Tile side in km on each UTM zone's grid (plan.tile_km).")] = None,
     halo_m: Annotated[Optional[float], typer.Option(help="Margin processed around each tile (plan.halo_m).")] = None,
     lon_col: Annotated[str, typer.Option(help="Longitude column of CSV/Parquet point files.")] = "lon",
     lat_col: Annotated[str, typer.Option(help="Latitude column of CSV/Parquet point files.")] = "lat",
@@ -296,10 +297,12 @@ def plan_command(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Plan file (GeoParquet); with --calibrate the "
                                                  "calibration file.")] = None,
     calibrate: Annotated[bool, typer.Option(
-        help="Measure this machine's per-core stage throughputs on real tiles of a sample region and write them.")] = False,
+        help="Measure this machine's per-core stage throughputs on real tiles of a sample region and write "
+             "them.")] = False,
     check: Annotated[Optional[Path], typer.Option(
         help="Compare a run folder's measured seconds (its manifest) with the plan it ran (or --plan-file).")] = None,
-    plan_file: Annotated[Optional[Path], typer.Option(help="The plan of --check (default: the one the run names).")] = None,
+    plan_file: Annotated[Optional[Path], typer.Option(
+        help="The plan of --check (default: the one the run names).")] = None,
     config: ConfigOpt = None,
     quiet: QuietOpt = False,
 ) -> None:

@@ -21,7 +21,7 @@ from odc.geo.geom import Geometry
 
 from mtg.kernels.reflectance import masked_reflectance
 from mtg.pipeline.catalogs import CatalogSource, ReflectanceCollection, search_items
-from mtg.pipeline.errors import MtgError
+from mtg.pipeline.errors import MtgError, describe
 from mtg.pipeline.grid import choose_crs, common_grids
 from mtg.pipeline.loaders import Loader, load_assets
 from mtg.pipeline.storage import check_writable, filesystem, join, write_text_atomic
@@ -272,7 +272,7 @@ def write_cubes(
         raise
     except Exception as err:
         # Reading errors surface at write time, since the cubes are lazy; the stores stay marked incomplete.
-        raise MtgError(f"ingest stopped while writing to {out}: {type(err).__name__}: {err}") from err
+        raise MtgError(f"ingest stopped while writing to {out}: {describe(err)}") from err
     seconds = _time.perf_counter() - start
     fs, _ = filesystem(out, storage_options)
     written = sum(fs.du(filesystem(u, storage_options)[1]) for u in (refl_url, dem_url))

@@ -34,6 +34,7 @@ from mtg.pipeline.features import CHANNELS, model_channels
 from mtg.pipeline.footprints import footprint_polygons
 from mtg.pipeline.model_store import ModelCard, default_device, load_model, read_card
 from mtg.pipeline.table_io import atomic_folder, atomic_write
+from mtg.pipeline.zarr_store import consolidated_on_purpose
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +178,7 @@ def class_probabilities(channels: da.Array, card: ModelCard, *, model: str | Non
 
 
 def _write_atomic_zarr(ds: xr.Dataset, path: Path, compute: DaskProgress) -> None:
-    with atomic_folder(path) as tmp:
+    with atomic_folder(path) as tmp, consolidated_on_purpose():
         delayed = ds.to_zarr(tmp, mode="w", consolidated=True, zarr_format=3, compute=False)
         compute(delayed, f"segmenting and writing {path.name}")
 
@@ -290,7 +291,8 @@ def footprints(probabilities: xr.Dataset, *, options: SegmentOptions | None = No
 
 
 def segment_cube(cube: str, out: str | Path, *, storage_options: dict[str, Any] | None = None, client: Any = None,
-                 progress: bool = True, options: SegmentOptions | None = None, **overrides: Any) -> SegmentResult:
+                 progress: bool = True, source_name: str | None = None, options: SegmentOptions | None = None,
+                 **overrides: Any) -> SegmentResult:
     """Map mine footprints in a reflectance cube; write ``out/probability.zarr`` and ``out/mine_polygons.parquet``.
 
     Parameters
@@ -306,6 +308,9 @@ def segment_cube(cube: str, out: str | Path, *, storage_options: dict[str, Any] 
         Run the blocks on this cluster's workers; default the threads of this process.
     progress : bool
         Show dask's progress bar.
+    source_name : str, optional
+        How the probability store names its source (``source_cube``); default ``cube`` (a tile of a global rerun
+        names its tile, not the temporary cube it read).
     options, **overrides
         As for :func:`segment` and :func:`footprints`.
 
@@ -319,7 +324,7 @@ def segment_cube(cube: str, out: str | Path, *, storage_options: dict[str, Any] 
     start = time.perf_counter()
     opts = stage_options(SegmentOptions, options, **overrides)
     ds = open_cube(cube, storage_options)
-    probabilities = segment(ds, name=cube, options=opts)
+    probabilities = segment(ds, name=source_name or cube, options=opts)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     zarr_path = out / "probability.zarr"

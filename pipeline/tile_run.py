@@ -166,7 +166,7 @@ def run_tile(task: TileTask, config: RunConfig, out: str, scratch: str | None = 
 
             start = time.perf_counter()
             seg = segment_cube(ingest.reflectance_url, Path(tmp) / "segment", options=config.segment,
-                               progress=False)
+                               progress=False, source_name=f"tile {task.tile_id} of {task.catalog} ({task.time})")
             polygons = gpd.read_parquet(seg.polygons)
             parts = owned_parts(polygons, owned, task.tile_id)
             seconds["segment"] = time.perf_counter() - start

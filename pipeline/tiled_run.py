@@ -39,7 +39,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from mtg.pipeline.config import RunConfig
 from mtg.pipeline.dask_cluster import dask_scheduler
-from mtg.pipeline.errors import MtgError
+from mtg.pipeline.errors import MtgError, describe
 from mtg.pipeline.plan import read_plan
 from mtg.pipeline.table_io import METADATA_KEY, atomic_write
 from mtg.pipeline.tile_run import STAGES, TILE_FILES, run_tile, task_from_row
@@ -179,8 +179,7 @@ def _clean_scratch(out: Path) -> Path:
 
 
 def _one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split()) or type(err).__name__
-    return text if isinstance(err, MtgError) else f"{type(err).__name__}: {text}"
+    return " ".join(str(err).split()) if isinstance(err, MtgError) else describe(err)
 
 
 class _TileProgress:
@@ -311,7 +310,7 @@ def run_plan(plan_path: str | Path, config: RunConfig, progress: bool = True) ->
     failed = manifest[manifest["state"] == "failed"]
     done = manifest.loc[manifest["state"] == "done", "tile_id"].tolist()
     failures = dict(zip(failed["tile_id"], failed["error"]))
-    world = run_world_stage(out, done, config, len(plan)) if done else None
+    world = run_world_stage(out, done, config, len(plan), failures) if done else None
     shutil.rmtree(scratch, ignore_errors=True)
     return PlanRunResult(out=out, tiles=len(plan), done=len(done), failed=len(failed),
                          skipped=int((manifest["state"] == "skipped").sum()), ran=ran, failures=failures, world=world,

@@ -75,7 +75,7 @@ def buffered_aoi(frame: gpd.GeoDataFrame, buffer_m: float) -> gpd.GeoSeries:
     for epsg in np.unique(zones):
         pick = zones == epsg
         part = lonlat[pick].to_crs(f"EPSG:{epsg}")
-        out[pick] = (part.buffer(buffer_m, resolution=16) if buffer_m > 0 else part).to_crs("EPSG:4326").to_numpy()
+        out[pick] = (part.buffer(buffer_m, quad_segs=16) if buffer_m > 0 else part).to_crs("EPSG:4326").to_numpy()
     return out
 
 

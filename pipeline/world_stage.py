@@ -226,7 +226,8 @@ def merge_deposits(deposits: gpd.GeoDataFrame, part_site: dict[str, Any]) -> gpd
     return gpd.GeoDataFrame(merged[[*columns, "geometry"]], geometry="geometry", crs="EPSG:4326")
 
 
-def run_world_stage(out: Path, tile_ids: list[str], config: RunConfig, n_planned: int) -> WorldResult:
+def run_world_stage(out: Path, tile_ids: list[str], config: RunConfig, n_planned: int,
+                    failed: dict[str, str] | None = None) -> WorldResult:
     """Merge the finished tiles ``tile_ids`` of the run folder ``out`` into the world inventory and its tables,
     report and STAC catalog (see the module docstring).
 
@@ -240,13 +241,16 @@ def run_world_stage(out: Path, tile_ids: list[str], config: RunConfig, n_planned
         ``link`` (points, more polygons, options), ``landuse``, ``verify``.
     n_planned : int
         Tiles in the plan (for the summary).
+    failed : dict, optional
+        ``tile_id`` -> error of the tiles that failed (left out of the inventory; the summary lists them).
     """
     start = time.perf_counter()
     tiles = read_tile_outputs(out, tile_ids)
     footprints, labels = merge_footprints(tiles.parts)
     log.info("merged %d footprint parts of %d tiles into %d mine footprints (%.3f km^2)", len(tiles.parts),
              len(tile_ids), len(footprints), footprints["area_m2"].sum() / 1e6)
-    summary = {"tiles_planned": n_planned, "tiles_merged": len(tile_ids), "footprint_parts": len(tiles.parts),
+    summary = {"tiles_planned": n_planned, "tiles_merged": len(tile_ids),
+               "tiles_failed": dict(sorted((failed or {}).items())), "footprint_parts": len(tiles.parts),
                "footprints": len(footprints), "mining_area_m2": float(footprints["area_m2"].sum()),
                "tiles_without_volumes": {t: v for t, v in sorted(tiles.volumes.items()) if v != "computed"}}
     atomic_write(out / FOOTPRINTS_SOURCE, lambda p: footprints.to_parquet(p, index=False))

@@ -15,7 +15,8 @@ import json
 import logging
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import dask
@@ -157,12 +158,20 @@ def write_cube(
 
     group = zarr.open_group(url, mode="r+", storage_options=opts, use_consolidated=False)
     group.attrs.update({COMPLETE_ATTR: True})
-    with warnings.catch_warnings():  # consolidated metadata are deliberate: they are the completion marker
-        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+    with consolidated_on_purpose():  # they are the completion marker
         zarr.consolidate_metadata(group.store)
     if fs.exists(progress_dir):
         fs.rm(progress_dir, recursive=True)
     return "resumed" if resume else "written"
+
+
+@contextmanager
+def consolidated_on_purpose() -> Iterator[None]:
+    """Silence zarr's warning that consolidated metadata are not part of the Zarr v3 specification: the stores
+    keep them deliberately (a lazy reader opens a store in one read; the cubes mark completion with them)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+        yield
 
 
 def _progress_dir(path: str) -> str:
