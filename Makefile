@@ -4,9 +4,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 OUT    ?= mtg-run
+WORLD  ?= mtg-world
 PYTEST_ARGS ?=
 
-.PHONY: run test venv clean
+.PHONY: run world test venv clean
 
 venv: $(STAMP)
 
@@ -20,8 +21,16 @@ $(STAMP): pyproject.toml
 run: venv
 	$(BIN)/mtg run --out $(OUT)
 
+# The sample world (6 districts over the globe) planned in 6 km tiles and run on a LocalCluster of 2 workers.
+world: venv
+	$(BIN)/mtg sample --world 6 --out $(WORLD)/sample
+	$(BIN)/mtg plan --catalog $(WORLD)/sample/catalog.json --aoi $(WORLD)/sample/truth/mine_points.parquet \
+		--buffer 1km --tile-km 6 --years 2021-2023 --workers 2 -o $(WORLD)/plan.parquet
+	$(BIN)/mtg run --plan $(WORLD)/plan.parquet --out $(WORLD)/run --points $(WORLD)/sample/truth/mine_points.parquet \
+		--country-col country --scheduler local --workers 2
+
 test: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) $(OUT) .pytest_cache test-artifacts
+	rm -rf $(VENV) $(OUT) $(WORLD) .pytest_cache test-artifacts

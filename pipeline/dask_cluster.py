@@ -46,6 +46,11 @@ def dask_scheduler(
         return
     from distributed import Client, LocalCluster
 
+    # importing distributed sets its loggers to INFO (dask's logging config): its start-up chatter would bury the
+    # run's own lines and progress; its warnings and errors still show
+    if not log.isEnabledFor(logging.DEBUG):
+        logging.getLogger("distributed").setLevel(logging.WARNING)
+
     if scheduler == "local":
         n = workers or 2
         log.info("starting a LocalCluster of %d worker processes (memory limit %s each)", n, memory_limit or "auto")

@@ -37,6 +37,8 @@ EDGE_VERTICES = 16
 MERGE_GRID_DEG = 1e-7
 #: Processing extents are snapped out to this multiple (m): the DEM pixel, which nests the 10 and 20 m pixels.
 SNAP_M = 30.0
+#: Tile sides are multiples of this (m): the Sentinel-2 pixel, so tile edges fall on pixel edges of the cubes.
+TILE_STEP_M = 10.0
 
 
 def tile_id(epsg: int, col: int, row: int) -> str:
@@ -98,7 +100,7 @@ def work_tiles(aoi: gpd.GeoSeries, tile_m: float, halo_m: float) -> gpd.GeoDataF
     aoi : geopandas.GeoSeries
         Areas of interest in EPSG:4326 (:func:`buffered_aoi`).
     tile_m : float
-        Tile side in metres (a multiple of :data:`SNAP_M`).
+        Tile side in metres (a multiple of :data:`TILE_STEP_M`).
     halo_m : float
         Margin processed around each tile's extent (m).
 
@@ -109,8 +111,8 @@ def work_tiles(aoi: gpd.GeoSeries, tile_m: float, halo_m: float) -> gpd.GeoDataF
         ``right``, ``top`` (processed extent without halo, zone CRS), ``halo_m``, ``aoi_km2`` (area of interest
         the tile owns), and ``geometry`` (the owned polygon, EPSG:4326).
     """
-    if tile_m <= 0 or abs(tile_m / SNAP_M - round(tile_m / SNAP_M)) > 1e-9:
-        raise MtgError(f"--tile-km {tile_m / 1000:g} must be a positive multiple of {SNAP_M / 1000:g} km")
+    if tile_m <= 0 or abs(tile_m / TILE_STEP_M - round(tile_m / TILE_STEP_M)) > 1e-9:
+        raise MtgError(f"--tile-km {tile_m / 1000:g} must be a positive multiple of {TILE_STEP_M / 1000:g} km")
     union = shapely.union_all(aoi.to_numpy())
     if union.is_empty:
         raise MtgError("the areas of interest are empty")
