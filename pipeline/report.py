@@ -42,6 +42,10 @@ log = logging.getLogger(__name__)
 REPORT_NAME = "report.html"
 #: The map colour class of a site with more than one primary commodity.
 SEVERAL = "several commodities"
+#: Sites closer than this (m) belong to one region of the map (a mining district), with its own zoom button.
+REGION_GAP_M = 100_000.0
+#: Mean Earth radius (m), for chord distances between sites.
+EARTH_RADIUS_M = 6_371_008.8
 # Colours of common commodities, of sites without one and with several; others take FALLBACK_COLOURS in name order.
 COMMODITY_COLOURS = {
     "gold": "#d4a017", "copper": "#c0612b", "iron ore": "#8c2d2d", "coal": "#3d3d3d", "lithium": "#7b4fa0",
@@ -195,30 +199,64 @@ def commodity_colours(commodities: set[str]) -> dict[str, str]:
 
 
 def site_map(sites, run: Path, notes: dict[str, str]) -> dict[str, Any]:  # noqa: ANN001 - GeoDataFrame
-    """Site outlines and circles in Web Mercator metres (SVG y down), the waste deposits, and the extent."""
+    """Site outlines and circles in Web Mercator metres (SVG y down), the waste deposits, the extent, and the
+    regions (mining districts: sites within :data:`REGION_GAP_M` of each other) when there are several."""
     if sites.empty:
         notes["map"] = "The run found no mining sites."
-        return {"features": [], "deposits": [], "lat0": 0.0, "view": [0, 0, 1_000, 1_000]}
+        return {"features": [], "deposits": [], "lat0": 0.0, "view": [0, 0, 1_000, 1_000], "regions": []}
     merc = sites.to_crs(3857)
-    x0, y0, x1, y1 = merc.total_bounds
-    span = max(x1 - x0, y1 - y0, 1_000.0)
-    tolerance = span / 4_000
+    labels = map_regions(sites)
+    regions, tolerance = [], np.zeros(len(sites))
+    for k in range(int(labels.max()) + 1):
+        member = labels == k
+        view, span = _view(merc[member].total_bounds)
+        tolerance[member] = span / 4_000  # outlines simplified for the region's own extent, not the world's
+        countries = [c for c in sites.loc[member, "country"].astype(str) if c and c not in (UNKNOWN, "nan", "None")] \
+            if "country" in sites else []
+        name = pd.Series(countries).value_counts().index[0] if countries else f"Region {k + 1}"
+        regions.append({"name": name, "n_sites": int(member.sum()), "view": view,
+                        "cx": round(view[0] + view[2] / 2), "cy": round(view[1] + view[3] / 2)})
     areas = merc["area_km2"].to_numpy(dtype=float) if "area_km2" in merc else np.full(len(merc), np.nan)
     largest = np.nanmax(areas) if np.isfinite(areas).any() else 1.0
     features = []
-    for sid, geom, area in zip(merc["site_id"], merc.geometry, areas):
+    for sid, geom, area, region, tol in zip(merc["site_id"], merc.geometry, areas, labels, tolerance):
         anchor = geom.representative_point() if geom.geom_type != "Point" else geom
         radius = 4.0 + 18.0 * math.sqrt(area / largest) if np.isfinite(area) and largest > 0 else 4.0
-        features.append({"id": sid, "path": _svg_path(geom.simplify(tolerance)), "cx": round(anchor.x),
-                         "cy": round(-anchor.y), "r": round(radius, 1)})
+        features.append({"id": sid, "path": _svg_path(geom.simplify(tol)), "cx": round(anchor.x),
+                         "cy": round(-anchor.y), "r": round(radius, 1), "region": int(region)})
     deposits = _read(run / "volumes" / "waste_deposits.parquet", notes, "deposits")
+    fine = float(tolerance.min())
     deposit_paths = [] if deposits is None or deposits.crs is None else [
-        {"id": str(d), "site": str(s), "path": _svg_path(g.simplify(tolerance))}
+        {"id": str(d), "site": str(s), "path": _svg_path(g.simplify(fine))}
         for d, s, g in zip(deposits["deposit_id"], deposits["site_id"], deposits.to_crs(3857).geometry)]
+    lat0 = float(np.mean(sites.to_crs(4326).total_bounds[[1, 3]]))
+    return {"features": features, "deposits": deposit_paths, "lat0": lat0, "view": _view(merc.total_bounds)[0],
+            "regions": regions if len(regions) > 1 else []}
+
+
+def _view(bounds: np.ndarray) -> tuple[list[float], float]:
+    """The SVG view box (y down, 8 % margin) of Web Mercator bounds, and their larger side (at least 1 km)."""
+    x0, y0, x1, y1 = bounds
+    span = max(x1 - x0, y1 - y0, 1_000.0)
     pad = 0.08 * span
-    lat0 = float(np.mean(sites.total_bounds[[1, 3]]))
-    return {"features": features, "deposits": deposit_paths, "lat0": lat0,
-            "view": [x0 - pad, -y1 - pad, (x1 - x0) + 2 * pad, (y1 - y0) + 2 * pad]}
+    return [x0 - pad, -y1 - pad, (x1 - x0) + 2 * pad, (y1 - y0) + 2 * pad], span
+
+
+def map_regions(sites) -> np.ndarray:  # noqa: ANN001 - GeoDataFrame
+    """Region label of each site: sites whose representative points lie within :data:`REGION_GAP_M` of each other
+    (great-circle chord, single linkage) share one; regions are numbered by their first site."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+    from scipy.spatial import cKDTree
+
+    anchors = sites.to_crs(4326).geometry.representative_point()
+    lon, lat = np.radians(anchors.x.to_numpy()), np.radians(anchors.y.to_numpy())
+    xyz = np.column_stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)])
+    pairs = cKDTree(xyz).query_pairs(REGION_GAP_M / EARTH_RADIUS_M, output_type="ndarray")
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(len(sites), len(sites)))
+    _, labels = connected_components(graph, directed=False)
+    _, first = np.unique(labels, return_index=True)
+    return np.argsort(np.argsort(first))[labels]
 
 
 def _svg_path(geom) -> str:  # noqa: ANN001 - shapely geometry

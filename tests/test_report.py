@@ -19,7 +19,7 @@ import shapely
 from conftest import ARTIFACTS
 from mtg.pipeline.errors import MtgError
 from mtg.pipeline.landuse import UNKNOWN
-from mtg.pipeline.report import SEVERAL, collect, render_page, write_report
+from mtg.pipeline.report import REGION_GAP_M, SEVERAL, collect, render_page, site_map, write_report
 from mtg.pipeline.report_figures import DIVERGING, colorize, png_bytes
 from run_folder import write_run_folder
 
@@ -85,6 +85,23 @@ def test_report_data_are_the_run_files(run_dir):
     assert data["colours"][UNKNOWN] == "#9e9e9e" and data["no_commodity"] == UNKNOWN
     assert data["colours"][SEVERAL] not in {c for k, c in data["colours"].items() if k != SEVERAL}
     assert UNKNOWN in [r["commodity"] for r in data["landuse"]["rows"]]
+
+
+def test_a_world_map_has_one_region_per_district_with_its_own_view(tmp_path):
+    """Sites on several continents form regions (mining districts), each with a view that holds its sites and
+    outlines simplified for that view, not for the whole world."""
+    pits = [shapely.box(119.70 + 0.02 * k, -23.40, 119.71 + 0.02 * k, -23.39) for k in range(3)]  # Pilbara
+    pits += [shapely.box(20.90, 67.10, 20.92, 67.11), shapely.box(-70.35, -12.90, -70.34, -12.89)]
+    sites = gpd.GeoDataFrame({"site_id": [str(k) for k in range(5)], "area_km2": [1.0] * 5,
+                              "country": ["Australia"] * 3 + ["Sweden", "Peru"]}, geometry=pits, crs="EPSG:4326")
+    data = site_map(sites, tmp_path, {})
+    assert [(r["name"], r["n_sites"]) for r in data["regions"]] == [("Australia", 3), ("Sweden", 1), ("Peru", 1)]
+    assert [f["region"] for f in data["features"]] == [0, 0, 0, 1, 2]
+    for feature in data["features"]:
+        x, y, w, h = data["regions"][feature["region"]]["view"]
+        assert x < feature["cx"] < x + w and y < feature["cy"] < y + h and w < REGION_GAP_M * 2
+        assert feature["path"].count("L") >= 4  # a 1 km box keeps its corners
+    assert site_map(sites.iloc[:3], tmp_path, {})["regions"] == []  # one district: no region buttons
 
 
 def test_sites_mapped_from_imagery_include_multipoint_free_polygons(tmp_path):
@@ -292,3 +309,28 @@ def test_bare_report_shows_notes_in_chromium(browser, bare_run):
     assert page.locator("#panel h3").inner_text().startswith("Site ")
     assert log["errors"] == [] and log["blocked"] == []
     page.close()
+
+
+def test_a_world_report_names_its_regions_and_zooms_to_each(browser, tmp_path):
+    pits = [shapely.box(119.70 + 0.02 * k, -23.40, 119.71 + 0.02 * k, -23.39) for k in range(3)]
+    pits += [shapely.box(20.90, 67.10, 20.92, 67.11), shapely.box(-70.35, -12.90, -70.34, -12.89)]
+    sites = gpd.GeoDataFrame({"site_id": [str(k) for k in range(5)], "n_polygons": [1] * 5, "n_points": [0] * 5,
+                              "area_km2": [1.0] * 5, "commodities": [["gold"]] * 5,
+                              "primary_commodities": [["gold"]] * 5,
+                              "country": ["Australia"] * 3 + ["Sweden", "Peru"]}, geometry=pits, crs="EPSG:4326")
+    (tmp_path / "run" / "sites").mkdir(parents=True)
+    sites.to_parquet(tmp_path / "run" / "sites" / "sites.parquet")
+    page, log = open_report(browser, write_report(tmp_path / "run"))
+    page.wait_for_selector("#map circle.bubble")
+    assert page.locator("#regions button").all_inner_texts() == ["all 3 regions", "Australia (3)", "Sweden (1)",
+                                                                 "Peru (1)"]
+    labels = page.locator(".region-label")
+    assert labels.all_inner_texts() == ["Australia (3 sites)", "Sweden (1 site)", "Peru (1 site)"] and sized(labels)
+    world = page.get_attribute("#map", "viewBox")
+    page.locator("#regions button", has_text="Australia").click()
+    zoomed = [float(v) for v in page.get_attribute("#map", "viewBox").split()]
+    assert zoomed[2] < REGION_GAP_M * 2 and not labels.first.is_visible()  # the district's sites, their own labels
+    assert page.locator("#map .labels text").first.is_visible()
+    page.locator("#regions button").first.click()
+    assert page.get_attribute("#map", "viewBox") == world
+    assert log["errors"] == [] and log["blocked"] == []

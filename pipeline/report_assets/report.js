@@ -103,14 +103,27 @@
   function applyView() {
     mapSvg.setAttribute("viewBox", view.join(" "));
     const k = unitsPerPixel();
+    // a region seen from far away shows its name instead of its sites' labels (which would pile up)
+    const far = M.regions.map(function (r) { return view[2] > 4 * r.view[2]; });
     M.features.forEach(function (f) {
       shapes[f.id].circle.setAttribute("r", f.r * k);
       shapes[f.id].label.setAttribute("x", f.cx + (f.r + 3) * k);
       shapes[f.id].label.setAttribute("y", f.cy + 4 * k);
       shapes[f.id].label.setAttribute("font-size", 12 * k);
+      shapes[f.id].label.setAttribute("visibility", far[f.region] ? "hidden" : "visible");
     });
-    // scale bar: Web Mercator metres shrink by cos(latitude) on the ground
-    const metresPerPixel = k * Math.cos(M.lat0 * Math.PI / 180);
+    // region names are HTML over the map (browsers do not draw SVG text at world-scale font sizes)
+    const box = mapSvg.getBoundingClientRect();
+    const left = (box.width - view[2] / k) / 2, top = (box.height - view[3] / k) / 2;
+    M.regions.forEach(function (r, i) {
+      regionLabels[i].style.left = (left + (r.cx - view[0]) / k + 26) + "px";
+      regionLabels[i].style.top = (top + (r.cy - view[1]) / k - 9) + "px";
+      regionLabels[i].hidden = !far[i];
+    });
+    // scale bar: Web Mercator metres shrink by cos(latitude) on the ground, at the latitude of the view's centre
+    const centreLat = M.regions.length ? Math.atan(Math.sinh(-(view[1] + view[3] / 2) / 6378137)) * 180 / Math.PI
+                                       : M.lat0;
+    const metresPerPixel = k * Math.cos(centreLat * Math.PI / 180);
     let length = niceStep(metresPerPixel * 120, 1);
     if (length / metresPerPixel > 120) length /= 2;
     const bar = document.querySelector("#scalebar .bar");
@@ -137,6 +150,23 @@
   M.deposits.forEach(function (d) {
     if (d.path) svg("path", { d: d.path, class: "deposit" }, layers.deposits);
   });
+  // regions (mining districts far apart): a name on the map when zoomed out, and a button that zooms to each
+  const regionLabels = M.regions.map(function (r) {
+    return html("span", { class: "region-label", "aria-hidden": "true" }, mapSvg.parentNode,
+                r.name + " (" + r.n_sites + (r.n_sites === 1 ? " site)" : " sites)"));
+  });
+  (function regionButtons() {
+    const box = document.getElementById("regions");
+    if (!M.regions.length) { box.hidden = true; return; }
+    html("strong", {}, box, "Zoom to:");
+    const all = html("button", { type: "button" }, box, "all " + M.regions.length + " regions");
+    all.addEventListener("click", function () { view = M.view.slice(); applyView(); });
+    M.regions.forEach(function (r) {
+      const b = html("button", { type: "button", "data-region": r.name }, box,
+                     r.name + " (" + r.n_sites + ")");
+      b.addEventListener("click", function () { view = r.view.slice(); applyView(); });
+    });
+  })();
   mapSvg.addEventListener("wheel", function (ev) {
     ev.preventDefault();
     const box = mapSvg.getBoundingClientRect(), k = unitsPerPixel();
