@@ -320,13 +320,19 @@ def run_plan(plan_path: str | Path, config: RunConfig, progress: bool = True) ->
 def _run_on_cluster(client, todo, task, config, out, scratch, finish, mark_running, bar, manifest) -> None:  # noqa: ANN001
     """Tiles as tasks of a distributed cluster, at most two per worker thread in flight."""
     from distributed import as_completed
+    from distributed.client import CancelledError
 
     threads = sum(client.nthreads().values()) or 1
     running: dict[Any, str] = {}
+    lost = MtgError(f"lost the Dask scheduler {client.scheduler.address}: the tiles done so far are kept; rerun the "
+                    "same command (with a scheduler) to resume")
 
     def submit(tile_id: str) -> None:
-        future = client.submit(run_tile, task(tile_id), config, str(out), str(scratch), pure=False,
-                               key=f"tile-{tile_id}-{time.monotonic_ns()}")
+        try:
+            future = client.submit(run_tile, task(tile_id), config, str(out), str(scratch), pure=False,
+                                   key=f"tile-{tile_id}-{time.monotonic_ns()}")
+        except (OSError, RuntimeError):  # a closed comm or client: the scheduler is gone
+            raise lost from None
         running[future] = tile_id
         mark_running(tile_id)
         queue.add(future)
@@ -340,6 +346,8 @@ def _run_on_cluster(client, todo, task, config, out, scratch, finish, mark_runni
         try:
             record, error = future.result(), None
         except Exception as err:  # noqa: BLE001 - a failed tile (or a worker lost beyond dask's retries)
+            if isinstance(err, CancelledError) or client.status not in ("running", "newly-created"):
+                raise lost from None  # the scheduler is gone (its futures are cancelled): not the tile's failure
             record, error = None, err
         if finish(tile_id, record, error):
             todo.append(tile_id)

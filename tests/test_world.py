@@ -260,3 +260,51 @@ def test_a_run_folder_belongs_to_one_plan(world, tmp_path):
     write_manifest(out, reconcile(frame, None, out), {"plan": str(plan), "plan_digest": plan_digest(frame, meta)})
     proc = mtg("run", "--plan", str(other), "--out", str(out), check=False)
     assert proc.returncode == 2 and "holds a run of another plan" in proc.stderr
+
+
+@pytest.mark.slow
+def test_a_lost_scheduler_stops_the_run_with_one_line_and_a_new_one_resumes_it(world, tmp_path):
+    plan = _plan(world, tmp_path / "plan.parquet", "PIL", "AIT")
+    dask = str(Path(sys.executable).parent / "dask")
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+
+    def cluster() -> list[subprocess.Popen]:
+        scheduler = subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                                      "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        worker = subprocess.Popen([dask, "worker", address, "--nthreads", "1", "--nworkers", "2", "--no-dashboard"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return [scheduler, worker]
+
+    out = tmp_path / "run"
+    procs = cluster()
+    try:
+        run = subprocess.Popen([MTG, *_run_args(plan, out, world), "--scheduler", address, "--quiet"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        _wait_for(lambda: (_states(out) == "done").sum() >= 1, run)
+        procs[0].kill()
+        _, stderr = run.communicate(timeout=300)
+        # distributed logs its failed reconnection; the run ends with its own line
+        assert run.returncode == 2 and "error: lost the Dask scheduler" in stderr.split("[")[-1]
+        assert not (_states(out) == "failed").any()  # the scheduler's loss is no tile's failure
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    procs = cluster()
+    try:
+        mtg(*_run_args(plan, out, world), "--scheduler", address)
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    manifest, _ = read_manifest(out)
+    assert (manifest["state"] == "done").all() and (manifest["attempts"] == 1).all()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
