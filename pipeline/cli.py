@@ -331,11 +331,13 @@ def plan_command(
     if (years is None) == (time is None):
         raise MtgError("give exactly one of --years FIRST-LAST and --time START/END")
     time_range = planning.years_range(years) if years else time
-    plan = planning.make_plan(planning.read_aoi(aoi, lon_col, lat_col), cfg, catalog=cfg.ingest.catalog,
+    # a local catalog is named by its absolute path: workers and later reruns may start elsewhere
+    catalog = str(Path(cfg.ingest.catalog).resolve()) if Path(cfg.ingest.catalog).exists() else cfg.ingest.catalog
+    plan = planning.make_plan(planning.read_aoi(aoi, lon_col, lat_col), cfg, catalog=catalog,
                               time_range=time_range, estimate_scenes=estimate_scenes)
     summary = planning.plan_summary(plan, cfg.plan, workers, gpus)
     target = out or Path("plan.parquet")
-    planning.write_plan(plan, target, {"catalog": cfg.ingest.catalog, "time": time_range,
+    planning.write_plan(plan, target, {"catalog": catalog, "time": time_range,
                                        "aoi": [str(a) for a in aoi], "plan": cfg.plan.model_dump(),
                                        "resolution": cfg.ingest.resolution, "summary": summary})
     report.print(planning.format_summary(summary) + f"\nplan written to [bold]{target}[/]")
