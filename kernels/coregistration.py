@@ -128,7 +128,7 @@ def _shift(z, shift_x_m: float, shift_y_m: float, dx: float, dy: float):
 
 
 def _shift_numpy(z: np.ndarray, terms: list[tuple[int, int, float]], bias: float, plane, x: np.ndarray | None,
-                 y: np.ndarray | None, dtype) -> np.ndarray:
+                 y: np.ndarray | None, dtype, out: np.ndarray | None = None) -> np.ndarray:
     """:func:`_shift` then :func:`_remove` of a numpy array in one numba pass, cast to ``dtype``.
 
     Parameters
@@ -145,6 +145,8 @@ def _shift_numpy(z: np.ndarray, terms: list[tuple[int, int, float]], bias: float
         1-D float64 east coordinate of every column and north coordinate of every row (needed with a plane).
     dtype
         dtype of the result.
+    out : numpy.ndarray, optional
+        Where to write the result (``z`` itself allowed); default a new array.
     """
     d_rows = np.array([t[0] for t in terms], dtype=np.int64)
     d_cols = np.array([t[1] for t in terms], dtype=np.int64)
@@ -152,7 +154,7 @@ def _shift_numpy(z: np.ndarray, terms: list[tuple[int, int, float]], bias: float
     coefficients = np.array(plane if plane is not None else (0.0, 0.0, 0.0), dtype=np.float64)
     x = np.zeros(z.shape[1]) if x is None else x
     y = np.zeros(z.shape[0]) if y is None else y
-    out = np.empty(z.shape, dtype=dtype)
+    out = np.empty(z.shape, dtype=dtype) if out is None else out
     _shift_kernel(z, d_rows, d_cols, weights, float(bias), coefficients, plane is not None, x, y, out)
     return out
 
@@ -163,11 +165,14 @@ def _shift_kernel(z, d_rows, d_cols, weights, bias, coefficients, has_plane, x, 
 
     The float64 operations and their order per cell are those of the array-API code (``0 + w0 a0 + w1 a1 ...``,
     then ``- bias``, then ``- (c0 + cx x + cy y)``), without fastmath: the same bits. Each row is summed term by
-    term into a float64 row buffer, in loops without branches that vectorise.
+    term into a float64 row buffer, in loops without branches that vectorise, and then written: ``out`` may be
+    ``z``, as the rows run away from the ones they read (``d_rows`` are both >= 0 or both <= 0).
     """
     n_rows, n_cols = z.shape
     acc = np.empty(n_cols)
-    for r in range(n_rows):
+    upward = d_rows.size > 0 and d_rows.min() < 0
+    for i in range(n_rows):
+        r = n_rows - 1 - i if upward else i
         acc[:] = 0.0
         for k in range(weights.size):
             rr, dc, w = r + d_rows[k], d_cols[k], weights[k]
@@ -366,7 +371,7 @@ def nuth_kaab(reference, target, stable, spacing, max_iterations: int = 10, tole
         n_stable=int(xp.sum(xp.astype(cells, xp.int64))), grid_shape=tuple(reference.shape))
 
 
-def apply_coregistration(target, result: Coregistration, spacing, origin: tuple[int, int] = (0, 0)):
+def apply_coregistration(target, result: Coregistration, spacing, origin: tuple[int, int] = (0, 0), out=None):
     """The target shifted, and its bias (and tilt) removed, on the reference grid.
 
     Parameters
@@ -381,6 +386,9 @@ def apply_coregistration(target, result: Coregistration, spacing, origin: tuple[
     origin : (int, int)
         Row and column of ``target[0, 0]`` in the grid the fit ran on (may be negative or beyond it): where the
         plane of a tilt is evaluated. ``(0, 0)`` for the fitted grid itself.
+    out : numpy.ndarray, optional
+        For a numpy target: the array to write the result into, of the result's shape and dtype; ``target``
+        itself corrects it in place.
 
     Returns
     -------
@@ -395,7 +403,11 @@ def apply_coregistration(target, result: Coregistration, spacing, origin: tuple[
     dtype = target.dtype if xp.isdtype(target.dtype, "real floating") else xp.float64
     x, y = _centred_coordinates(target.shape, dx, dy, xp, device(target), origin, result.grid_shape)
     if is_numpy_array(target):
+        if out is not None and (out.shape != target.shape or out.dtype != dtype):
+            raise ValueError(f"out must be a {dtype} array of shape {target.shape}; got {out.dtype} {out.shape}")
         terms = _bilinear_terms(result.shift_x_m, result.shift_y_m, dx, dy)
-        return _shift_numpy(target, terms, result.bias_m, result.tilt, x[0], y[:, 0], dtype)
+        return _shift_numpy(target, terms, result.bias_m, result.tilt, x[0], y[:, 0], dtype, out)
+    if out is not None:
+        raise ValueError("out is for numpy targets only")
     shifted = _shift(xp.astype(target, xp.float64), result.shift_x_m, result.shift_y_m, dx, dy)
     return xp.astype(_remove(shifted, x, y, result.bias_m, result.tilt), dtype)

@@ -15,10 +15,11 @@ Steps (``mtg volume``, and the volume stage of ``mtg run``):
 5. Per site (:func:`mtg.kernels.cut_fill.cut_fill`, exact fractional coverage of the site polygon): excavated
    (dh < -t, reported positive), deposited (dh > t), net, areas, void fraction, voids filled by the void policy.
    Sites whose pixel windows touch form a group. Both epochs are streamed top to bottom in bands of block rows
-   (:func:`epoch_bands`): each DEM block is computed once, the rows a band's correction needs beyond its edges
-   (as many as the shift reaches) come from its neighbours, and the next band is read in a background thread
-   while the groups ending in the current one are summed (:func:`group_windows`), so that at most a few bands
-   are in memory. ``dh.zarr`` is written from the same stream, band by band.
+   (:func:`epoch_bands`), each DEM block computed once; a group is cut out of the band holding the last row it
+   needs (and the rows kept from the band before), its window of the later epoch co-registered with a margin as
+   wide as the shift reaches (:func:`group_windows`). Only a band of each epoch is in memory at a time.
+   ``dh.zarr`` is written from the same stream, each band corrected whole, the rows near its edges on the rows
+   around them (the band's neighbours).
 6. Uncertainty: the stable-terrain NMAD and the range of a spherical variogram fitted to stable dh give 1-sigma
    errors of each volume for its area (:func:`mtg.kernels.dh_statistics.volume_sigma`; Rolstad et al. 2009,
    in the spirit of Hugonnet et al. 2022).
@@ -38,15 +39,15 @@ a temporary name and renamed, so a failed run never leaves a half-written output
 
 from __future__ import annotations
 
+import ctypes
 import json
 import math
 import logging
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import dask
 import dask.array as da
@@ -241,14 +242,51 @@ def correction_depth(coreg, spacing: tuple[float, float]) -> tuple[int, int]:
 
 
 def _rows(held: dict[int, tuple[int, np.ndarray]], lo: int, hi: int) -> np.ndarray:
-    """Rows ``lo`` to ``hi`` of the later epoch from the pieces held (first row, rows), all of them present."""
-    pieces = [rows[max(lo - first, 0):hi - first] for first, rows in sorted(held.values(), key=lambda v: v[0])
-              if first < hi and first + len(rows) > lo]
-    return np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
+    """A copy of rows ``lo`` to ``hi`` of the later epoch from the pieces held (first row, rows), all present."""
+    return np.concatenate([rows[max(lo - first, 0):hi - first] for first, rows in sorted(held.values(),
+                                                                                          key=lambda v: v[0])
+                           if first < hi and first + len(rows) > lo])
+
+
+def release_freed_memory() -> None:
+    """Hand the memory freed so far back to the system (glibc's ``malloc_trim``; nothing elsewhere).
+
+    glibc keeps blocks freed by a thread in that thread's malloc arena, where the threads of a later pass (other
+    threads) do not reuse them; trimming before each pass over the bands keeps the peak from counting the blocks
+    of every earlier pass.
+    """
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+#: DEM blocks computed at once by :func:`read_rows`: enough for every core, few enough to bound the blocks in flight.
+READ_BATCH = 4
+
+
+def read_rows(parts: list[da.Array]) -> list[np.ndarray]:
+    """Compute lazy arrays into numpy arrays, their blocks :data:`READ_BATCH` at a time.
+
+    Each result is allocated once and filled as its blocks come in, so only a batch of blocks is held beside the
+    results (computing a band whole would hold all its blocks and their concatenation). The blocks come back to
+    this process (on a distributed client, workers cannot write into its arrays).
+    """
+    out = [np.empty(part.shape, dtype=part.dtype) for part in parts]
+    blocks = []
+    for target, part in zip(out, parts):
+        starts = [np.cumsum((0,) + c).tolist() for c in part.chunks]
+        for index, block in zip(np.ndindex(part.numblocks), part.to_delayed().ravel()):
+            blocks.append((target, tuple(slice(starts[d][k], starts[d][k + 1]) for d, k in enumerate(index)), block))
+    for k in range(0, len(blocks), READ_BATCH):
+        batch = blocks[k:k + READ_BATCH]
+        for (target, where, _), values in zip(batch, dask.compute(*(block for _, _, block in batch))):
+            target[where] = values
+    return out
 
 
 def epoch_bands(early: da.Array, late: da.Array,
-                correct: Callable[[np.ndarray, int], np.ndarray] | None = None,
+                correct: Callable[[np.ndarray, int, int], np.ndarray] | None = None,
                 depth: int = 0) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """Both epochs band by band, top to bottom, each block computed once: ``(first row, early rows, late rows)``.
 
@@ -260,10 +298,10 @@ def epoch_bands(early: da.Array, late: da.Array,
     early, late : dask.array.Array
         The epochs on one grid.
     correct : callable, optional
-        ``correct(rows, first_row)``: the co-registered later epoch of consecutive grid rows starting at
-        ``first_row`` (all columns), NaN where a cell's support leaves the rows given. Rows within ``depth`` of a
-        band's edge are corrected again on the rows around them (the band's neighbours are read anyway), so
-        every cell gets what the whole grid gives.
+        ``correct(rows, first_row, 0)``: co-registers consecutive grid rows of the later epoch starting at
+        ``first_row`` (all columns) in place and returns them, NaN where a cell's support leaves the rows given.
+        Rows within ``depth`` of a band's edge are corrected again on a copy of the rows around them (the band's
+        neighbours are read anyway), so every cell gets what the whole grid gives.
     depth : int
         Rows the correction reaches (:func:`correction_depth`).
 
@@ -272,6 +310,7 @@ def epoch_bands(early: da.Array, late: da.Array,
     (int, numpy.ndarray, numpy.ndarray)
         First row of the band, its earlier and (corrected) later rows.
     """
+    release_freed_memory()
     edges = np.cumsum((0,) + early.chunks[0]).tolist()
     n_rows, n_cols = early.shape
     held: dict[int, tuple[int, np.ndarray]] = {}  # band -> (first row, rows) of the later epoch still needed
@@ -282,37 +321,24 @@ def epoch_bands(early: da.Array, late: da.Array,
         while read < len(edges) - 1 and (read <= b or edges[read] < min(r1 + depth, n_rows)):
             ahead.append(read)
             read += 1
-        # one computation for both epochs: dask reads their blocks in parallel (a distributed client's workers
-        # send the rows back, where writes into arrays of this process would be lost)
-        e, *rows = dask.compute(early[r0:r1], *(late[edges[k]:edges[k + 1]] for k in ahead))
+        e, *rows = read_rows([early[r0:r1], *(late[edges[k]:edges[k + 1]] for k in ahead)])
         held.update({k: (edges[k], r) for k, r in zip(ahead, rows)})
-        raw = held[b][1]
-        if correct is None:
-            band = raw
-        else:
-            band = correct(raw, r0)
+        band = held[b][1]
+        if correct is not None:
+            fixed = []  # rows near the band's edges, corrected on the rows around them, before these change
             for lo, hi in ((r0, min(r0 + depth, r1)), (max(r1 - depth, r0), r1)):
                 around = (max(lo - depth, 0), min(hi + depth, n_rows))
                 if around[0] < r0 or around[1] > r1:
-                    band[lo - r0:hi - r0] = correct(_rows(held, *around), around[0])[lo - around[0]:hi - around[0]]
-            held[b] = (max(r1 - depth, r0), raw[max(r1 - depth, r0) - r0:].copy())  # the rows later bands need
+                    fixed.append((lo, correct(_rows(held, *around), around[0], 0)[lo - around[0]:hi - around[0]]))
+            held[b] = (max(r1 - depth, r0), band[max(r1 - depth, r0) - r0:].copy())  # the rows later bands need
+            correct(band, r0, 0)
+            for lo, rows_fixed in fixed:
+                band[lo - r0:lo - r0 + len(rows_fixed)] = rows_fixed
         for k in [k for k, (first, part) in held.items() if k <= b and first + len(part) <= r1 - depth]:
             del held[k]
-        del raw, rows
+        del rows
         yield r0, e, band
-
-
-_T = TypeVar("_T")
-
-
-def prefetched(items: Iterator[_T]) -> Iterator[_T]:
-    """The items of an iterator, each one computed in a background thread while the caller uses the one before."""
-    end = object()
-    with ThreadPoolExecutor(1) as pool:
-        ahead = pool.submit(next, items, end)
-        while (item := ahead.result()) is not end:
-            ahead = pool.submit(next, items, end)
-            yield item
+        del e, band  # the caller's now: not held while the next band is read
 
 
 #: Columns of ``waste_deposits.parquet`` (with the geometry).
@@ -422,14 +448,16 @@ def site_groups(sites, transform: Affine, shape: tuple[int, int]) -> list[tuple[
 
 
 def group_windows(groups: list[tuple[np.ndarray, tuple[slice, slice]]], early: da.Array, late: da.Array,
-                  correct: Callable[[np.ndarray, int], np.ndarray] | None, depth: int,
+                  correct: Callable[[np.ndarray, int, int], np.ndarray] | None, depth: tuple[int, int],
                   late_lazy: da.Array) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """The window of both epochs of every site group (:func:`site_groups`): ``(group, early, late)``.
 
-    Groups no taller than the shortest band are cut from :func:`epoch_bands` (computed a band ahead in a
-    background thread) as soon as the band holding their last row is in, from that band and the rows of the band
-    before that they need: each DEM block is computed once. Taller groups (rare: sites chained over a band's
-    height) are then read one by one from the lazy arrays.
+    Both epochs are streamed as read (:func:`epoch_bands`). A group is cut out as soon as the band holding the
+    last row it needs is in, from that band and the rows of the band
+    before; the later epoch's window is taken with a margin of ``depth`` and co-registered on its own, which gives
+    what the whole grid gives. Each DEM block is computed once, and only a band of each epoch and the rows kept
+    for windows crossing into the next band are held. Groups taller than the shortest band with their margin (rare:
+    sites chained over a band's height) are then read one by one from the lazy arrays.
 
     Parameters
     ----------
@@ -438,31 +466,51 @@ def group_windows(groups: list[tuple[np.ndarray, tuple[slice, slice]]], early: d
     early, late : dask.array.Array
         The epochs on one grid, the later one as read.
     correct : callable or None
-        Co-registration of rows of the later epoch (:func:`epoch_bands`); None to take it as read.
-    depth : int
-        Rows the correction reaches.
+        ``correct(rows, first_row, first_col)``: co-registers a window of the later epoch in place and returns
+        it (NaN where a cell's support leaves the window); None to take the later epoch as read.
+    depth : (int, int)
+        Rows and columns the correction reaches (:func:`correction_depth`); (0, 0) without correction.
     late_lazy : dask.array.Array
         The later epoch as corrected (:func:`corrected`), for the tall groups.
     """
+    n_rows, n_cols = early.shape
+
+    def margin(g: int) -> tuple[slice, slice]:  # the window of the later epoch that a group's correction needs
+        r, c = groups[g][1]
+        return (slice(max(r.start - depth[0], 0), min(r.stop + depth[0], n_rows)),
+                slice(max(c.start - depth[1], 0), min(c.stop + depth[1], n_cols)))
+
     short = min(early.chunks[0])
-    heights = np.array([r.stop - r.start for _, (r, _) in groups])
-    streamed = sorted(np.flatnonzero(heights <= short).tolist(), key=lambda g: groups[g][1][0].stop)
+    needs = [margin(g) for g in range(len(groups))]
+    heights = np.array([r.stop - r.start for r, _ in needs])
+    streamed = sorted(np.flatnonzero(heights <= short).tolist(), key=lambda g: needs[g][0].stop)
     i, kept = 0, None  # kept: (first row, early rows, late rows) of a band that windows still to come start in
-    for r0, e_band, l_band in prefetched(epoch_bands(early, late, correct, depth)) if streamed else ():
+
+    def cut(epoch: int, band: np.ndarray, r0: int, window: tuple[slice, slice]) -> np.ndarray:
+        """A window of epoch 1 (early) or 2 (late): a view of the band or of the kept rows, or both joined."""
+        r, c = window
+        if r.start >= r0:
+            return band[r.start - r0:r.stop - r0, c]
+        if r.stop <= r0:
+            return kept[epoch][r.start - kept[0]:r.stop - kept[0], c]
+        return np.concatenate([kept[epoch][r.start - kept[0]:, c], band[:r.stop - r0, c]])
+
+    for r0, e_band, l_band in epoch_bands(early, late) if streamed else ():
         r1 = r0 + len(e_band)
-        while i < len(streamed) and groups[streamed[i]][1][0].stop <= r1:
+        while i < len(streamed) and needs[streamed[i]][0].stop <= r1:
             g = streamed[i]
-            r, c = groups[g][1]
-            if r.start >= r0:
-                yield g, e_band[r.start - r0:r.stop - r0, c], l_band[r.start - r0:r.stop - r0, c]
+            (r, c), (lr, lc) = groups[g][1], needs[g]
+            if correct is None:
+                lt = cut(2, l_band, r0, (r, c))
             else:
-                k0, k_early, k_late = kept
-                yield (g, np.concatenate([k_early[r.start - k0:, c], e_band[:r.stop - r0, c]]),
-                       np.concatenate([k_late[r.start - k0:, c], l_band[:r.stop - r0, c]]))
+                lt = correct(np.array(cut(2, l_band, r0, (lr, lc))), lr.start, lc.start)
+                lt = lt[r.start - lr.start:r.stop - lr.start, c.start - lc.start:c.stop - lc.start]
+            yield g, cut(1, e_band, r0, (r, c)), lt
             i += 1
-        # windows still to come are no taller than a band: they start in this band at the earliest
-        start = min((groups[g][1][0].start for g in streamed[i:]), default=r1)
+        # windows still to come need no more rows than a band: they start in this band at the earliest
+        start = min((needs[g][0].start for g in streamed[i:]), default=r1)
         kept = (start, e_band[start - r0:].copy(), l_band[start - r0:].copy()) if start < r1 else None
+        del e_band, l_band
     for g in np.flatnonzero(heights > short).tolist():
         r, c = groups[g][1]
         e, lt = dask.compute(early[r, c], late_lazy[r, c])
@@ -636,15 +684,17 @@ def volumes(before: Any, after: Any, sites: Any, *, site_id_col: str | None = No
                        f"the sites (by more than {stable_buffer_m:g} m) for co-registration and uncertainty")
     late_values = late.values
     coreg: dict[str, Any] = {"applied": False}
-    correct, depth = None, 0
+    correct, depth = None, (0, 0)
     if coregister:
         result = nuth_kaab(e_win, l_win, stable, spacing, tilt=tilt)
         l_win = apply_coregistration(l_win, result, spacing)
         late_values = corrected(late.values, result, spacing, (rows.start, cols.start))
-        depth = correction_depth(result, spacing)[0]
+        depth = correction_depth(result, spacing)
 
-        def correct(band: np.ndarray, first_row: int, origin=(rows.start, cols.start)) -> np.ndarray:
-            return apply_coregistration(band, result, spacing, origin=(first_row - origin[0], -origin[1]))
+        def correct(window: np.ndarray, first_row: int, first_col: int,
+                    origin: tuple[int, int] = (rows.start, cols.start)) -> np.ndarray:
+            return apply_coregistration(window, result, spacing, origin=(first_row - origin[0], first_col - origin[1]),
+                                        out=window)
 
         coreg = {"applied": True, **asdict(result), "calibration_window": [rows.start, rows.stop, cols.start,
                                                                            cols.stop]}
@@ -664,6 +714,8 @@ def volumes(before: Any, after: Any, sites: Any, *, site_id_col: str | None = No
     threshold = float(threshold_m) if threshold_m is not None else float(threshold_nmad) * sigma
     log.info("dh on stable terrain: median %.2f m, NMAD %.2f m, correlation range %.0f m; threshold %.2f m",
              median, sigma, range_m, threshold)
+    n_stable = int(stable.sum())
+    del e_win, l_win, stable, win_dh, stable_dh  # the bands streamed next need the memory
 
     stats = np.full((len(site_frame), len(_SUM_FIELDS)), np.nan)
     found: dict[int, list[dict[str, Any]]] = {}
@@ -700,7 +752,7 @@ def volumes(before: Any, after: Any, sites: Any, *, site_id_col: str | None = No
     report = {
         "before": early.source, "after": late.source, "before_date": early.date, "after_date": late.date,
         "crs": early.crs.to_string(), "cell_size_m": list(spacing), "coregistration": coreg,
-        "stable_cells": int(stable.sum()), "stable_median_m": median, "stable_nmad_m": sigma,
+        "stable_cells": n_stable, "stable_median_m": median, "stable_nmad_m": sigma,
         "variogram": {"sill_m2": sill, "range_m": range_m, "nugget_m2": nugget,
                       "lags_m": np.asarray(lags).tolist(), "semivariance_m2": np.asarray(gamma).tolist()},
         "threshold_m": threshold, "threshold_rule": "metres" if threshold_m is not None else f"{threshold_nmad} x NMAD",
@@ -710,8 +762,10 @@ def volumes(before: Any, after: Any, sites: Any, *, site_id_col: str | None = No
                                                       "mtg:threshold_m": threshold})
 
     def dh_bands() -> Iterator[tuple[int, np.ndarray]]:
-        for r0, e_band, l_band in prefetched(epoch_bands(early.values, late.values, correct, depth)):
-            yield r0, (l_band - e_band).astype(np.float32, copy=False)
+        for r0, e_band, l_band in epoch_bands(early.values, late.values, correct, depth[0]):
+            np.subtract(l_band, e_band, out=l_band)  # the band's own arrays: dh takes the later rows' place
+            del e_band
+            yield r0, l_band.astype(np.float32, copy=False)
 
     return Volumes(dh=dh, site_volumes=frame, deposits=deposits, report=report, dh_bands=dh_bands)
 
