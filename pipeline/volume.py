@@ -224,7 +224,7 @@ def corrected(late: da.Array, coreg, spacing: tuple[float, float], origin: tuple
     """
     from mtg.kernels.coregistration import apply_coregistration
 
-    depth = (math.ceil(abs(coreg.shift_y_m) / spacing[1]) + 1, math.ceil(abs(coreg.shift_x_m) / spacing[0]) + 1)
+    depth = correction_depth(coreg, spacing)
 
     def block(z: np.ndarray, block_info=None) -> np.ndarray:
         # map_overlap's block_info locates the block in the halo-expanded array: undo the halos of earlier blocks
@@ -341,6 +341,19 @@ def epoch_bands(early: da.Array, late: da.Array,
         del e, band  # the caller's now: not held while the next band is read
 
 
+def geojson_polygon(polygon) -> dict[str, Any]:
+    """A shapely (multi)polygon as a GeoJSON-like dict with numpy coordinate arrays, the form
+    :func:`rasterio.features.rasterize` reads (8x faster to make than ``__geo_interface__``'s tuples)."""
+    import shapely
+
+    def rings(part) -> list[np.ndarray]:
+        return [shapely.get_coordinates(part.exterior)] + [shapely.get_coordinates(r) for r in part.interiors]
+
+    if polygon.geom_type == "MultiPolygon":
+        return {"type": "MultiPolygon", "coordinates": [rings(part) for part in polygon.geoms]}
+    return {"type": "Polygon", "coordinates": rings(polygon)}
+
+
 #: Columns of ``waste_deposits.parquet`` (with the geometry).
 DEPOSIT_COLUMNS = ("deposit_id", "site_id", "area_m2", "mean_thickness_m", "max_thickness_m", "volume_m3")
 
@@ -357,8 +370,8 @@ def waste_deposits(dh: np.ndarray, threshold: float, transform: Affine, polygons
         Change threshold (m).
     transform : affine.Affine
         The window's pixel-to-CRS transform.
-    polygons : sequence of shapely geometries
-        The site polygons of the window.
+    polygons : sequence of dict
+        The site polygons of the window, GeoJSON-like (:func:`geojson_polygon`).
     site_ids : sequence of str
         Their ids.
     min_area_m2 : float
@@ -720,6 +733,7 @@ def volumes(before: Any, after: Any, sites: Any, *, site_id_col: str | None = No
     stats = np.full((len(site_frame), len(_SUM_FIELDS)), np.nan)
     found: dict[int, list[dict[str, Any]]] = {}
     polygons, site_ids = site_frame.geometry.to_numpy(), site_frame["site_id"].to_numpy()
+    shapes = np.array([geojson_polygon(p) for p in polygons], dtype=object)
     groups = site_groups(site_frame, early.transform, early.shape)
     with rasterio.Env():  # one GDAL environment for the deposits' rasterize and polygonise calls
         for g, e, lt in group_windows(groups, early.values, late.values, correct, depth, late_values):
@@ -729,7 +743,7 @@ def volumes(before: Any, after: Any, sites: Any, *, site_id_col: str | None = No
             sums = cut_fill(e, lt, coverage, threshold, cell_area, void_policy)
             stats[members] = np.stack([np.asarray(getattr(sums, f), dtype=np.float64) for f in _SUM_FIELDS],
                                       axis=1)
-            found[g] = waste_deposits((lt - e).astype(np.float32), threshold, transform, polygons[members],
+            found[g] = waste_deposits((lt - e).astype(np.float32), threshold, transform, shapes[members],
                                       site_ids[members], min_deposit_m2)
     log.info("summed dh over %d sites in %d windows", len(site_frame), len(groups))
     nugget_fraction = float(np.clip(nugget / sill, 0.0, 1.0)) if sill > 0 else 0.0  # sill: the total variance
