@@ -84,7 +84,7 @@ def write_volumes(result: Volumes, out: str | Path) -> Path:
 #: Attributes of the dh array that the store keeps at its root.
 DH_STORE_ATTRS = ("mtg:coregistration", "mtg:threshold_m")
 #: Zstandard level of dh.zarr: level 1 encodes float32 elevation changes about 4x faster than the default level 3
-#: (630 against 120-160 MB/s on one core) for stores about 5 % larger.
+#: (410-630 against 110-160 MB/s on one core, benchmarks/RESULTS.md) for stores about 5 % larger.
 DH_ZSTD_LEVEL = 1
 
 
