@@ -69,8 +69,9 @@ class Calibration:
         Bytes a tile folder keeps per 10 m pixel.
     cog_compression : float
         COG bytes over raw pixel bytes, for assets without ``file:size``.
-    tile_overhead_s : float
-        Fixed seconds per tile (catalog search, opening stores), fitted with the throughputs.
+    stage_overhead_s : dict
+        Fixed seconds per tile of each stage (catalog search, opening stores, loading the model), fitted with the
+        throughputs.
     measured : dict
         When, where and how it was measured.
     """
@@ -80,7 +81,7 @@ class Calibration:
     volume_bytes_per_s: float
     output_bytes_per_px: float
     cog_compression: float
-    tile_overhead_s: float
+    stage_overhead_s: dict[str, float]
     measured: dict[str, Any]
 
 
@@ -216,7 +217,8 @@ def make_plan(aoi: gpd.GeoDataFrame, config: RunConfig, *, catalog: str, time_ra
     geopandas.GeoDataFrame
         :func:`~mtg.pipeline.tiling.work_tiles` columns plus ``pixels``, ``scenes``, ``dem_items``,
         ``bytes_read``, ``bytes_source`` (``file:size``, ``estimated`` or ``revisit estimate``), ``dem_bytes``,
-        ``est_ingest_s``, ``est_segment_s``, ``est_volumes_s``, ``est_cpu_s`` (all three plus the tile overhead),
+        ``est_ingest_s``, ``est_segment_s``, ``est_volumes_s`` (each with its fixed seconds per tile),
+        ``est_cpu_s`` (the three),
         ``est_gpu_s`` (segmentation on a GPU) and ``est_output_bytes``.
     """
     cfg: PlanConfig = config.plan
@@ -257,13 +259,14 @@ def make_plan(aoi: gpd.GeoDataFrame, config: RunConfig, *, catalog: str, time_ra
         tiles["bytes_source"] = ["file:size" if a and b else "estimated" for (_, a), (_, b) in zip(s2_bytes, dem_bytes)]
     tiles["dem_bytes"] = dem_cells * 4 * np.minimum(tiles["dem_items"].to_numpy(), 2)
     has_data = tiles["scenes"].to_numpy() > 0
-    tiles["est_ingest_s"] = (tiles["bytes_read"] + tiles["dem_file_bytes"]) / cal.ingest_bytes_per_s
-    tiles["est_segment_s"] = tiles["pixels"] / cal.segment_px_per_s
-    tiles["est_volumes_s"] = np.where(tiles["dem_items"] >= 2, tiles["dem_bytes"] / cal.volume_bytes_per_s, 0.0)
+    overhead = cal.stage_overhead_s
+    tiles["est_ingest_s"] = overhead["ingest"] + (tiles["bytes_read"] + tiles["dem_file_bytes"]) / cal.ingest_bytes_per_s
+    tiles["est_segment_s"] = overhead["segment"] + tiles["pixels"] / cal.segment_px_per_s
+    tiles["est_volumes_s"] = np.where(tiles["dem_items"] >= 2,
+                                      overhead["volumes"] + tiles["dem_bytes"] / cal.volume_bytes_per_s, 0.0)
     for column in ESTIMATE_COLUMNS.values():
         tiles[column] = np.where(has_data, tiles[column], 0.0)
-    tiles["est_cpu_s"] = np.where(has_data, tiles[list(ESTIMATE_COLUMNS.values())].sum(axis=1)
-                                  + cal.tile_overhead_s, 0.0)
+    tiles["est_cpu_s"] = tiles[list(ESTIMATE_COLUMNS.values())].sum(axis=1)
     tiles["est_gpu_s"] = np.where(has_data, tiles["pixels"] / (cfg.gpu_segment_mpx_s * 1e6), 0.0)
     tiles["est_output_bytes"] = np.where(has_data, tiles["pixels"] * cal.output_bytes_per_px, 0.0)
     columns = [c for c in tiles.columns if c != "geometry"] + ["geometry"]
@@ -364,8 +367,8 @@ def calibrate(out: str | Path, config: RunConfig, size_km: float = 12.0, tile_km
 
     The sample region (``size_km``, seed 0) is planned over its own extent in ``tile_km`` tiles, and each tile is
     run as a global rerun runs it (:func:`mtg.pipeline.tile_run.run_tile`, one core). Throughputs are least-squares
-    fits of the stage seconds against the tiles' bytes and pixels (with one fixed overhead per tile; volumes over
-    the tiles that measured them).
+    fits of each stage's seconds against the tiles' bytes or pixels, with a fixed overhead per tile and stage
+    (volumes over the tiles that measured them).
     """
     from mtg.pipeline.sample import write_sample_region
     from mtg.pipeline.tile_run import run_tile, task_from_row
@@ -375,7 +378,7 @@ def calibrate(out: str | Path, config: RunConfig, size_km: float = 12.0, tile_km
         aoi = gpd.GeoDataFrame(geometry=[shapely.box(*region.bbox_lonlat)], crs="EPSG:4326")
         cfg = config.model_copy(update={"plan": config.plan.model_copy(update={"tile_km": tile_km, "buffer": "0m"})})
         time_range = "/".join(region.time_range)
-        provisional = Calibration(1.0, 1.0, 1.0, 0.0, 1.0, 0.0, {})
+        provisional = Calibration(1.0, 1.0, 1.0, 0.0, 1.0, {s: 0.0 for s in ESTIMATE_COLUMNS}, {})
         plan = make_plan(aoi, cfg, catalog=str(region.catalog), time_range=time_range, calibration=provisional)
         plan = plan[plan["scenes"] > 0].reset_index(drop=True)
         rows = []
@@ -397,7 +400,8 @@ def calibrate(out: str | Path, config: RunConfig, size_km: float = 12.0, tile_km
     cal = Calibration(
         ingest_bytes_per_s=ingest_rate, segment_px_per_s=segment_rate, volume_bytes_per_s=volume_rate,
         output_bytes_per_px=float(measured["bytes_written"].sum() / plan["pixels"].sum()),
-        cog_compression=raw, tile_overhead_s=overhead_ingest + overhead_segment + overhead_volumes,
+        cog_compression=raw, stage_overhead_s={"ingest": overhead_ingest, "segment": overhead_segment,
+                                                "volumes": overhead_volumes},
         measured={"date": date.today().isoformat(), "machine": f"{platform.machine()}, {_cores()} cores",
                   "python": platform.python_version(), "command": "mtg plan --calibrate",
                   "tiles": len(plan), "sample_km": size_km, "tile_km": tile_km,
@@ -453,7 +457,7 @@ def check_plan(plan: gpd.GeoDataFrame, manifest: pd.DataFrame) -> tuple[pd.DataF
     for stage, column in ESTIMATE_COLUMNS.items():
         rows.append({"stage": stage, "predicted_s": float(merged[column].sum()),
                      "measured_s": float(merged[f"{stage}_s"].sum())})
-    rows.append({"stage": "total (with tile overhead)", "predicted_s": float(merged["est_cpu_s"].sum()),
+    rows.append({"stage": "total", "predicted_s": float(merged["est_cpu_s"].sum()),
                  "measured_s": float(merged[[f"{s}_s" for s in ESTIMATE_COLUMNS]].sum(axis=1).sum())})
     table = pd.DataFrame(rows)
     table["ratio"] = table["measured_s"] / table["predicted_s"]
