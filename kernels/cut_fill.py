@@ -79,7 +79,8 @@ class CutFill:
     Attributes
     ----------
     excavated_m3, deposited_m3, net_m3 : numpy.ndarray
-        Volume removed (positive), added, and added minus removed.
+        Volume removed (positive), added, and added minus removed: all three over the cells beyond the threshold
+        (``dh < -t`` and ``dh > t``), not the whole site (whose change is ``mean_dh * area_m2``, voids aside).
     excavated_area_m2, deposited_area_m2 : numpy.ndarray
         Covered area of the cells counted in each volume.
     area_m2 : numpy.ndarray

@@ -11,9 +11,11 @@ A DEM source is one of:
 Elevations become float32 with NaN for no data. Every epoch is a lazy dask array in blocks of
 :data:`DEM_CHUNK` cells (Zarr keeps its own chunks): nothing is read until a stage asks for a window or streams
 over the blocks, so a pair of DEMs larger than memory can be measured. :func:`align` puts the later epoch on the
-earlier one's grid (bilinear, NaN-aware, block by block with odc-geo, the same numbers as one GDAL warp); a
-geographic reference grid (Copernicus DEM tiles are in EPSG:4326) is first reprojected onto the UTM zone of its
-centre at about its native resolution, since volumes need metres.
+earlier one's grid (bilinear, NaN-aware, block by block with odc-geo, the same numbers as one GDAL warp).
+Volumes, areas and distances need a grid in true ground metres (:func:`ground_metres`): a reference grid that is
+not (geographic, like Copernicus DEM tiles in EPSG:4326; Web Mercator, whose metres are 1/cos(latitude) ground
+metres; feet) is replaced by the later epoch's grid when that one is in ground metres, else by the UTM zone of its
+centre at about its native resolution.
 """
 
 from __future__ import annotations
@@ -31,13 +33,17 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.warp import calculate_default_transform
 
-from mtg.pipeline.errors import MtgError
+from mtg.pipeline.errors import MtgError, describe
 from mtg.pipeline.grid import utm_epsg
 
 log = logging.getLogger(__name__)
 
 #: Block side (cells) of DEM epochs read from rasters; 2048 x 2048 float32 is 16 MiB.
 DEM_CHUNK = 2048
+#: Largest deviation from 1 of a projection's scale factors (along meridians and parallels, at the grid's centre
+#: and corners) for its metres to count as ground metres: UTM stays within 0.1 % of 1 inside its zone, Web Mercator
+#: is off by 1/cos(latitude) - 1 (1 % at 8 degrees of latitude, 44 % at 46 degrees).
+SCALE_TOLERANCE = 0.005
 
 
 @dataclass(frozen=True)
@@ -89,17 +95,43 @@ def _check(dem: Dem) -> Dem:
     return dem
 
 
-def _read_raster(path: str, date: str | None = None) -> Dem:
-    import rioxarray
+def _read_block(path: str, nodata: float | None, block_info: dict | None = None) -> np.ndarray:
+    """One block of band 1 of a raster as float32, NaN where it holds ``nodata`` (the block's place in the grid
+    from dask's ``block_info``).
 
+    Raises
+    ------
+    MtgError
+        Naming the file, the block and GDAL's reason when the block cannot be read (a corrupt or truncated file).
+    """
+    from rasterio.windows import Window
+
+    (r0, r1), (c0, c1) = block_info[None]["array-location"]
     try:
         with rasterio.open(path) as src:
-            transform, crs = src.transform, src.crs
-        band = rioxarray.open_rasterio(path, chunks={"band": 1, "y": DEM_CHUNK, "x": DEM_CHUNK}, masked=True,
-                                       lock=False).isel(band=0)
-    except rasterio.errors.RasterioIOError as err:
-        raise MtgError(f"cannot read the DEM {path}: {err}") from None
-    return _check(Dem(values=band.data.astype(np.float32), transform=transform, crs=crs, source=path, date=date))
+            values = src.read(1, window=Window(c0, r0, c1 - c0, r1 - r0))
+    except rasterio.errors.RasterioError as err:
+        raise MtgError(f"cannot read the DEM {path} (rows {r0}-{r1}, columns {c0}-{c1}): {describe(err)}") from None
+    if nodata is not None:
+        # compared in the file's type, as xarray's CF masking does (a float32 nodata like -3.4e38 has no exact
+        # float64 twin)
+        missing = values == np.asarray(nodata).astype(values.dtype) if not np.isnan(nodata) else np.isnan(values)
+        values = np.where(missing, np.nan, values.astype(np.float32))
+    return values.astype(np.float32, copy=False)
+
+
+def _read_raster(path: str, date: str | None = None) -> Dem:
+    """Band 1 of a raster GDAL reads, lazily in :data:`DEM_CHUNK` blocks; a block that cannot be read raises an
+    :class:`MtgError` naming the file and the reason when it is computed."""
+    try:
+        with rasterio.open(path) as src:
+            transform, crs, shape, nodata = src.transform, src.crs, src.shape, src.nodata
+    except rasterio.errors.RasterioError as err:
+        raise MtgError(f"cannot read the DEM {path}: {describe(err)}") from None
+    chunks = da.core.normalize_chunks((DEM_CHUNK, DEM_CHUNK), shape)
+    values = da.map_blocks(_read_block, path, nodata, chunks=chunks, dtype=np.float32,
+                           meta=np.empty((0, 0), dtype=np.float32))
+    return _check(Dem(values=values, transform=transform, crs=crs, source=path, date=date))
 
 
 def _read_zarr(source: str, storage_options: dict[str, Any] | None) -> Dem:
@@ -249,22 +281,44 @@ def _reproject(dem: Dem, transform: Affine, shape: tuple[int, int], crs: CRS) ->
     return replace(dem, values=out.data.astype(np.float32), transform=transform, crs=crs)
 
 
-def _metric(dem: Dem) -> Dem:
-    """The DEM itself if its CRS is projected, else reprojected onto the UTM zone of its centre."""
-    if dem.crs.is_projected:
-        return dem
+def ground_metres(dem: Dem) -> bool:
+    """Whether a grid's cells measure true ground metres: a projected CRS in metres whose scale factors along
+    meridians and parallels stay within :data:`SCALE_TOLERANCE` of 1 at the grid's centre and corners.
+
+    UTM, national transverse Mercator or conformal conic grids are; geographic grids, Web Mercator (scale
+    1/cos(latitude)) and grids in feet are not.
+    """
+    from pyproj import CRS as ProjCRS, Proj, Transformer
+
+    crs = ProjCRS.from_user_input(dem.crs.to_wkt())
+    if not crs.is_projected or any(axis.unit_conversion_factor != 1.0 for axis in crs.axis_info):
+        return False
     rows, cols = dem.shape
-    lon, lat = dem.transform * (cols / 2, rows / 2)
+    x, y = dem.transform * (np.array([cols / 2, 0, cols, 0, cols]), np.array([rows / 2, 0, 0, rows, rows]))
+    lon, lat = Transformer.from_crs(crs, crs.geodetic_crs, always_xy=True).transform(x, y)
+    factors = Proj(crs).get_factors(lon, lat)
+    scales = np.concatenate([np.atleast_1d(factors.meridional_scale), np.atleast_1d(factors.parallel_scale)])
+    return bool(np.all(np.abs(scales - 1.0) <= SCALE_TOLERANCE))
+
+
+def _to_utm(dem: Dem) -> Dem:
+    """``dem`` reprojected onto the UTM zone of its centre at about its native resolution."""
+    from rasterio.warp import transform as transform_points
+
+    rows, cols = dem.shape
+    x, y = dem.transform * (cols / 2, rows / 2)
+    (lon,), (lat,) = transform_points(dem.crs, CRS.from_epsg(4326), [x], [y])
     dst = CRS.from_epsg(utm_epsg(lon, lat))
     left, top = dem.transform * (0, 0)
     right, bottom = dem.transform * (cols, rows)
     transform, width, height = calculate_default_transform(dem.crs, dst, cols, rows, left, bottom, right, top)
-    log.info("%s is in geographic coordinates: reprojected onto %s at %.1f m", dem.source, dst, transform.a)
+    log.info("%s is not in ground metres (%s): reprojected onto %s at %.1f m", dem.source, dem.crs.to_string(), dst,
+             transform.a)
     return _reproject(dem, transform, (height, width), dst)
 
 
 def align(reference: Dem, other: Dem) -> tuple[Dem, Dem]:
-    """Both epochs on the reference's (metric) grid; the other one is resampled bilinearly, NaN-aware.
+    """Both epochs on one grid in ground metres, the reference's when it is one; resampled bilinearly, NaN-aware.
 
     Parameters
     ----------
@@ -274,9 +328,23 @@ def align(reference: Dem, other: Dem) -> tuple[Dem, Dem]:
     Returns
     -------
     (Dem, Dem)
-        The reference (reprojected to UTM if it was geographic) and the other epoch on its grid.
+        Both epochs on the reference's grid when it is in ground metres (:func:`ground_metres`); else on the
+        other epoch's grid when that one is (the reference resampled onto it); else on the UTM zone of the
+        reference's centre (both resampled).
+
+    Raises
+    ------
+    MtgError
+        When the grids do not overlap.
     """
-    reference = _metric(reference)
+    if not ground_metres(reference) and ground_metres(other):
+        if not _overlaps(other, reference):
+            raise MtgError(f"{other.source} does not overlap {reference.source}")
+        log.info("%s is not in ground metres (%s): resampled onto the grid of %s", reference.source,
+                 reference.crs.to_string(), other.source)
+        return _reproject(reference, other.transform, other.shape, other.crs), other
+    if not ground_metres(reference):
+        reference = _to_utm(reference)
     same = (other.crs == reference.crs and other.transform.almost_equals(reference.transform)
             and other.shape == reference.shape)
     if same:

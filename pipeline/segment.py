@@ -34,7 +34,7 @@ from mtg.pipeline.features import CHANNELS, model_channels
 from mtg.pipeline.footprints import footprint_polygons
 from mtg.pipeline.model_store import ModelCard, default_device, load_model, read_card
 from mtg.pipeline.table_io import atomic_folder, atomic_write
-from mtg.pipeline.zarr_store import consolidated_on_purpose
+from mtg.pipeline.zarr_store import consolidated_on_purpose, crs_coordinate
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +179,7 @@ def class_probabilities(channels: da.Array, card: ModelCard, *, model: str | Non
 
 def _write_atomic_zarr(ds: xr.Dataset, path: Path, compute: DaskProgress) -> None:
     with atomic_folder(path) as tmp, consolidated_on_purpose():
-        delayed = ds.to_zarr(tmp, mode="w", consolidated=True, zarr_format=3, compute=False)
+        delayed = crs_coordinate(ds).to_zarr(tmp, mode="w", consolidated=True, zarr_format=3, compute=False)
         compute(delayed, f"segmenting and writing {path.name}")
 
 

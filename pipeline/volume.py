@@ -2,7 +2,10 @@
 
 Steps (``mtg volume``, and the volume stage of ``mtg run``):
 
-1. Open both epochs lazily (:mod:`mtg.pipeline.dem_inputs`) and put the later one on the earlier one's grid.
+1. Open both epochs lazily (:mod:`mtg.pipeline.dem_inputs`) and put them on one grid in ground metres
+   (:func:`mtg.pipeline.dem_inputs.align`): the earlier one's; the later one's when the earlier one is not in
+   ground metres (geographic, Web Mercator, feet) and the later one is; else the UTM zone of the earlier one.
+   All sites off the grid is an error.
 2. Calibration window: the whole grid when it has at most ``calibration_window`` cells a side; otherwise the
    block of that size, on a lattice anchored at the grid origin, holding the most stable cells (counted in one
    streaming pass over the DEM blocks). Stable terrain: valid in both epochs and outside every site buffered by
@@ -14,6 +17,8 @@ Steps (``mtg volume``, and the volume stage of ``mtg run``):
    Threshold ``t``: ``threshold_m``, else ``threshold_nmad`` x the stable-terrain NMAD of the calibration window.
 5. Per site (:func:`mtg.kernels.cut_fill.cut_fill`, exact fractional coverage of the site polygon): excavated
    (dh < -t, reported positive), deposited (dh > t), net, areas, void fraction, voids filled by the void policy.
+   ``dem_coverage``: the share of a site's polygon with valid elevations in both epochs; sites without any
+   (NaN volumes) and partly covered ones are counted in a warning, and no site covered at all is an error.
    Sites whose pixel windows touch form a group. Both epochs are streamed top to bottom in bands of block rows
    (:func:`epoch_bands`), each DEM block computed once; a group is cut out of the band holding the last row it
    needs (and the rows kept from the band before), its window of the later epoch co-registered with a margin as
@@ -21,8 +26,13 @@ Steps (``mtg volume``, and the volume stage of ``mtg run``):
    ``dh.zarr`` is written from the same stream, each band corrected whole, the rows near its edges on the rows
    around them (the band's neighbours).
 6. Uncertainty: the stable-terrain NMAD and the range of a spherical variogram fitted to stable dh give 1-sigma
-   errors of each volume for its area (:func:`mtg.kernels.dh_statistics.volume_sigma`; Rolstad et al. 2009,
-   in the spirit of Hugonnet et al. 2022).
+   errors of each volume for the area of the cells it sums (:func:`mtg.kernels.dh_statistics.volume_sigma`;
+   Rolstad et al. 2009, in the spirit of Hugonnet et al. 2022): ``excavated_sigma_m3`` over
+   ``excavated_area_m2``, ``deposited_sigma_m3`` over ``deposited_area_m2``, and ``net_sigma_m3`` over both,
+   the cells beyond the threshold that ``net_m3 = deposited_m3 - excavated_m3`` sums (the whole-site change,
+   thresholds aside, is ``mean_dh`` x ``area_m2``). With fewer than :data:`MIN_STABLE_CELLS` stable cells (sites
+   reaching the DEMs' edges), volumes are still measured without co-registration and with a threshold in metres,
+   their errors NaN with a warning; co-registration or a threshold in NMAD units then is an error.
 7. Extractive-waste deposits: 8-connected areas of dh > t inside sites, of at least ``min_deposit_m2``, become
    polygons with area, mean and max thickness and volume, each linked to the site it overlaps most (deposit
    cells lie inside sites, so a deposit never leaves its site group's window).
@@ -64,6 +74,8 @@ log = logging.getLogger(__name__)
 
 # Largest lag (m) of the stable-terrain variogram.
 VARIOGRAM_MAX_LAG_M = 5_000.0
+#: Fewest stable cells that co-registration and the dh statistics (NMAD, variogram, 1-sigma errors) are fitted on.
+MIN_STABLE_CELLS = 100
 # Per-site sums of :class:`mtg.kernels.cut_fill.CutFill` copied into ``site_volumes.parquet``.
 _SUM_FIELDS = ("excavated_m3", "deposited_m3", "net_m3", "excavated_area_m2", "deposited_area_m2", "area_m2",
                "void_fraction", "filled_area_m2", "mean_dh")
@@ -124,6 +136,90 @@ def site_polygons(sites: Any, crs, id_col: str | None = None, name: str = "the s
     if out["site_id"].duplicated().any():
         raise MtgError(f"{name}: site ids repeat ({out['site_id'][out['site_id'].duplicated()].iloc[0]!r})")
     return out.reset_index(drop=True)
+
+
+def check_on_grid(sites, dem: Dem, name: str = "the sites") -> None:
+    """Refuse sites of which none touches the DEM grid.
+
+    Parameters
+    ----------
+    sites : geopandas.GeoDataFrame
+        Site polygons in the grid's CRS.
+    dem : Dem
+        The grid (the earlier epoch, aligned).
+    name : str
+        What to call the sites.
+
+    Raises
+    ------
+    MtgError
+        When no site polygon intersects the grid's extent, with both extents.
+    """
+    import shapely
+
+    rows, cols = dem.shape
+    left, top = dem.transform * (0, 0)
+    right, bottom = dem.transform * (cols, rows)
+    if not sites.intersects(shapely.box(left, bottom, right, top)).any():
+        extent = ", ".join(f"{v:.0f}" for v in sites.total_bounds)
+        raise MtgError(f"none of the {len(sites)} sites of {name} lies on the DEMs: the sites span {extent}, "
+                       f"{dem.source} spans {left:.0f}, {bottom:.0f}, {right:.0f}, {top:.0f} "
+                       f"({dem.crs.to_string()}, west, south, east, north)")
+
+
+def dem_coverage(polygon_area_m2: np.ndarray, area_m2: np.ndarray, void_fraction: np.ndarray) -> np.ndarray:
+    """Share of each site's polygon area with valid elevations in both epochs (``dem_coverage``).
+
+    Parameters
+    ----------
+    polygon_area_m2 : numpy.ndarray
+        Area of each site polygon (m^2, in the grid's CRS).
+    area_m2, void_fraction : numpy.ndarray
+        The site's covered area on the grid and the void share of it (:class:`mtg.kernels.cut_fill.CutFill`).
+
+    Returns
+    -------
+    numpy.ndarray
+        In ``[0, 1]``: 0 for a site off the DEMs or all in their voids (its volumes are NaN), below 1 for a site
+        partly off the DEMs or partly void (its volumes hold only the covered part, plus what the void policy
+        fills).
+    """
+    valid = np.nan_to_num(area_m2 * (1.0 - void_fraction))
+    share = np.divide(valid, polygon_area_m2, out=np.zeros_like(valid), where=polygon_area_m2 > 0)
+    return np.clip(share, 0.0, 1.0)
+
+
+#: ``dem_coverage`` under which a site counts as partly covered in the warning of :func:`check_coverage`.
+PARTLY_COVERED = 0.99
+
+
+def check_coverage(coverage: np.ndarray, before: str, after: str) -> None:
+    """Warn with the number of sites without (or with partial) DEM coverage; refuse when no site has any.
+
+    Parameters
+    ----------
+    coverage : numpy.ndarray
+        :func:`dem_coverage` of each site.
+    before, after : str
+        The epochs' sources, for the messages.
+
+    Raises
+    ------
+    MtgError
+        When no site has a valid elevation in both epochs.
+    """
+    uncovered = int((coverage == 0).sum())
+    if uncovered == len(coverage):
+        raise MtgError(f"none of the {len(coverage)} sites has valid elevations in both {before} and {after} "
+                       "(the sites lie in the DEMs' voids or outside them): no volume can be measured")
+    if uncovered:
+        log.warning("%d of %d sites have no valid elevations in both epochs (outside the DEMs or in their voids): "
+                    "their volumes are NaN (dem_coverage 0)", uncovered, len(coverage))
+    partly = int(((coverage > 0) & (coverage < PARTLY_COVERED)).sum())
+    if partly:
+        log.warning("%d of %d sites are less than %.0f %% covered by valid elevations in both epochs: their volumes "
+                    "hold the covered part and what the void policy fills (see dem_coverage)", partly,
+                    len(coverage), 100 * PARTLY_COVERED)
 
 
 def stable_terrain(early: np.ndarray, late: np.ndarray, transform: Affine, buffered_sites) -> np.ndarray:
@@ -553,7 +649,9 @@ class Volumes:
         Lazy co-registered elevation change (later minus earlier), on the earlier epoch's metric grid, with its
         CRS; attributes ``mtg:coregistration`` and ``mtg:threshold_m``.
     site_volumes : geopandas.GeoDataFrame
-        One row per site: volumes (m^3) with 1-sigma errors, areas, void fraction, waste-deposit count.
+        One row per site: volumes (m^3) with 1-sigma errors (each over the cells its volume sums; NaN without
+        stable terrain), areas, void fraction, ``dem_coverage`` (share of the site with valid elevations in both
+        epochs, 0 for a site off the DEMs), waste-deposit count.
     deposits : geopandas.GeoDataFrame
         The extractive-waste deposits, each with its site.
     report : dict
@@ -681,6 +779,7 @@ def volumes(before: Any, after: Any, sites: Any, *, site_id_col: str | None = No
     early, late = align(as_dem(before, "the earlier DEM"), as_dem(after, "the later DEM"))
     early, late, datums = harmonise_vertical_datums(early, late, opts.datum_policy)
     site_frame = site_polygons(sites, early.crs, site_id_col, sites_name)
+    check_on_grid(site_frame, early, sites_name)
     spacing = early.spacing
     cell_area = spacing[0] * spacing[1]
     buffered = site_frame.geometry.buffer(stable_buffer_m).to_numpy()
@@ -692,9 +791,18 @@ def volumes(before: Any, after: Any, sites: Any, *, site_id_col: str | None = No
             raise MtgError(f"{name} holds no valid elevation{'' if whole else ' in the calibration window'}")
     win_transform = early.transform * Affine.translation(cols.start, rows.start)
     stable = stable_terrain(e_win, l_win, win_transform, buffered)
-    if stable.sum() < 100:
-        raise MtgError(f"only {int(stable.sum())} stable cells outside the sites: the DEMs must extend beyond "
-                       f"the sites (by more than {stable_buffer_m:g} m) for co-registration and uncertainty")
+    n_stable = int(stable.sum())
+    errors_known = n_stable >= MIN_STABLE_CELLS
+    if not errors_known:
+        short = (f"only {n_stable} stable cells outside the sites: the DEMs extend less than {stable_buffer_m:g} m "
+                 "beyond the sites")
+        needs = [need for need, wanted in (("co-registration", coregister),
+                                           ("a threshold in NMAD units", threshold_m is None)) if wanted]
+        if needs:
+            raise MtgError(f"{short}, and {' and '.join(needs)} need stable terrain: give DEMs reaching further, or "
+                           "measure without it (--no-coregister --threshold-m T) and without 1-sigma errors")
+        log.warning("%s, so there is no stable terrain to measure the DEM error on: the 1-sigma errors are unknown "
+                    "(NaN)", short)
     late_values = late.values
     coreg: dict[str, Any] = {"applied": False}
     correct, depth = None, (0, 0)
@@ -715,9 +823,11 @@ def volumes(before: Any, after: Any, sites: Any, *, site_id_col: str | None = No
                  result.shift_x_m, result.shift_y_m, result.bias_m, result.nmad_before_m, result.nmad_after_m)
     win_dh = (l_win - e_win).astype(np.float32)
     stable_dh = np.where(stable & np.isfinite(win_dh), win_dh, np.nan)
-    sigma = nmad(stable_dh[np.isfinite(stable_dh)])
-    median = float(np.nanmedian(stable_dh))
-    if np.nanstd(stable_dh) > 0:
+    sigma = nmad(stable_dh[np.isfinite(stable_dh)]) if errors_known else math.nan
+    median = float(np.nanmedian(stable_dh)) if errors_known else math.nan
+    if not errors_known:
+        lags, gamma, (sill, range_m, nugget) = [], [], (math.nan, math.nan, math.nan)
+    elif np.nanstd(stable_dh) > 0:
         max_lag = min(VARIOGRAM_MAX_LAG_M, 0.5 * max(win_dh.shape) * spacing[0])
         lags, gamma, counts = empirical_variogram(stable_dh, spacing, np.isfinite(stable_dh), max_lag_m=max_lag)
         sill, range_m, nugget = fit_spherical(lags, gamma, counts)
@@ -727,7 +837,6 @@ def volumes(before: Any, after: Any, sites: Any, *, site_id_col: str | None = No
     threshold = float(threshold_m) if threshold_m is not None else float(threshold_nmad) * sigma
     log.info("dh on stable terrain: median %.2f m, NMAD %.2f m, correlation range %.0f m; threshold %.2f m",
              median, sigma, range_m, threshold)
-    n_stable = int(stable.sum())
     del e_win, l_win, stable, win_dh, stable_dh  # the bands streamed next need the memory
 
     stats = np.full((len(site_frame), len(_SUM_FIELDS)), np.nan)
@@ -750,10 +859,18 @@ def volumes(before: Any, after: Any, sites: Any, *, site_id_col: str | None = No
     frame = site_frame.copy()
     for k, name in enumerate(_SUM_FIELDS):
         frame[name] = stats[:, k]
+    frame["dem_coverage"] = dem_coverage(site_frame.area.to_numpy(), frame["area_m2"].to_numpy(),
+                                         frame["void_fraction"].to_numpy())
+    check_coverage(frame["dem_coverage"].to_numpy(), early.source, late.source)
+    # each volume's error over the cells it sums: net_m3 = deposited_m3 - excavated_m3 sums the cells beyond the
+    # threshold, so its error is over their area, not the site's
     for name, area in (("excavated", frame["excavated_area_m2"]), ("deposited", frame["deposited_area_m2"]),
-                       ("net", frame["area_m2"])):
-        frame[f"{name}_sigma_m3"] = (volume_sigma(area.to_numpy(), sigma, range_m, nugget_fraction=nugget_fraction,
-                                                  cell_area_m2=cell_area) if range_m > 0 else 0.0)
+                       ("net", frame["excavated_area_m2"] + frame["deposited_area_m2"])):
+        if not errors_known:
+            frame[f"{name}_sigma_m3"] = math.nan
+        else:
+            frame[f"{name}_sigma_m3"] = (volume_sigma(area.to_numpy(), sigma, range_m, nugget_fraction=nugget_fraction,
+                                                      cell_area_m2=cell_area) if range_m > 0 else 0.0)
     frame["threshold_m"] = threshold
     frame["void_policy"] = void_policy
     frame["coregistered"] = bool(coregister)

@@ -48,6 +48,25 @@ def store_state(url: str, storage_options: dict[str, Any]) -> tuple[str, str | N
         return "partial", dict(group.attrs).get(FINGERPRINT_ATTR)
 
 
+def crs_coordinate(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` (a shallow copy) with its grid mapping listed in the ``coordinates`` attribute of each variable that
+    uses it, so that a plain ``xr.open_zarr(store)`` makes ``spatial_ref`` a coordinate and ``.rio.crs`` finds it.
+
+    xarray writes a grid mapping as a data variable that only ``decode_coords="all"`` turns back into a coordinate;
+    listed in ``coordinates`` (beside the other non-index coordinates xarray lists there), the default
+    ``decode_coords=True`` does it too. Every store with a CRS goes through this before it is written.
+    """
+    ds = ds.copy()
+    for var in ds.data_vars.values():
+        mapping = var.encoding.get("grid_mapping") or var.attrs.get("grid_mapping")
+        if mapping is None or mapping not in ds.coords:
+            continue
+        others = [c for c in ds.coords
+                  if c not in ds.indexes and c != mapping and set(ds[c].dims) <= set(var.dims)]
+        var.encoding["coordinates"] = " ".join([*others, mapping])
+    return ds
+
+
 def open_cube(url: str, storage_options: dict[str, Any] | None = None) -> xr.Dataset:
     """Open a complete cube lazily, in the store's chunks, with its CRS attached and float32 variables.
 
@@ -108,7 +127,7 @@ def write_cube(
     compute = compute or (lambda delayed, label: dask.compute(delayed))
     # Merge into the variables' own encoding (not to_zarr's `encoding=`, which would replace it): that keeps
     # the CF `grid_mapping` link to `spatial_ref` that rioxarray and odc-geo read the CRS from.
-    ds = ds.copy()
+    ds = crs_coordinate(ds)
     for name, enc in encoding.items():
         ds[name].encoding.update(enc)
     opts = options_for(url, storage_options)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import numbers
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -76,9 +78,21 @@ def write_volumes(result: Volumes, out: str | Path) -> Path:
     _write_dh(result.dh, out / "dh.zarr", result.dh_bands)
     atomic_write_all({out / "site_volumes.parquet": result.site_volumes.to_parquet,
                       out / "waste_deposits.parquet": result.deposits.to_parquet,
-                      out / "coregistration.json": lambda tmp: tmp.write_text(json.dumps(result.report, indent=2,
-                                                                                          default=float))})
+                      out / "coregistration.json": lambda tmp: tmp.write_text(json.dumps(
+                          json_numbers(result.report), indent=2, default=float, allow_nan=False))})
     return out
+
+
+def json_numbers(value: Any) -> Any:
+    """``value`` with every float that is not finite (an unknown statistic, e.g. the stable-terrain NMAD of DEMs
+    without stable terrain) made None, so the JSON written is valid (``null``, not ``NaN``)."""
+    if isinstance(value, dict):
+        return {k: json_numbers(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_numbers(v) for v in value]
+    if isinstance(value, numbers.Real) and not math.isfinite(value):
+        return None
+    return value
 
 
 #: Attributes of the dh array that the store keeps at its root.
@@ -94,8 +108,10 @@ def _write_dh(dh, out: Path, bands: Callable[[], Iterator[tuple[int, np.ndarray]
     import zarr
     from zarr.codecs import ZstdCodec
 
+    from mtg.pipeline.zarr_store import crs_coordinate
+
     rows = dh.shape[0]
-    ds = dh.assign_attrs({k: v for k, v in dh.attrs.items() if k not in DH_STORE_ATTRS}).to_dataset()
+    ds = crs_coordinate(dh.assign_attrs({k: v for k, v in dh.attrs.items() if k not in DH_STORE_ATTRS}).to_dataset())
     ds.attrs.update({k: dh.attrs[k] for k in DH_STORE_ATTRS if k in dh.attrs})
     band = dh.data.chunksize[0]
     # one Zarr chunk per DEM block (regularised: Zarr needs equal chunks)
