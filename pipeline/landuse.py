@@ -37,6 +37,7 @@ from mtg.pipeline.errors import MtgError
 from mtg.pipeline.inventory import polygon_inventory
 from mtg.pipeline.link import LinkedSites
 from mtg.pipeline.linker import cut_column, parse_distance
+from mtg.pipeline.run_paths import portable_path
 from mtg.pipeline.site_assembly import FootprintAreas, assemble_sites
 
 log = logging.getLogger(__name__)
@@ -401,7 +402,8 @@ class LandUseResult:
 
 
 def write_land_use(sites: str | Path, out: str | Path, *, countries: str | Path | None = None,
-                   options: LandUseOptions | None = None, **overrides: Any) -> LandUseResult:
+                   root: str | Path | None = None, options: LandUseOptions | None = None,
+                   **overrides: Any) -> LandUseResult:
     """Commodity land use of a sites file (:func:`land_use`), written into the folder ``out``.
 
     Parameters
@@ -412,6 +414,9 @@ def write_land_use(sites: str | Path, out: str | Path, *, countries: str | Path 
         Output folder (:func:`mtg.pipeline.io.write_land_use_tables`).
     countries : path, optional
         Country boundary layer.
+    root : path, optional
+        The run folder: ``summary.json`` names the sites and country files relative to it
+        (:func:`mtg.pipeline.run_paths.portable_path`). Default: the folder above ``out`` (``RUN/landuse``).
     options, **overrides
         As for :func:`land_use`.
 
@@ -424,6 +429,7 @@ def write_land_use(sites: str | Path, out: str | Path, *, countries: str | Path 
     start = time.perf_counter()
     opts = stage_options(LandUseOptions, options, **overrides)
     sites_path = Path(sites)
+    root = Path(root if root is not None else Path(out).resolve().parent)
     frame = read_sites(sites_path)
     if "primary_commodities" not in frame.columns:
         log.warning("%s has no primary_commodities (written by an older mtg link): splitting among all linked "
@@ -433,14 +439,14 @@ def write_land_use(sites: str | Path, out: str | Path, *, countries: str | Path 
     boundaries = None
     if countries is not None:
         boundaries = read_polygons(countries)
-        boundaries.attrs["source"] = str(countries)
+        boundaries.attrs["source"] = portable_path(countries, root)
     try:
         tables = land_use(frame, members, metadata=metadata, countries=boundaries, options=opts)
     except MtgError as err:
         raise MtgError(f"{sites_path}: {err}") from None
-    tables.summary["sites"] = str(sites_path)
+    tables.summary["sites"] = portable_path(sites_path, root)
     tables.summary["seconds"] = round(time.perf_counter() - start, 3)
-    files = write_land_use_tables(tables, out, sites_metadata={**metadata, "sites": str(sites_path)})
+    files = write_land_use_tables(tables, out, sites_metadata={**metadata, "sites": tables.summary["sites"]})
     return LandUseResult(out=Path(out), summary=tables.summary, files=files, sensitivity=tables.sensitivity,
                          seconds=tables.summary["seconds"])
 

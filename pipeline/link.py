@@ -42,6 +42,7 @@ from mtg.pipeline.errors import MtgError
 from mtg.pipeline.inventory import point_inventory, polygon_inventory
 from mtg.pipeline.io.vectors import read_points, read_polygons
 from mtg.pipeline.linker import checked_linker, cut_column, parse_distance
+from mtg.pipeline.run_paths import portable_path
 from mtg.pipeline.site_assembly import (ATOM_MIN_CUT_M, COUNTRY_COLUMNS, MEMBER_COLUMNS, FootprintAreas,
                                         assemble_sites, polygon_atoms)
 from mtg.pipeline.table_io import atomic_write
@@ -405,7 +406,8 @@ class SitesResult:
 
 
 def link_sites(polygons: Sequence[str | Path], points: str | Path | None = None, out: str | Path = "sites.parquet",
-               *, commodity_table: str | Path | None = None, options: LinkOptions | None = None,
+               *, commodity_table: str | Path | None = None, root: str | Path | None = None,
+               options: LinkOptions | None = None,
                **overrides: Any) -> SitesResult:
     """Read polygon and point files, :func:`link` them and write the sites and members files.
 
@@ -420,6 +422,10 @@ def link_sites(polygons: Sequence[str | Path], points: str | Path | None = None,
         (:func:`mtg.pipeline.io.write_sites`).
     commodity_table : path, optional
         Harmonisation table (:mod:`mtg.pipeline.commodities`).
+    root : path, optional
+        The run folder: the sites and members files name their input files (``member_sources``,
+        ``point_sources``, ``source``, the metadata) relative to it (:func:`mtg.pipeline.run_paths.portable_path`).
+        Default: the folder of ``out``.
     options, **overrides
         As for :func:`link`.
 
@@ -433,12 +439,15 @@ def link_sites(polygons: Sequence[str | Path], points: str | Path | None = None,
     opts = stage_options(LinkOptions, options, **overrides)
     if not polygons:
         raise MtgError("sites mode needs at least one --polygons file")
-    polygon_sets = {str(p): read_polygons(p) for p in polygons}
+    folder = Path(root if root is not None else Path(out).parent)
+    polygon_sets = {portable_path(p, folder): read_polygons(p) for p in polygons}
     point_sets = None
     if points is not None:
-        point_sets = {str(points): read_points(points, opts.lon_col, opts.lat_col)[0]}
+        point_sets = {portable_path(points, folder): read_points(points, opts.lon_col, opts.lat_col)[0]}
     table = load_commodity_table(commodity_table) if commodity_table is not None else None
     linked = link(polygon_sets, point_sets, commodity_table=table, options=opts)
+    if commodity_table is not None:
+        linked.metadata["commodity_table"] = portable_path(commodity_table, folder)
     return sites_result(linked, *write_sites(linked, out), seconds=time.perf_counter() - start)
 
 

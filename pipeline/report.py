@@ -23,7 +23,7 @@ import math
 import platform
 from dataclasses import asdict
 from datetime import UTC, datetime
-from importlib import metadata, resources
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +34,15 @@ from mtg.pipeline.commodities import name_list
 from mtg.pipeline.errors import MtgError
 from mtg.pipeline.landuse import UNKNOWN
 from mtg.pipeline.report_figures import render_thumbnail
+from mtg.pipeline.run_paths import portable_path
 from mtg.pipeline.io.vectors import read_table
 from mtg.pipeline.table_io import atomic_write
 
 log = logging.getLogger(__name__)
 
 REPORT_NAME = "report.html"
+#: The segmentation's footprints in the run folder: the member source of sites mapped from imagery.
+SEGMENT_SOURCE = "segment/mine_polygons.parquet"
 #: The map colour class of a site with more than one primary commodity.
 SEVERAL = "several commodities"
 #: Sites closer than this (m) belong to one region of the map (a mining district), with its own zoom button.
@@ -53,7 +56,14 @@ COMMODITY_COLOURS = {
     "uranium": "#9aae1e", "tin": "#5d8c99", "cobalt": "#2a5db0", "diamonds": "#49b6c4", UNKNOWN: "#9e9e9e",
     SEVERAL: "#e41a1c",
 }
-FALLBACK_COLOURS = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#a6761d", "#17becf", "#bcbd22")
+FALLBACK_COLOURS = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#a6761d", "#17becf", "#bcbd22",
+                    "#6a3d9a", "#b15928", "#fb9a99", "#33a02c")
+#: Commodities with a colour of their own (the most frequent); the rest share :data:`OTHER_COLOUR`, so that no two
+#: colour classes look alike.
+MAX_COMMODITY_COLOURS = 12
+#: The colour class of the long tail of commodities, and its colour.
+OTHER = "other commodities"
+OTHER_COLOUR = "#d9c8ae"
 
 # Site indicators the page shows: column, label, unit, scale (shown = value x scale), digits, 1-sigma column.
 SITE_FIELDS: tuple[tuple[str, str, str, float, int, str | None], ...] = (
@@ -122,11 +132,14 @@ def collect(run: Path) -> dict[str, Any]:
     notes: dict[str, str] = {}
     sites = site_frame(run, notes)
     landuse = _landuse(run, notes)
-    named = set(sites["primary"]) | {str(r["commodity"]) for r in (landuse["rows"] if landuse else [])}
+    counts = sites["primary"].value_counts().to_dict()
+    counts |= {str(r["commodity"]): counts.get(str(r["commodity"]), 0) for r in (landuse["rows"] if landuse else [])}
+    colours, tail = commodity_colours(counts)
     data: dict[str, Any] = {
         "title": f"Mining footprints and volumes: {run.name}",
         "summary": _summary(sites, run),
-        "colours": commodity_colours(named),
+        "colours": colours,
+        "other": {"name": OTHER, "members": tail},
         "no_commodity": UNKNOWN,
         "several": SEVERAL,
         "fields": site_fields(sites),
@@ -190,12 +203,30 @@ def site_fields(sites: pd.DataFrame) -> list[dict[str, Any]]:
             if f[0] in sites.columns and measured(sites[f[0]])]
 
 
-def commodity_colours(commodities: set[str]) -> dict[str, str]:
-    """A colour for each commodity: :data:`COMMODITY_COLOURS`, else the fallback palette in name order."""
-    names = sorted(commodities)
-    others = [n for n in names if n not in COMMODITY_COLOURS]
-    fallback = {n: FALLBACK_COLOURS[k % len(FALLBACK_COLOURS)] for k, n in enumerate(others)}
-    return {n: COMMODITY_COLOURS.get(n, fallback.get(n)) for n in names}
+def commodity_colours(counts: dict[str, int]) -> tuple[dict[str, str], list[str]]:
+    """A colour for each commodity (and for :data:`SEVERAL` and :data:`mtg.pipeline.landuse.UNKNOWN`), all distinct
+    up to :data:`MAX_COMMODITY_COLOURS` commodities.
+
+    Parameters
+    ----------
+    counts : dict of str to int
+        Commodity (colour class) -> number of sites.
+
+    Returns
+    -------
+    (dict of str to str, list of str)
+        The colour of each name, and the names grouped as :data:`OTHER` (sorted). The most frequent commodities
+        (ties by name) keep their colour: :data:`COMMODITY_COLOURS`, else the next of :data:`FALLBACK_COLOURS`;
+        the rest share :data:`OTHER_COLOUR`.
+    """
+    special = {UNKNOWN, SEVERAL}
+    ranked = sorted((n for n in counts if n not in special), key=lambda n: (-counts[n], n))
+    kept, tail = ranked[:MAX_COMMODITY_COLOURS], sorted(ranked[MAX_COMMODITY_COLOURS:])
+    fallback = iter(FALLBACK_COLOURS)
+    colours = {n: COMMODITY_COLOURS.get(n) or next(fallback) for n in kept}
+    colours |= {n: OTHER_COLOUR for n in tail} | {OTHER: OTHER_COLOUR}
+    colours |= {n: COMMODITY_COLOURS[n] for n in special}
+    return colours, tail
 
 
 def site_map(sites, run: Path, notes: dict[str, str]) -> dict[str, Any]:  # noqa: ANN001 - GeoDataFrame
@@ -269,13 +300,18 @@ def _svg_path(geom) -> str:  # noqa: ANN001 - shapely geometry
 
 
 def _summary(sites, run: Path) -> dict[str, Any]:  # noqa: ANN001 - GeoDataFrame
-    """Headline numbers."""
+    """Headline numbers: sites with a footprint (``n_polygon_sites``) and those of them mapped from imagery, i.e.
+    with a footprint of the run's segmentation among their members (``n_imagery_sites``, null when the run has
+    no segmentation); sums of the measured columns, null (not computed) where no site has a value."""
     mapped = (sites["n_polygons"] > 0 if "n_polygons" in sites else
               sites.geometry.geom_type.isin(["Polygon", "MultiPolygon"]))
-    summary: dict[str, Any] = {"n_sites": len(sites), "n_polygon_sites": int(mapped.sum())}
+    summary: dict[str, Any] = {"n_sites": len(sites), "n_polygon_sites": int(mapped.sum()), "n_imagery_sites": None}
+    if (run / SEGMENT_SOURCE).exists() and "member_sources" in sites:
+        summary["n_imagery_sites"] = int(sum(any(s.replace("\\", "/").endswith(SEGMENT_SOURCE) for s in name_list(v))
+                                             for v in sites["member_sources"]))
     for column in ("area_km2", "excavated_m3", "deposited_m3", "net_m3", "waste_deposit_count"):
-        if column in sites:
-            summary[column] = float(np.nansum(sites[column].to_numpy(dtype=float)))
+        values = sites[column].to_numpy(dtype=float, na_value=np.nan) if column in sites else np.array([np.nan])
+        summary[column] = float(np.nansum(values)) if np.isfinite(values).any() else None
     landuse = run / "landuse" / "summary.json"
     if landuse.exists():
         summary["landuse"] = json.loads(landuse.read_text())
@@ -350,21 +386,31 @@ def _tables(run: Path, notes: dict[str, str]) -> list[dict[str, Any]]:
 
 
 def provenance(run: Path) -> dict[str, Any]:
-    """Where the results come from and how to make them again."""
+    """Where the results come from and how to make them again.
+
+    Paths are relative to the run folder (:func:`mtg.pipeline.run_paths.portable_path`), so the page holds no
+    path of the machine that wrote it; the commands name the run folder as seen from the folder that holds it.
+    The software is the package version and, in a git checkout, the commit
+    (:func:`mtg.pipeline.tiled_run.code_version`).
+    """
+    from mtg.pipeline.tiled_run import code_version
+
     ingest = _json(run / "cubes" / "ingest.json")
     coreg = _json(run / "volumes" / "coregistration.json")
     sample = _json(run / "sample" / "sample.json")
     segment = _json(run / "segment" / "segment.json")
     seed = f" --seed {sample['parameters']['seed']}" if sample else ""
     catalog = ingest.get("source") if ingest else (str(run / "sample" / "catalog.json") if sample else None)
-    files = sorted(str(p.relative_to(run)) for sub in ("sites", "segment", "volumes", "landuse", "indicators",
-                                                       "verification") for p in (run / sub).glob("*")
+    files = sorted(p.relative_to(run).as_posix() for sub in ("sites", "segment", "volumes", "landuse", "indicators",
+                                                             "verification") for p in (run / sub).glob("*")
                    if not p.name.startswith("."))
+    if coreg:
+        coreg.update({k: portable_path(coreg[k], run) for k in ("before", "after") if coreg.get(k)})
     return {
-        "run_dir": str(run),
+        "run_dir": run.name,
         "created": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "software": f"mine-the-gap {metadata.version('mine-the-gap')} (Python {platform.python_version()})",
-        "catalog": catalog,
+        "software": f"{code_version()} (Python {platform.python_version()})",
+        "catalog": catalog and portable_path(catalog, run),
         "sample": sample.get("parameters") if sample else None,
         "reflectance_items": len(ingest.get("reflectance_items", [])) if ingest else None,
         "dem_items": ingest.get("dem_items") if ingest else None,
@@ -376,7 +422,7 @@ def provenance(run: Path) -> dict[str, Any]:
         "segmentation": segment and {k: segment.get(k) for k in ("model", "threshold", "n_polygons",
                                                                   "mining_area_m2", "device")},
         "files": files,
-        "commands": [f"mtg run --out {run}{seed}", f"mtg report {run}", f"mtg publish {run}"],
+        "commands": [f"mtg run --out {run.name}{seed}", f"mtg report {run.name}", f"mtg publish {run.name}"],
     }
 
 

@@ -28,6 +28,7 @@ import hashlib
 import json
 import logging
 import math
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +41,7 @@ from shapely.geometry import box, mapping
 from mtg.pipeline.errors import MtgError
 from mtg.pipeline.report_figures import open_store
 from mtg.pipeline.io.vectors import read_table
+from mtg.pipeline.run_paths import ABSOLUTE, URL, is_absolute_local
 from mtg.pipeline.table_io import atomic_folder
 
 log = logging.getLogger(__name__)
@@ -213,7 +215,9 @@ def _run_times(run: Path, sites_path: Path) -> dict[str, datetime | None]:
 
 
 def verify_results_catalog(catalog_path: str | Path) -> int:
-    """Check a results catalog against its files: core STAC schemas, every asset present, sizes and checksums.
+    """Check a results catalog against its files: core STAC schemas, every asset present, sizes and checksums, and
+    that the run folder can move: every asset href is relative and inside the run folder, and no output holds an
+    absolute local path (:func:`absolute_paths`).
 
     The core schemas ship with pystac, so this works offline; the file-extension fields are checked by recomputing
     them. Returns the number of assets checked; raises :class:`MtgError` naming every asset that does not match.
@@ -234,22 +238,93 @@ def verify_results_catalog(catalog_path: str | Path) -> int:
             validator.validate_core(obj.to_dict(), obj.STAC_OBJECT_TYPE, pystac.get_stac_version(), obj.get_self_href())
         except pystac.STACValidationError as err:
             problems.append(f"{obj.id}: {err}")
+    run = path.resolve().parent.parent
     for item in catalog.get_items(recursive=True):
         for key, asset in item.assets.items():
             checked += 1
+            problems.extend(f"{item.id}/{key}: {p}" for p in _href_problems(asset, run))
             problems.extend(f"{item.id}/{key}: {p}" for p in _asset_problems(asset))
     if problems:
         raise MtgError(f"the results catalog {path} does not match its files: " + "; ".join(problems))
     return checked
 
 
+def _href_problems(asset: pystac.Asset, run: Path) -> list[str]:
+    """An href that is not relative, or that leads out of the run folder ``run``."""
+    if URL.match(asset.href) or is_absolute_local(asset.href):
+        return [f"href {asset.href} is not relative to the catalog"]
+    if not Path(asset.get_absolute_href()).resolve().is_relative_to(run):
+        return [f"href {asset.href} leads out of the run folder {run}"]
+    return []
+
+
+def absolute_paths(path: Path, limit: int = 3) -> list[str]:
+    """Absolute local paths (:func:`mtg.pipeline.run_paths.is_absolute_local`) held by an output: string values of
+    a JSON file (and of the ``zarr.json`` metadata of a Zarr store), of the report's data block, the cells of a CSV
+    file, and the string columns and schema metadata of a Parquet file. At most ``limit`` are returned."""
+    found: list[str] = []
+    if path.is_dir():
+        for meta in sorted(path.rglob("zarr.json")):
+            found += [f"{meta.relative_to(path).as_posix()}: {v}" for v in _json_paths(json.loads(meta.read_text()))]
+    elif path.suffix == ".json":
+        found = _json_paths(json.loads(path.read_text(encoding="utf-8")))
+    elif path.suffix == ".html":
+        block = re.search(r'<script type="application/json" id="mtg-data">(.*?)</script>',
+                          path.read_text(encoding="utf-8"), re.S)
+        found = _json_paths(json.loads(block.group(1))) if block else []
+    elif path.suffix == ".csv":
+        import pandas as pd
+
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+        found = [v for column in table.columns for v in table[column][table[column].str.match(ABSOLUTE.pattern)]]
+    elif path.suffix == ".parquet":
+        found = _parquet_paths(path)
+    return found[:limit]
+
+
+def _json_paths(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        return [p for v in value.values() for p in _json_paths(v)]
+    if isinstance(value, list):
+        return [p for v in value for p in _json_paths(v)]
+    return [value] if isinstance(value, str) and is_absolute_local(value) else []
+
+
+def _parquet_paths(path: Path) -> list[str]:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    found = [p for v in (table.schema.metadata or {}).values() for p in _json_paths(_decoded(v))]
+    for column in table.columns:
+        values = column
+        while pa.types.is_list(values.type) or pa.types.is_large_list(values.type):
+            values = pc.list_flatten(values)
+        if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+            hits = pc.filter(values, pc.fill_null(pc.match_substring_regex(values, ABSOLUTE.pattern), False))
+            found += hits.to_pylist()
+    return found
+
+
+def _decoded(raw: bytes) -> Any:
+    """A Parquet metadata value: JSON when it parses, else its text."""
+    text = raw.decode("utf-8", errors="replace")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
 def _asset_problems(asset: pystac.Asset) -> list[str]:
     href = Path(asset.get_absolute_href())
     if not href.exists():
         return [f"{href} is missing"]
+    absolute = absolute_paths(href)
+    problems = [f"{href} holds absolute local paths, which do not move with the run folder: "
+                + ", ".join(absolute)] if absolute else []
     recorded: dict[str, Any] = asset.extra_fields
     checksum, size = file_checksum(href)
-    problems = []
     if recorded.get("file:checksum") != checksum:
         problems.append(f"checksum of {href} is {checksum}, the catalog says {recorded.get('file:checksum')}")
     if recorded.get("file:size") != size:

@@ -27,6 +27,7 @@ from mtg.pipeline.link import SitesResult, link, sites_result
 from mtg.pipeline.linker import parse_distance
 from mtg.pipeline.report import write_report
 from mtg.pipeline.results_catalog import write_results_catalog
+from mtg.pipeline.run_paths import portable_path
 from mtg.pipeline.segment import SegmentResult, segment_cube
 from mtg.pipeline.table_io import atomic_folder
 from mtg.pipeline.verify import VerifyResult, write_verification
@@ -55,19 +56,22 @@ def ensure_sample(out: Path, cfg: SampleConfig, progress: bool = True) -> Sample
         recorded = json.loads(marker.read_text())
         if recorded.get("parameters") == params:
             log.info("reusing the sample region in %s (seed %d)", out, cfg.seed)
-            return SampleRegion(**{k: _restore(k, v) for k, v in recorded["region"].items()})
+            return SampleRegion(**{k: _restore(k, v, out) for k, v in recorded["region"].items()})
     log.info("writing the sample region (%.0f km x %.0f km, seed %d) to %s", cfg.size_km, cfg.size_km, cfg.seed, out)
     with atomic_folder(out) as tmp:
         region = write_sample_region(tmp, seed=cfg.seed, size_km=cfg.size_km, n_dates=cfg.n_dates, progress=progress)
     region = _relocated(region, tmp, out)
-    record = {"parameters": params, "region": {k: str(v) if isinstance(v, Path) else v
+    record = {"parameters": params, "region": {k: portable_path(v, out) if isinstance(v, Path) else v
                                                 for k, v in region.__dict__.items()}}
     (out / SAMPLE_MARKER).write_text(json.dumps(record, indent=2))
     return region
 
 
-def _restore(key: str, value):  # noqa: ANN001, ANN202 - JSON values back to SampleRegion field types
-    return Path(value) if key in ("root", "catalog", "truth") else tuple(value) if isinstance(value, list) else value
+def _restore(key: str, value, folder: Path):  # noqa: ANN001, ANN202 - JSON values back to SampleRegion fields
+    """A recorded field of the sample region: paths are recorded relative to the sample folder ``folder``."""
+    if key in ("root", "catalog", "truth"):
+        return (folder / value).resolve()
+    return tuple(value) if isinstance(value, list) else value
 
 
 def _relocated(region: SampleRegion, old: Path, new: Path) -> SampleRegion:
@@ -159,14 +163,28 @@ def run_region(config: RunConfig, out: Path, progress: bool = True) -> tuple[Cat
     return source, aoi, ingest_cfg, region
 
 
-def _mine_points(config: RunConfig, region: SampleRegion | None) -> dict[str, Any] | None:
-    """The run's mine property points by file: ``link.points``, else the sample's when the run is on the sample."""
+def _mine_points(config: RunConfig, region: SampleRegion | None, out: Path) -> dict[str, Any] | None:
+    """The run's mine property points by file (named relative to the run folder ``out``,
+    :func:`mtg.pipeline.run_paths.portable_path`): ``link.points``, else the sample's when the run is on the
+    sample."""
     path = config.link.points or (str(region.truth / "mine_points.parquet") if region is not None else None)
     if path is None:
         log.warning("no mine property points (--points, link.points): sites get no commodities, and land use counts "
                     "all mining area as %s", UNKNOWN)
         return None
-    return {path: read_points(path, config.link.lon_col, config.link.lat_col)[0]}
+    return {portable_path(path, out): read_points(path, config.link.lon_col, config.link.lat_col)[0]}
+
+
+def _reported_figures(config: RunConfig, region: SampleRegion | None) -> str | None:
+    """The reported figures the run is verified against: ``verify.reported``, else the sample's (its truth
+    :data:`mtg.pipeline.sample.truth.REPORTED_FIGURES`) when the run is on the sample; None for neither."""
+    from mtg.pipeline.sample.truth import REPORTED_FIGURES
+
+    if config.verify.reported:
+        return config.verify.reported
+    if region is not None and (region.truth / REPORTED_FIGURES).is_file():
+        return str(region.truth / REPORTED_FIGURES)
+    return None
 
 
 def dem_pair(config: RunConfig, source: CatalogSource, aoi: Geometry, ingest: IngestResult,
@@ -210,10 +228,11 @@ def run_pipeline(config: RunConfig, progress: bool = True) -> RunResult:
         footprints = segment_cube(result.reflectance_url, out / "segment", storage_options=options, client=client,
                                   progress=progress, options=config.segment)
         start = time.perf_counter()
-        polygons = {str(footprints.polygons): read_polygons(footprints.polygons),
-                    **{p: read_polygons(p) for p in config.link.polygons}}
+        polygons = {portable_path(p, out): read_polygons(p) for p in (footprints.polygons, *config.link.polygons)}
         table = load_commodity_table(config.link.commodity_table) if config.link.commodity_table else None
-        linked = link(polygons, _mine_points(config, region), commodity_table=table, options=config.link)
+        linked = link(polygons, _mine_points(config, region, out), commodity_table=table, options=config.link)
+        if table is not None:
+            linked.metadata["commodity_table"] = portable_path(config.link.commodity_table, out)
         sites = sites_result(linked, *write_sites(linked, out / "sites" / "sites.parquet"),
                              seconds=time.perf_counter() - start)
         log.info("linked %d mine polygons and %d mine points into %d sites", sites.n_polygons, sites.n_points,
@@ -221,6 +240,7 @@ def run_pipeline(config: RunConfig, progress: bool = True) -> RunResult:
         volume_result, measured = None, None
         pair = dem_pair(config, source, aoi, result, options)
         if pair is not None:
+            pair = tuple(replace(dem, source=portable_path(dem.source, out)) for dem in pair)
             start = time.perf_counter()
             measured = volumes(*pair, linked, options=config.volume)
             write_volumes(measured, out / "volumes")
@@ -235,12 +255,12 @@ def run_pipeline(config: RunConfig, progress: bool = True) -> RunResult:
     countries = None
     if lu.countries:
         countries = read_polygons(lu.countries)
-        countries.attrs["source"] = lu.countries
+        countries.attrs["source"] = portable_path(lu.countries, out)
     tables = land_use(linked, countries=countries, options=lu)
-    tables.summary["sites"] = str(sites.out)
+    tables.summary["sites"] = portable_path(sites.out, out)
     landuse = LandUseResult(out=out / "landuse", summary=tables.summary,
                             files=write_land_use_tables(tables, out / "landuse", {**linked.metadata,
-                                                                                  "sites": str(sites.out)}),
+                                                                                  "sites": tables.summary["sites"]}),
                             sensitivity=tables.sensitivity)
     log.info("land use: %.3f km2 in total, %.0f %% linked to a commodity", landuse.summary["total_km2"],
              100 * (landuse.summary["linked_share"] or 0.0))
@@ -255,9 +275,10 @@ def run_pipeline(config: RunConfig, progress: bool = True) -> RunResult:
     indicator_result = IndicatorsResult(parquet=parquet, csv=csv, n_sites=len(table),
                                         seconds=time.perf_counter() - start)
     verification = None
-    if config.verify.reported:
+    reported = _reported_figures(config, region)
+    if reported:
         vc = config.verify
-        verification = write_verification(vc.reported, parquet, out / "verification", tolerance=vc.tolerance,
+        verification = write_verification(reported, parquet, out / "verification", tolerance=vc.tolerance,
                                           sigma=vc.sigma,
                                           max_distance_m=parse_distance(vc.max_distance, "verify.max_distance"))
         log.info("verification of reported figures: %s", verification.counts)

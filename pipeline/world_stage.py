@@ -42,6 +42,7 @@ from mtg.pipeline.link import link
 from mtg.pipeline.linker import parse_distance
 from mtg.pipeline.report import write_report
 from mtg.pipeline.results_catalog import write_results_catalog
+from mtg.pipeline.run_paths import portable_path
 from mtg.pipeline.table_io import atomic_write, atomic_write_all
 from mtg.pipeline.tiling import merge_across_seams
 from mtg.pipeline.verify import write_verification
@@ -256,14 +257,17 @@ def run_world_stage(out: Path, tile_ids: list[str], config: RunConfig, n_planned
     atomic_write(out / FOOTPRINTS_SOURCE, lambda p: footprints.to_parquet(p, index=False))
 
     lc = config.link
-    polygons = {FOOTPRINTS_SOURCE: footprints.drop(columns=["tiles"]), **{p: read_polygons(p) for p in lc.polygons}}
+    polygons = {FOOTPRINTS_SOURCE: footprints.drop(columns=["tiles"]),
+                **{portable_path(p, out): read_polygons(p) for p in lc.polygons}}
     points = None
     if lc.points:
-        points = {lc.points: read_points(lc.points, lc.lon_col, lc.lat_col)[0]}
+        points = {portable_path(lc.points, out): read_points(lc.points, lc.lon_col, lc.lat_col)[0]}
     else:
         log.warning("no mine property points (--points, link.points): sites get no commodities")
     table = load_commodity_table(lc.commodity_table) if lc.commodity_table else None
     linked = link(polygons, points, commodity_table=table, options=lc)
+    if table is not None:
+        linked.metadata["commodity_table"] = portable_path(lc.commodity_table, out)
     write_sites(linked, out / "sites" / "sites.parquet")
     log.info("linked %d footprints and %d points into %d sites", len(footprints),
              int((linked.members["kind"] == "point").sum()), len(linked.sites))
@@ -288,7 +292,7 @@ def run_world_stage(out: Path, tile_ids: list[str], config: RunConfig, n_planned
     countries = None
     if lu.countries:
         countries = read_polygons(lu.countries)
-        countries.attrs["source"] = lu.countries
+        countries.attrs["source"] = portable_path(lu.countries, out)
     tables = land_use(linked, countries=countries, options=lu)
     tables.summary["sites"] = "sites/sites.parquet"
     write_land_use_tables(tables, out / "landuse", {**linked.metadata, "sites": "sites/sites.parquet"})

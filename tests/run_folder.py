@@ -9,6 +9,7 @@ polygons and 0.05 elsewhere.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import geopandas as gpd
@@ -19,21 +20,27 @@ import xarray as xr
 from rasterio.features import rasterize
 
 from mtg.pipeline.config import SampleConfig
+from mtg.pipeline.dem_epochs import dem_epoch
 from mtg.pipeline.indicators import run_indicators
+from mtg.pipeline.io import read_sites, write_volumes
 from mtg.pipeline.landuse import write_land_use
 from mtg.pipeline.link import link_sites
 from mtg.pipeline.run import ensure_sample
 from mtg.pipeline.verify import write_verification
-from mtg.pipeline.volume import measure_volumes
+from mtg.pipeline.run_paths import portable_path
+from mtg.pipeline.volume import volumes
 
 
 def write_run_folder(run: Path) -> Path:
     """Write the run folder ``run`` (sample, sites, volumes, landuse, indicators, segment, verification)."""
     region = ensure_sample(run / "sample", SampleConfig(seed=0, size_km=6.0, n_dates=6), progress=False)
     sites = link_sites([region.truth / "mine_polygons.parquet"], region.truth / "mine_points.parquet",
-                       run / "sites" / "sites.parquet", cut=1000.0, levels=[250.0, 500.0, 750.0], choose_cut=True)
-    early, late = sorted(region.root.glob("cop-dem-glo-30/*/*.json"))
-    measure_volumes(early, late, sites.out, run / "volumes")
+                       run / "sites" / "sites.parquet", root=run, cut=1000.0, levels=[250.0, 500.0, 750.0],
+                       choose_cut=True)
+    # as `mtg run` measures them: DEM epochs named relative to the run folder
+    epochs = [dem_epoch(str(p)) for p in sorted(region.root.glob("cop-dem-glo-30/*/*.json"))]
+    epochs = [replace(dem, source=portable_path(dem.source, run)) for dem in epochs]
+    write_volumes(volumes(*epochs, read_sites(sites.out)), run / "volumes")
     write_probability(gpd.read_parquet(sites.out), run / "volumes" / "dh.zarr", run / "segment" / "probability.zarr")
     write_land_use(sites.out, run / "landuse")
     indicators = run_indicators(run)

@@ -19,7 +19,8 @@ import shapely
 from conftest import ARTIFACTS
 from mtg.pipeline.errors import MtgError
 from mtg.pipeline.landuse import UNKNOWN
-from mtg.pipeline.report import REGION_GAP_M, SEVERAL, collect, render_page, site_map, write_report
+from mtg.pipeline.report import (MAX_COMMODITY_COLOURS, OTHER, REGION_GAP_M, SEVERAL, collect, commodity_colours,
+                                 render_page, site_map, write_report)
 from mtg.pipeline.report_figures import DIVERGING, colorize, png_bytes
 from run_folder import write_run_folder
 
@@ -74,7 +75,9 @@ def test_report_data_are_the_run_files(run_dir):
                                                   "landuse_by_commodity_country", "deposits", "verification"}
     landuse = next(t for t in data["tables"] if t["key"] == "landuse_by_commodity")
     assert [r["commodity"] for r in landuse["footer"]] == ["Total"]
-    assert data["provenance"]["commands"][0].startswith(f"mtg run --out {run_dir}")
+    assert data["provenance"]["commands"][0].startswith(f"mtg run --out {run_dir.name} ")
+    assert str(run_dir) not in path.read_text()  # paths relative to the run folder: the page can move with it
+    assert data["provenance"]["software"].startswith("mine-the-gap ")
     assert data["provenance"]["coregistration"]["before_date"] < data["provenance"]["coregistration"]["after_date"]
     # one name and one grey for "no commodity", as in the land-use tables; one colour for several commodities
     indicators = gpd.read_parquet(run_dir / "indicators" / "site_indicators.parquet")
@@ -334,3 +337,43 @@ def test_a_world_report_names_its_regions_and_zooms_to_each(browser, tmp_path):
     page.locator("#regions button").first.click()
     assert page.get_attribute("#map", "viewBox") == world
     assert log["errors"] == [] and log["blocked"] == []
+
+
+def test_stages_not_computed_say_so_and_imagery_counts_segmentation_sites(bare_run, tmp_path):
+    """A run without volumes has no volume sums (the page says "not computed", not 0); "mapped from imagery"
+    counts the sites with a footprint of the run's segmentation, not inventory polygons."""
+    summary = page_data(write_report(bare_run))["summary"]
+    assert summary["excavated_m3"] is None and summary["waste_deposit_count"] is None
+    assert summary["n_imagery_sites"] is None  # no segmentation in this run
+    sites = gpd.GeoDataFrame({"site_id": [0, 1, 2], "n_polygons": [2, 1, 0], "n_points": [1, 0, 1],
+                              "member_sources": [["segment/mine_polygons.parquet", "inventory.gpkg"],
+                                                 ["inventory.gpkg"], []]},
+                             geometry=[shapely.box(119.7, -23.3, 119.71, -23.29),
+                                       shapely.box(119.8, -23.3, 119.81, -23.29), shapely.Point(119.9, -23.3)],
+                             crs="EPSG:4326")
+    (tmp_path / "sites").mkdir()
+    (tmp_path / "segment").mkdir()
+    sites.to_parquet(tmp_path / "sites" / "sites.parquet")
+    sites.iloc[:1].to_parquet(tmp_path / "segment" / "mine_polygons.parquet")
+    summary = page_data(write_report(tmp_path))["summary"]
+    assert summary["n_polygon_sites"] == 2 and summary["n_imagery_sites"] == 1
+
+
+def test_many_commodities_get_distinct_colours_and_the_rest_is_other():
+    counts = {f"commodity {k:02d}": 40 - k for k in range(30)} | {"gold": 1, UNKNOWN: 5, SEVERAL: 2}
+    colours, tail = commodity_colours(counts)
+    kept = [n for n in counts if n not in tail and n not in (UNKNOWN, SEVERAL)]
+    assert len(kept) == MAX_COMMODITY_COLOURS and "commodity 00" in kept and "gold" in tail
+    shown = [colours[n] for n in kept] + [colours[OTHER], colours[UNKNOWN], colours[SEVERAL]]
+    assert len(set(shown)) == len(shown)  # every class in the legend has its own colour
+    assert {colours[n] for n in tail} == {colours[OTHER]}
+
+
+def test_bare_report_cards_say_not_computed_in_chromium(browser, bare_run):
+    page, log = open_report(browser, write_report(bare_run))
+    page.wait_for_selector("#cards .card")
+    cards = page.locator("#cards .card.not-computed .value").all_inner_texts()
+    assert cards and set(cards) == {"not computed"}
+    assert "0.0 million" not in page.locator("#cards").inner_text()
+    assert log["errors"] == []
+    page.close()

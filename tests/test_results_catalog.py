@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pystac
 import pytest
 
@@ -118,3 +119,35 @@ def test_rewriting_replaces_the_catalog_and_a_run_without_sites_is_refused(catal
     assert not [p for p in run_dir.iterdir() if p.name.startswith(".stac")]
     with pytest.raises(MtgError, match="sites.parquet does not exist"):
         write_results_catalog(tmp_path)
+
+
+def test_a_moved_run_folder_holds_no_path_of_the_machine_and_verifies(catalog_path, run_dir, tmp_path):
+    """Every output names files relative to the run folder: the folder moved elsewhere (original gone) verifies with
+    `mtg publish --verify`, and no file of it holds the original absolute path."""
+    moved = tmp_path / "elsewhere" / "copied-run"
+    shutil.copytree(run_dir, moved)
+    for path in (p for p in moved.rglob("*") if p.is_file()):
+        assert str(run_dir).encode() not in path.read_bytes(), path
+    members = pd.read_parquet(moved / "sites" / "sites_members.parquet")
+    assert set(members["source"]) == {"sample/truth/mine_polygons.parquet", "sample/truth/mine_points.parquet"}
+    assert all((moved / s).is_file() for s in members["source"])
+    assert json.loads((moved / "landuse" / "summary.json").read_text())["sites"] == "sites/sites.parquet"
+    proc = subprocess.run([MTG, "publish", str(moved), "--verify", "--quiet"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0 and "assets match their files" in proc.stdout, proc.stderr
+
+
+def test_an_output_with_an_absolute_path_fails_verification(run_dir, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("sample"))
+    summary = json.loads((copy / "landuse" / "summary.json").read_text())
+    summary["sites"] = str(copy / "sites" / "sites.parquet")
+    (copy / "landuse" / "summary.json").write_text(json.dumps(summary))
+    write_results_catalog(copy)
+    with pytest.raises(MtgError, match=r"land-use/summary: .*holds absolute local paths.*sites\.parquet"):
+        verify_results_catalog(copy / "stac")
+    catalog = json.loads((copy / "stac" / "report" / "report.json").read_text())
+    catalog["assets"]["report"]["href"] = str(copy / "report.html")
+    (copy / "stac" / "report" / "report.json").write_text(json.dumps(catalog))
+    with pytest.raises(MtgError, match="report/report: href .* is not relative"):
+        verify_results_catalog(copy / "stac")

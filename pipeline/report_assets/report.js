@@ -78,14 +78,22 @@
       const c = html("div", { class: "card" }, box);
       html("div", { class: "value" }, c, value);
       html("div", { class: "label" }, c, label);
+      return c;
     }
-    card(String(S.n_sites), "mining sites (" + S.n_polygon_sites + " mapped from imagery)");
-    if (!missing(S.area_km2)) card(num(S.area_km2, 2) + " km²", "mining land in the sites");
+    // a stage the run did not compute says so, rather than showing zero
+    function measured(value, text, label) {
+      const c = card(missing(value) ? "not computed" : text(value), label);
+      if (missing(value)) c.classList.add("not-computed");
+    }
+    const footprints = S.n_polygon_sites + " with a mapped footprint, " + (missing(S.n_imagery_sites)
+      ? "segmentation not computed" : S.n_imagery_sites + " of them mapped from imagery");
+    card(String(S.n_sites), "mining sites (" + footprints + ")");
+    measured(S.area_km2, function (v) { return num(v, 2) + " km²"; }, "mining land in the sites");
     if (S.landuse && !missing(S.landuse.linked_share))
       card(num(S.landuse.linked_share, 0, 100) + " %", "of mining land linked to a commodity");
-    if (!missing(S.excavated_m3)) card(num(S.excavated_m3, 1, 1e-6) + " million m³", "excavated between the surveys");
-    if (!missing(S.deposited_m3)) card(num(S.deposited_m3, 1, 1e-6) + " million m³", "deposited between the surveys");
-    if (!missing(S.waste_deposit_count)) card(String(S.waste_deposit_count), "extractive-waste deposits");
+    measured(S.excavated_m3, function (v) { return num(v, 1, 1e-6) + " million m³"; }, "excavated between the surveys");
+    measured(S.deposited_m3, function (v) { return num(v, 1, 1e-6) + " million m³"; }, "deposited between the surveys");
+    measured(S.waste_deposit_count, String, "extractive-waste deposits");
   })();
 
   // ---- map ---------------------------------------------------------------------------------------------------
@@ -200,14 +208,25 @@
     const box = document.getElementById("legend");
     note(box, "map", "Map");
     html("strong", {}, box, "Primary commodity:");
-    const counts = {}, last = [D.several, D.no_commodity];
-    D.sites.forEach(function (s) { counts[s.primary] = (counts[s.primary] || 0) + 1; });
+    // the long tail of commodities is one class, "other commodities", listed in its item
+    const counts = {}, last = [D.other.name, D.several, D.no_commodity];
+    const grouped = {};
+    D.other.members.forEach(function (n) { grouped[n] = true; });
+    D.sites.forEach(function (s) {
+      const name = grouped[s.primary] ? D.other.name : s.primary;
+      counts[name] = (counts[name] || 0) + 1;
+    });
     const names = Object.keys(counts).filter(function (n) { return last.indexOf(n) < 0; }).sort()
       .concat(last.filter(function (n) { return counts[n]; }));
     names.forEach(function (name) {
-      const item = html("span", {}, box);
+      const item = html("span", { class: "legend-item", "data-class": name }, box);
       html("span", { class: "swatch", style: "background:" + colour(name) }, item);
       item.appendChild(document.createTextNode(name + " (" + counts[name] + ")"));
+      if (name === D.other.name) {
+        const listed = D.other.members.filter(function (n) { return D.sites.some(function (s) { return s.primary === n; }); });
+        item.title = listed.join(", ");
+        html("span", { class: "other-list" }, item, ": " + listed.join(", "));
+      }
     });
     html("span", {}, box, "· circle area ∝ mining area · dashed: waste deposits");
   })();

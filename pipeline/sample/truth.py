@@ -57,6 +57,30 @@ def point_table(scene: Scene) -> gpd.GeoDataFrame:
     )
 
 
+#: The sample's reported figures, as a company would publish them (:mod:`mtg.pipeline.verify`'s layout).
+REPORTED_FIGURES = "reported_figures.csv"
+
+
+def reported_figures(polygons: gpd.GeoDataFrame, volumes: pd.DataFrame) -> pd.DataFrame:
+    """Reported figures of every sample site, from its truth: the footprint area (km2, the union of its mine
+    polygons) and the volume excavated between the DEM epochs (Mm3), placed at a point inside the footprint."""
+    rows = []
+    excavated = volumes.set_index("site_id")["excavated_m3"]
+    for site_id, group in polygons.groupby("site_id", sort=True):
+        footprint = group.geometry.union_all()
+        where = gpd.GeoSeries([footprint.representative_point()], crs=polygons.crs).to_crs(4326).iloc[0]
+        common = {"company": "Sample Mining (synthetic)", "site_name": f"sample site {site_id}",
+                  "lon": round(where.x, 6), "lat": round(where.y, 6), "year": LATE_DEM_DATE.year,
+                  "source": "the sample's truth"}
+        rows.append({"record_id": f"{site_id}-area", **common, "field": "area_km2",
+                     "value": round(footprint.area / 1e6, 4), "unit": "km2"})
+        if site_id in excavated.index:
+            rows.append({"record_id": f"{site_id}-excavated", **common, "field": "excavated_m3",
+                         "value": round(float(excavated[site_id]) / 1e6, 4), "unit": "Mm3"})
+    return pd.DataFrame(rows, columns=["record_id", "company", "site_name", "lon", "lat", "year", "field", "value",
+                                       "unit", "source"])
+
+
 def registration_record(scene: Scene) -> dict[str, object]:
     """The true misregistration of the late DEM epoch relative to the early one."""
     reg = scene.registration
@@ -101,12 +125,14 @@ def write_truth(scene: Scene, folder: Path, written: list[WrittenScene]) -> Path
     """Write all truth files into ``folder``; returns ``folder``.
 
     Files: ``mine_polygons.parquet``, ``site_volumes.parquet``, ``mine_points.parquet``, ``landcover.tif`` (10 m
-    classes on the last acquisition date; the code table is in its tags), ``dem_registration.json`` and
-    ``acquisitions.json``.
+    classes on the last acquisition date; the code table is in its tags), ``dem_registration.json``,
+    ``acquisitions.json`` and :data:`REPORTED_FIGURES` (:func:`reported_figures`).
     """
     folder.mkdir(parents=True, exist_ok=True)
-    mine_polygons(scene).to_parquet(folder / "mine_polygons.parquet", index=False)
-    volume_table(scene).to_parquet(folder / "site_volumes.parquet", index=False)
+    polygons, volumes = mine_polygons(scene), volume_table(scene)
+    polygons.to_parquet(folder / "mine_polygons.parquet", index=False)
+    volumes.to_parquet(folder / "site_volumes.parquet", index=False)
+    reported_figures(polygons, volumes).to_csv(folder / REPORTED_FIGURES, index=False)
     point_table(scene).to_parquet(folder / "mine_points.parquet", index=False)
     final = scene.acquisitions[-1].date
     write_cog(folder / "landcover.tif", scene.cover(final).classes, scene.grid.transform(FINE_RES), scene.grid.epsg, 0,
