@@ -11,6 +11,7 @@ import logging
 import time as _time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,7 @@ from mtg.pipeline.catalogs import CatalogSource, ReflectanceCollection, search_i
 from mtg.pipeline.errors import MtgError, describe
 from mtg.pipeline.grid import choose_crs, common_grids
 from mtg.pipeline.loaders import Loader, load_assets
+from mtg.pipeline.run_paths import portable_path
 from mtg.pipeline.storage import check_writable, filesystem, join, write_text_atomic
 from mtg.pipeline.zarr_store import fingerprint_of, write_cube
 
@@ -281,6 +283,14 @@ def write_cubes(
         dem_status=dem_status, n_items=len(cubes.reflectance_items), n_dates=cubes.reflectance.sizes["time"],
         shape=dict(cubes.reflectance.sizes), bytes_written=written, seconds=seconds,
     )
-    summary = {**cubes.request, "result": {**asdict(result), "mb_per_s": result.mb_per_s}}
+    # paths relative to the folder above the cubes (the run folder of `mtg run`): a copied run stays valid
+    root = Path(out).parent if "://" not in out else out
+
+    def portable(value: Any) -> Any:
+        return portable_path(value, root) if isinstance(value, str) else value
+
+    summary = {**cubes.request, "source": portable(cubes.request["source"]),
+               "result": {k: portable(v) for k, v in {**asdict(result), "mb_per_s": result.mb_per_s}.items()
+                          if k != "summary_url"}}  # the file itself
     write_text_atomic(summary_url, json.dumps(summary, indent=2, default=str), storage_options)
     return result

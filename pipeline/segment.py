@@ -33,6 +33,7 @@ from mtg.pipeline.errors import MtgError
 from mtg.pipeline.features import CHANNELS, model_channels
 from mtg.pipeline.footprints import footprint_polygons
 from mtg.pipeline.model_store import ModelCard, default_device, load_model, read_card
+from mtg.pipeline.run_paths import portable_path
 from mtg.pipeline.table_io import atomic_folder, atomic_write
 from mtg.pipeline.zarr_store import consolidated_on_purpose, crs_coordinate
 
@@ -309,8 +310,8 @@ def segment_cube(cube: str, out: str | Path, *, storage_options: dict[str, Any] 
     progress : bool
         Show dask's progress bar.
     source_name : str, optional
-        How the probability store names its source (``source_cube``); default ``cube`` (a tile of a global rerun
-        names its tile, not the temporary cube it read).
+        How the probability store and ``segment.json`` name the source cube; default ``cube`` relative to the folder
+        above ``out`` (a tile of a global rerun names its tile, not the temporary cube it read).
     options, **overrides
         As for :func:`segment` and :func:`footprints`.
 
@@ -324,8 +325,10 @@ def segment_cube(cube: str, out: str | Path, *, storage_options: dict[str, Any] 
     start = time.perf_counter()
     opts = stage_options(SegmentOptions, options, **overrides)
     ds = open_cube(cube, storage_options)
-    probabilities = segment(ds, name=source_name or cube, options=opts)
     out = Path(out)
+    # the cube relative to the folder above the output (the run folder of `mtg run`): a copied run stays valid
+    source_name = source_name or portable_path(cube, out.parent)
+    probabilities = segment(ds, name=source_name, options=opts)
     out.mkdir(parents=True, exist_ok=True)
     zarr_path = out / "probability.zarr"
     _write_atomic_zarr(probabilities, zarr_path, DaskProgress(client, enabled=progress))
@@ -336,7 +339,7 @@ def segment_cube(cube: str, out: str | Path, *, storage_options: dict[str, Any] 
     used = device if device != "auto" else (
         ",".join(sorted(set(client.run(default_device).values()))) if client is not None else default_device())
     seconds = time.perf_counter() - start
-    summary = {"cube": cube, "model": probabilities.attrs["model"], "device": used, "threshold": opts.threshold,
+    summary = {"cube": source_name, "model": probabilities.attrs["model"], "device": used, "threshold": opts.threshold,
                "min_area_m2": opts.min_area_m2, "simplify_m": opts.simplify_m, "tile": opts.tile,
                "overlap": opts.overlap, "n_polygons": len(frame), "mining_area_m2": float(frame["area_m2"].sum()),
                "seconds": seconds}
