@@ -182,7 +182,7 @@ def site_volumes(sites: gpd.GeoDataFrame, part_site: np.ndarray, tiles: TileOutp
     by_tile[[f"{c}_var" for c in SIGMA_AREAS]] = by_tile[list(SIGMA_AREAS)].to_numpy() ** 2
     per_site = by_tile.groupby(level="site_id", sort=True).agg(
         **{c: (c, "sum") for c in (*PART_SUMS, "void_area_m2")}, measured=("measured", "all"),
-        n_tiles=("measured", "size"), **{f"{c}_var": (f"{c}_var", "sum") for c in SIGMA_AREAS})
+        n_tiles=("measured", "size"), **{f"{c}_var": (f"{c}_var", _sum_or_nan) for c in SIGMA_AREAS})
     for column in SIGMA_AREAS:
         per_site[column] = np.sqrt(per_site.pop(f"{column}_var"))
     per_site["void_fraction"] = per_site.pop("void_area_m2") / per_site["area_m2"].where(per_site["area_m2"] > 0)
@@ -197,12 +197,20 @@ def site_volumes(sites: gpd.GeoDataFrame, part_site: np.ndarray, tiles: TileOutp
     return gpd.GeoDataFrame(frame[order], geometry="geometry", crs=sites.crs)
 
 
+def _sum_or_nan(values: pd.Series) -> float:
+    """The sum, NaN when any value is unknown (a tile without stable terrain makes its sites' errors unknown)."""
+    return float(values.sum(skipna=False))
+
+
 def _tile_sigma(dh: dict[str, Any] | None, area_m2: float) -> float:
     """1-sigma volume error of an area measured in one tile, under that tile's dh statistics."""
     if dh is None or not np.isfinite(area_m2):
         return float("nan")
     variogram = dh["variogram"]
-    if not variogram["range_m"] > 0:
+    known = [variogram["range_m"], variogram["sill_m2"], dh["nmad_m"]]
+    if any(v is None or not np.isfinite(v) for v in known):  # no stable terrain in the tile: the error is unknown
+        return float("nan")
+    if variogram["range_m"] <= 0:  # identical epochs on stable terrain: no error to model
         return 0.0
     sill = variogram["sill_m2"]
     nugget_fraction = float(np.clip(variogram["nugget_m2"] / sill, 0.0, 1.0)) if sill > 0 else 0.0

@@ -142,6 +142,13 @@ def test_site_volumes_sum_parts_and_add_tile_errors_in_quadrature():
     # parts of one tile share its co-registration (one area), tiles are independent (quadrature)
     assert s1["excavated_sigma_m3"] == pytest.approx(np.hypot(sigma(1.3e5), sigma(2e4)), rel=1e-12)
     assert s1["net_sigma_m3"] == pytest.approx(np.hypot(sigma(1.5e5), sigma(3e4)), rel=1e-12)
+    # a tile without stable terrain (measured with --no-coregister --threshold-m) has unknown errors
+    unknown = {**dh, "nmad_m": float("nan"), "variogram": {**dh["variogram"], "range_m": float("nan")}}
+    table = site_volumes(sites, np.array(["s1", "s1", "s1", "s2"], dtype=object),
+                         TileOutputs(parts=parts, part_volumes=volumes, deposits=parts.iloc[:0],
+                                     dh={"A": dh, "B": dh, "C": unknown}, volumes=tiles.volumes)).set_index("site_id")
+    assert np.isnan(table.loc["s2", "excavated_sigma_m3"]) and table.loc["s2", "excavated_m3"] == 7.0
+    assert np.isfinite(table.loc["s1", "excavated_sigma_m3"])
     # a part in a tile without volumes leaves its site without volumes, not with a partial sum
     partial = TileOutputs(parts=parts, part_volumes=volumes[volumes["tile_id"] != "B"], deposits=parts.iloc[:0],
                           dh={"A": dh, "C": dh}, volumes={"A": "computed", "B": "one DEM epoch", "C": "computed"})
