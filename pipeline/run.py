@@ -210,6 +210,16 @@ def dem_pair(config: RunConfig, source: CatalogSource, aoi: Geometry, ingest: In
     return tuple(replace(read_dem(f"{ingest.dem_url}#{k}", storage_options), vertical_datum=datum) for k in (0, -1))
 
 
+def run_countries(path: str | None, out: Path) -> Any:
+    """The country boundary polygons of a run (``landuse.countries``), their source named relative to the run
+    folder ``out``; None without a file."""
+    if not path:
+        return None
+    countries = read_polygons(path)
+    countries.attrs["source"] = portable_path(path, out)
+    return countries
+
+
 def run_pipeline(config: RunConfig, progress: bool = True) -> RunResult:
     """Run every stage over the configured catalog and area: ingest, segmentation, site linking, DEM-change
     volumes, commodity land use, site indicators, verification (with a table of reported figures), the HTML report
@@ -252,10 +262,7 @@ def run_pipeline(config: RunConfig, progress: bool = True) -> RunResult:
             log.info("volumes of %d sites and %d waste deposits in %s", volume_result.n_sites,
                      volume_result.n_deposits, volume_result.out)
     lu = config.landuse
-    countries = None
-    if lu.countries:
-        countries = read_polygons(lu.countries)
-        countries.attrs["source"] = portable_path(lu.countries, out)
+    countries = run_countries(lu.countries, out)
     tables = land_use(linked, countries=countries, options=lu)
     tables.summary["sites"] = portable_path(sites.out, out)
     landuse = LandUseResult(out=out / "landuse", summary=tables.summary,

@@ -42,6 +42,7 @@ from mtg.pipeline.link import link
 from mtg.pipeline.linker import parse_distance
 from mtg.pipeline.report import write_report
 from mtg.pipeline.results_catalog import write_results_catalog
+from mtg.pipeline.run import run_countries
 from mtg.pipeline.run_paths import portable_path
 from mtg.pipeline.table_io import atomic_write, atomic_write_all
 from mtg.pipeline.tiling import merge_across_seams
@@ -297,10 +298,7 @@ def run_world_stage(out: Path, tile_ids: list[str], config: RunConfig, n_planned
                     "; ".join(sorted(set(tiles.volumes.values()))) or "no tiles")
 
     lu = config.landuse
-    countries = None
-    if lu.countries:
-        countries = read_polygons(lu.countries)
-        countries.attrs["source"] = portable_path(lu.countries, out)
+    countries = run_countries(lu.countries, out)
     tables = land_use(linked, countries=countries, options=lu)
     tables.summary["sites"] = "sites/sites.parquet"
     write_land_use_tables(tables, out / "landuse", {**linked.metadata, "sites": "sites/sites.parquet"})
