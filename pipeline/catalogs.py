@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 from datetime import datetime, timezone
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 import fsspec
 import pystac
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from mtg.pipeline.errors import MtgError
+from mtg.pipeline.errors import MtgError, exception_chain, one_line
 
 log = logging.getLogger(__name__)
 
@@ -312,10 +314,44 @@ def _search_api(source, collection_id, bbox, start, stop) -> list[pystac.Item]:
             raise MtgError(f"unknown collection {collection_id!r} in STAC API {source.url}")
         search = client.search(collections=[collection_id], bbox=bbox, datetime=[start, stop])
         return list(search.items())
-    except APIError as err:
-        raise MtgError(f"STAC API {source.url} refused the search of {collection_id!r}: {err}") from None
-    except OSError as err:
-        raise MtgError(f"cannot reach STAC API {source.url}: {err}") from None
+    except (APIError, OSError) as err:
+        unreachable = unreachable_reason(err, source.url)
+        if unreachable is not None:
+            raise MtgError(f"cannot reach STAC API {source.url}: {unreachable}") from None
+        raise MtgError(f"STAC API {source.url} refused the search of {collection_id!r}: {one_line(str(err))}") from None
+
+
+def unreachable_reason(err: BaseException, url: str) -> str | None:
+    """Why a server could not be reached at all, from the exceptions under ``err``; None when it answered.
+
+    Tells a name that does not resolve (DNS) apart from a refused connection and a timeout, so that neither is
+    reported as the server refusing a request.
+
+    Parameters
+    ----------
+    err : BaseException
+        The exception of the client (pystac-client wraps the requests/urllib3 exceptions in ``APIError``).
+    url : str
+        The URL asked for, whose host and port the reason names.
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or url
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    chain = exception_chain(err, limit=16)
+    chain += [r for r in (getattr(e, "reason", None) for e in chain) if isinstance(r, BaseException)]
+    names = {type(e).__name__ for e in chain}
+    if any(isinstance(e, socket.gaierror) for e in chain) or "NameResolutionError" in names:
+        return (f"the host name {host!r} does not resolve (DNS lookup failed): check the URL, the network and "
+                "the DNS settings")
+    if any(isinstance(e, ConnectionRefusedError) for e in chain) or any(
+            "refused" in str(e).lower() for e in chain if type(e).__name__ == "NewConnectionError"):
+        return f"the connection to {host}:{port} was refused: nothing listens there (is the server running?)"
+    if any(isinstance(e, TimeoutError) for e in chain) or names & {"ConnectTimeoutError", "ConnectTimeout"}:
+        return f"the connection to {host}:{port} timed out"
+    if names & {"ConnectionError", "NewConnectionError", "MaxRetryError", "ProtocolError"} or any(
+            isinstance(e, ConnectionError) for e in chain):
+        return f"the connection to {host}:{port} failed: {one_line(str(chain[-1]))}"
+    return None
 
 
 def _search_static(source, collection_id, bbox, start, stop, storage_options) -> list[pystac.Item]:

@@ -16,7 +16,8 @@ from rich.markup import escape
 
 from mtg.pipeline.catalogs import known_sources
 from mtg.pipeline.config import load_config, with_overrides
-from mtg.pipeline.errors import MtgError
+from mtg.pipeline.errors import MtgError, describe, one_line
+from mtg.pipeline.run_lock import output_lock
 from mtg.pipeline.storage import parse_storage_options
 
 app = typer.Typer(help="mine-the-gap: satellite Earth observation to site-level mining indicators.",
@@ -42,29 +43,64 @@ def _setup_logging(quiet: bool) -> None:
     warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
     for noisy in ("distributed", "botocore", "aiobotocore", "s3fs", "fsspec", "rasterio", "numba"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # urllib3 warns once per retry of a connection (STAC APIs): the one-line error at the end says what failed
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
+
+
+def _environment_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean the environment, not the code, failed: files, disks, networks, object storage."""
+    errors: list[type[BaseException]] = [OSError]
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        errors += [BotoCoreError, ClientError]
+    except ImportError:  # botocore comes with s3fs, an optional dependency for object storage
+        pass
+    return tuple(errors)
 
 
 def _user_errors(func):
-    """Report :class:`MtgError` as one clear line and exit with status 2 instead of a traceback."""
+    """Report :class:`MtgError` and environment errors (files, disks, networks, storage: :func:`_environment_errors`)
+    as one clear line and exit with status 2 instead of a traceback.
+
+    An environment error is named with the exceptions it was raised from (:func:`mtg.pipeline.errors.describe`):
+    "no space left on device" and the file, "connection refused" and the endpoint.
+    """
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
         except MtgError as err:
-            console.print(f"[bold red]error:[/] {escape(str(err))}")
+            console.print(f"[bold red]error:[/] {escape(one_line(str(err)))}")
+            raise typer.Exit(2) from None
+        except _environment_errors() as err:
+            console.print(f"[bold red]error:[/] {escape(describe(err))}")
             raise typer.Exit(2) from None
 
     return wrapper
 
 
-def _bbox(text: Optional[str]) -> Optional[tuple[float, ...]]:
+def _bbox(text: Optional[str]) -> Optional[tuple[float, float, float, float]]:
+    """``--bbox "min_lon,min_lat,max_lon,max_lat"`` as four numbers, checked (:func:`~mtg.pipeline.grid.bbox_geometry`).
+
+    Raises
+    ------
+    MtgError
+        Naming the text when it is not four numbers, or the box is not a non-empty lon/lat box.
+    """
+    from mtg.pipeline.grid import bbox_geometry
+
     if text is None:
         return None
     try:
-        return tuple(float(v) for v in text.replace(" ", "").split(","))
+        values = tuple(float(v) for v in text.split(","))
     except ValueError:
-        raise MtgError(f"--bbox {text!r} must be four numbers min_lon,min_lat,max_lon,max_lat") from None
+        values = ()
+    if len(values) != 4:
+        raise MtgError(f"--bbox {text!r} must be four numbers min_lon,min_lat,max_lon,max_lat")
+    bbox_geometry(values)
+    return values
 
 
 @app.command()
@@ -145,7 +181,8 @@ def ingest(
         "ingest.dem_references": dem_references, "ingest.overwrite": overwrite,
         "dask.scheduler": scheduler, "dask.workers": workers, "dask.memory_limit": memory_limit,
     })
-    with dask_scheduler(cfg.dask.scheduler, cfg.dask.workers, cfg.dask.memory_limit) as client:
+    with output_lock(cfg.ingest.out), dask_scheduler(cfg.dask.scheduler, cfg.dask.workers,
+                                                     cfg.dask.memory_limit) as client:
         result = run_ingest(cfg.ingest, client, progress=not quiet)
     report.print(
         f"reflectance cube: [bold]{result.reflectance_url}[/] ({result.reflectance_status}; "
@@ -214,9 +251,11 @@ def run(
         "plan.retries": retries, "dask.scheduler": scheduler, "dask.workers": workers,
         "dask.memory_limit": memory_limit})
     if plan is not None:
-        _run_plan(plan, cfg, quiet)
+        with output_lock(cfg.out):
+            _run_plan(plan, cfg, quiet)
         return
-    result = run_pipeline(cfg, progress=not quiet)
+    with output_lock(cfg.out):
+        result = run_pipeline(cfg, progress=not quiet)
     lines = [f"run complete in [bold]{result.out}[/]:"]
     if result.sample is not None:
         lines += [f"  sample STAC catalog  {result.sample.catalog}", f"  ground truth         {result.sample.truth}"]
@@ -317,7 +356,8 @@ def plan_command(
         cal = planning.calibrate(target, cfg, progress=not quiet)
         report.print(f"calibration written to [bold]{target}[/]: ingest {cal.ingest_bytes_per_s / 1e6:.2f} MB/s, "
                      f"segmentation {cal.segment_px_per_s / 1e6:.3f} Mpx/s, volumes "
-                     f"{cal.volume_bytes_per_s / 1e6:.2f} MB/s per core, {cal.tile_overhead_s:.2f} s per tile; use it "
+                     f"{cal.volume_bytes_per_s / 1e6:.2f} MB/s per core, {sum(cal.stage_overhead_s.values()):.2f} s "
+                     "fixed per tile; use it "
                      "with plan.calibration")
         return
     if check is not None:
@@ -496,7 +536,7 @@ def volume(
         "volume.datum_policy": datum_policy, "dask.scheduler": scheduler, "dask.workers": workers,
         "dask.memory_limit": memory_limit,
     })
-    with dask_scheduler(cfg.dask.scheduler, cfg.dask.workers, cfg.dask.memory_limit):
+    with output_lock(out), dask_scheduler(cfg.dask.scheduler, cfg.dask.workers, cfg.dask.memory_limit):
         result = measure_volumes(before, after, sites, out, site_id_col=site_id_col, catalog=catalog,
                                  before_datum=before_datum, after_datum=after_datum,
                                  storage_options=parse_storage_options(storage_options) if storage_options else None,
@@ -636,7 +676,8 @@ def segment(
         "segment.chunk": chunk, "segment.device": device, "segment.time": time, "dask.scheduler": scheduler,
         "dask.workers": workers, "dask.memory_limit": memory_limit,
     })
-    with dask_scheduler(cfg.dask.scheduler, cfg.dask.workers, cfg.dask.memory_limit) as client:
+    with output_lock(out), dask_scheduler(cfg.dask.scheduler, cfg.dask.workers,
+                                          cfg.dask.memory_limit) as client:
         result = segment_cube(
             cube, out, storage_options=parse_storage_options(storage_options) if storage_options else None,
             client=client, progress=not quiet, options=cfg.segment)

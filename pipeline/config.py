@@ -37,6 +37,21 @@ class DaskConfig(_Section):
             return value
         raise ValueError("allowed values are 'threads', 'local', 'gateway' or a 'tcp://HOST:PORT' address")
 
+    @field_validator("memory_limit")
+    @classmethod
+    def _bytes(cls, value: str | None) -> str | None:
+        from dask.utils import parse_bytes
+
+        if value is None or value == "auto":
+            return value
+        try:
+            size = parse_bytes(value) if value.strip() else 0
+        except (ValueError, TypeError, OverflowError):
+            raise ValueError("a memory size such as '2GiB', '512MB' or 'auto' is needed") from None
+        if size <= 0:
+            raise ValueError("a memory size above 0 is needed")
+        return value
+
 
 class SampleConfig(_Section):
     """The embedded sample region (``mtg sample``)."""
@@ -280,17 +295,28 @@ def load_config(path: str | Path | None) -> RunConfig:
         return RunConfig()
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise MtgError(f"cannot read the config file {path}: {err}") from None
+    except UnicodeDecodeError as err:
+        raise MtgError(f"config file {path} is not UTF-8 text: {err}") from None
     try:
         raw = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as err:
-        raise MtgError(f"config file {path} is not valid {path.suffix.lstrip('.').upper() or 'YAML'}: {err}") from None
+        raise MtgError(f"config file {path} is not valid {path.suffix.lstrip('.').upper() or 'YAML'}: "
+                       f"{_syntax_error(err)}") from None
     try:
         return RunConfig.model_validate(raw or {})
     except ValidationError as err:
         raise MtgError(f"config file {path}: {format_validation_error(err)}") from None
+
+
+def _syntax_error(err: Exception) -> str:
+    """A YAML or TOML syntax error in one line: where (line, column) and what."""
+    mark = getattr(err, "problem_mark", None)
+    if isinstance(err, yaml.MarkedYAMLError) and mark is not None:
+        return f"line {mark.line + 1}, column {mark.column + 1}: {err.problem}"
+    return " ".join(str(err).split())
 
 
 def with_overrides(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:

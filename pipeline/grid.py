@@ -94,6 +94,8 @@ def bbox_geometry(bbox: Sequence[float]) -> Geometry:
     if len(bbox) != 4:
         raise MtgError(f"bbox needs 4 numbers min_lon,min_lat,max_lon,max_lat; got {list(bbox)}")
     x0, y0, x1, y1 = (float(v) for v in bbox)
+    if not all(math.isfinite(v) for v in (x0, y0, x1, y1)):
+        raise MtgError(f"bbox {list(bbox)} must be four finite numbers min_lon,min_lat,max_lon,max_lat")
     if not (-180 <= x0 <= 180 and -180 <= x1 <= 180 and -90 <= y0 <= 90 and -90 <= y1 <= 90):
         raise MtgError(
             f"bbox {list(bbox)} is not in longitude/latitude degrees (it looks like projected coordinates): "

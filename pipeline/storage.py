@@ -27,6 +27,8 @@ def parse_storage_options(text: str | dict | None) -> dict[str, Any]:
         value = json.loads(text)
     except json.JSONDecodeError as err:
         raise MtgError(f"storage options {text!r} are not a JSON object: {err}") from None
+    except RecursionError:
+        raise MtgError(f"storage options {text[:40]!r}... nest too deeply to be storage options") from None
     if not isinstance(value, dict):
         raise MtgError(f"storage options {text!r} must be a JSON object such as {{\"endpoint_url\": \"...\"}}")
     return value

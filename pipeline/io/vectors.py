@@ -62,7 +62,78 @@ def read_vector(path: str | Path, what: str = "vector file", crs: str | None = "
         frame = gpd.read_parquet(path) if suffix == ".parquet" else gpd.read_file(path)
     except Exception as err:  # noqa: BLE001 - pyogrio/pyarrow raise many types
         raise MtgError(f"{path} is not a readable vector file: {err}") from None
+    check_coordinates_fit_crs(frame, f"{what} {path}")
     return check_geometries(frame, str(path), crs)
+
+
+def _inside(lon, lat, area, margin_deg: float):  # noqa: ANN001, ANN202 - numpy arrays, a pyproj AreaOfUse
+    """Which lon/lat points lie in a CRS's area of use widened by ``margin_deg`` (areas may cross 180)."""
+    west, east = area.west - margin_deg, area.east + margin_deg
+    inside_lon = (lon >= west) & (lon <= east) if west <= east else (lon >= west) | (lon <= east)
+    return inside_lon & (lat >= area.south - margin_deg) & (lat <= area.north + margin_deg)
+
+
+def check_coordinates_fit_crs(frame, name: str, margin_deg: float = 5.0) -> None:  # noqa: ANN001 - GeoDataFrame
+    """Refuse coordinates that cannot be in the frame's CRS: the usual sign of a wrong or missing CRS.
+
+    Longitude/latitude outside [-180, 360] x [-90, 90] in a geographic CRS (projected metres declared as degrees),
+    coordinates of a projected CRS that do not transform to the globe, or that lie more than ``margin_deg`` outside
+    the CRS's area of use (a UTM zone's, for example).
+
+    Parameters
+    ----------
+    frame : geopandas.GeoDataFrame
+        The features as read; frames without a CRS or features are left to the other checks.
+    name : str
+        What to call the file in the error.
+    margin_deg : float
+        How far outside the CRS's area of use (degrees) coordinates are still accepted.
+
+    Raises
+    ------
+    MtgError
+        Naming the file, its CRS and the extent that does not fit.
+    """
+    import numpy as np
+    from pyproj import Transformer
+
+    crs = frame.crs
+    if crs is None or frame.empty or frame.geometry.is_empty.all():
+        return
+    bounds = frame.geometry.total_bounds
+    extent = "[" + ", ".join(f"{v:.6g}" for v in bounds) + "]"
+    label = f"{crs.name} ({crs.to_string()})"
+    if not np.isfinite(bounds).all():
+        raise MtgError(f"{name}: its coordinates are not finite numbers (extent {extent})")
+    x0, y0, x1, y1 = bounds
+    if crs.is_geographic:
+        if x0 < -180 or x1 > 360 or y0 < -90 or y1 > 90:
+            raise MtgError(
+                f"{name}: coordinates {extent} do not fit its CRS {label}, which is in degrees (longitude -180 to "
+                "180, latitude -90 to 90); they look like projected metres: set the file's real CRS")
+        return
+    xs, ys = np.meshgrid(np.linspace(x0, x1, 5), np.linspace(y0, y1, 5))
+    with np.errstate(all="ignore"):
+        lon, lat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(xs.ravel(), ys.ravel())
+    ok = np.isfinite(lon) & np.isfinite(lat)
+    if not ok.any():
+        raise MtgError(f"{name}: coordinates {extent} do not fit its CRS {label}: they do not transform to "
+                       "longitude/latitude; set the file's real CRS")
+    area = crs.area_of_use
+    if area is None:
+        return
+    lon, lat = lon[ok], lat[ok]
+    strictly_inside = _inside(lon, lat, area, 0.0)
+    if -180 <= x0 and x1 <= 360 and -90 <= y0 and y1 <= 90 and not strictly_inside.any():
+        raise MtgError(
+            f"{name}: coordinates {extent} do not fit its CRS {label}, whose area of use is longitude "
+            f"{area.west:g} to {area.east:g}, latitude {area.south:g} to {area.north:g}: they look like "
+            "longitude/latitude degrees; set the file's real CRS (EPSG:4326 for degrees)")
+    if not _inside(lon, lat, area, margin_deg).any():
+        raise MtgError(
+            f"{name}: coordinates {extent} do not fit its CRS {label}, whose area of use is longitude "
+            f"{area.west:g} to {area.east:g}, latitude {area.south:g} to {area.north:g}; they fall at longitude "
+            f"{lon.min():.4g} to {lon.max():.4g}, latitude {lat.min():.4g} to {lat.max():.4g}: set the file's real CRS")
 
 
 def read_table(path: str | Path, what: str):  # noqa: ANN201 - a GeoDataFrame
