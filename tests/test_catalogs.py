@@ -121,3 +121,35 @@ def test_time_ranges(text, ok):
     else:
         with pytest.raises(MtgError, match="time"):
             parse_time_range(text)
+
+
+@pytest.mark.parametrize(("url", "reason"), [("http://no-such-host.invalid/stac", "does not resolve (DNS"),
+                                             ("http://127.0.0.1:1/stac", "was refused")])
+def test_unreachable_stac_api_names_dns_failure_apart_from_refused_connection(url, reason):
+    import requests
+
+    from mtg.pipeline.catalogs import unreachable_reason
+
+    with pytest.raises(requests.ConnectionError) as caught:
+        requests.get(url, timeout=5)
+    assert reason in unreachable_reason(caught.value, url)
+
+
+def test_aoi_whose_coordinates_do_not_fit_its_crs_is_refused(tmp_path):
+    import geopandas as gpd
+    import shapely
+
+    from mtg.pipeline.errors import MtgError
+    from mtg.pipeline.grid import aoi_geometry
+
+    metres = gpd.GeoDataFrame(geometry=[shapely.box(500000, 4000000, 501000, 4001000)], crs="EPSG:4326")
+    metres.to_file(tmp_path / "metres.gpkg")
+    with pytest.raises(MtgError, match="do not fit its CRS .*look like projected metres"):
+        aoi_geometry(str(tmp_path / "metres.gpkg"))
+    degrees = gpd.GeoDataFrame(geometry=[shapely.box(119.70, -23.37, 119.74, -23.35)], crs="EPSG:32650")
+    degrees.to_file(tmp_path / "degrees.gpkg")
+    with pytest.raises(MtgError, match="look like longitude/latitude degrees"):
+        aoi_geometry(str(tmp_path / "degrees.gpkg"))
+    utm = gpd.GeoDataFrame(geometry=[shapely.box(777600, 7412460, 780600, 7415460)], crs="EPSG:32750")
+    utm.to_file(tmp_path / "utm.gpkg")
+    assert aoi_geometry(str(tmp_path / "utm.gpkg")).crs.epsg == 32750
