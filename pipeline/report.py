@@ -86,6 +86,13 @@ SITE_FIELDS: tuple[tuple[str, str, str, float, int, str | None], ...] = (
     ("n_points", "Inventory points", "", 1, 0, None),
     ("sources", "Sources", "", 1, 0, None),
 )
+#: Site indicators the table shows at first (the others are one tick away in its column chooser), so that it fits a
+#: page without a horizontal scrollbar; the commodity list stands in for the primary commodities where those are absent.
+SITE_COLUMNS_SHOWN = ("site_id", "primary_commodities", "country", "area_km2", "area_change_km2", "excavated_m3",
+                      "deposited_m3", "net_m3", "waste_deposit_count", "mean_probability")
+#: The columns other tables show at first, where they have too many for the page (the rest are in the chooser).
+TABLE_COLUMNS_SHOWN = {"verification": ("record_id", "site_id", "field", "reported_value", "reported_unit",
+                                        "derived_value", "derived_sigma", "relative_difference", "flag")}
 # Units read from column-name endings for tables without a field list: ending, unit, scale, digits.
 SUFFIX_UNITS = (("_km2", "km²", 1, 3), ("_m3", "m³", 1, 0), ("_m2", "m²", 1, 0), ("_m", "m", 1, 2),
                 ("share", "%", 100, 1), ("_fraction", "%", 100, 1))
@@ -199,8 +206,13 @@ def site_fields(sites: pd.DataFrame) -> list[dict[str, Any]]:
     def measured(column: pd.Series) -> bool:
         return any(len(v) > 0 if isinstance(v, list) else pd.notna(v) for v in column)
 
-    return [_field(*f, numeric=pd.api.types.is_numeric_dtype(sites[f[0]])) for f in SITE_FIELDS
-            if f[0] in sites.columns and measured(sites[f[0]])]
+    fields = [_field(*f, numeric=pd.api.types.is_numeric_dtype(sites[f[0]])) for f in SITE_FIELDS
+              if f[0] in sites.columns and measured(sites[f[0]])]
+    keys = {f["key"] for f in fields}
+    shown = set(SITE_COLUMNS_SHOWN) | ({"commodities"} if "primary_commodities" not in keys else set())
+    for f in fields:
+        f["shown"] = f["key"] in shown
+    return fields
 
 
 def commodity_colours(counts: dict[str, int]) -> tuple[dict[str, str], list[str]]:
@@ -379,6 +391,9 @@ def _tables(run: Path, notes: dict[str, str]) -> list[dict[str, Any]]:
         frame = pd.DataFrame(frame.drop(columns="geometry", errors="ignore"))
         total = frame.iloc[:, 0].astype(str).str.lower().eq("total")
         columns = [_infer_column(c, frame[c]) for c in frame.columns]
+        shown = set(TABLE_COLUMNS_SHOWN.get(key, frame.columns)) | {frame.columns[0]}
+        for column in columns:
+            column["shown"] = column["key"] in shown
         tables.append({"key": key, "title": title, "source": str(path.relative_to(run)), "columns": columns,
                        "rows": _records(frame[~total], list(frame.columns)),
                        "footer": _records(frame[total], list(frame.columns))})

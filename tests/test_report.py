@@ -330,12 +330,20 @@ def test_a_world_report_names_its_regions_and_zooms_to_each(browser, tmp_path):
     labels = page.locator(".region-label")
     assert labels.all_inner_texts() == ["Australia (3 sites)", "Sweden (1 site)", "Peru (1 site)"] and sized(labels)
     world = page.get_attribute("#map", "viewBox")
+    anchors = sites.geometry.representative_point()
+    world_grid = graticule_agrees_with_sites(page, dict(zip(sites["site_id"], zip(anchors.x, anchors.y))))
+    assert world_grid["lon"][1] - world_grid["lon"][0] >= 10  # the world in steps of degrees
     page.locator("#regions button", has_text="Australia").click()
     zoomed = [float(v) for v in page.get_attribute("#map", "viewBox").split()]
     assert zoomed[2] < REGION_GAP_M * 2 and not labels.first.is_visible()  # the district's sites, their own labels
     assert page.locator("#map .labels text").first.is_visible()
+    grid = graticule_agrees_with_sites(page, dict(zip(sites["site_id"][:3], zip(anchors.x[:3], anchors.y[:3]))))
+    assert grid["texts"] != world_grid["texts"] and grid["lon"][1] - grid["lon"][0] <= 0.05  # finer steps
+    assert all(119.6 < v < 119.9 for v in grid["lon"]) and all(-23.5 < v < -23.3 for v in grid["lat"])
+    assert any("." in t and t.endswith("°E") for t in grid["texts"]["lon"])  # e.g. 119.72°E
     page.locator("#regions button").first.click()
     assert page.get_attribute("#map", "viewBox") == world
+    assert graticule_agrees_with_sites(page, {})["texts"] == world_grid["texts"]
     assert log["errors"] == [] and log["blocked"] == []
 
 
@@ -375,5 +383,108 @@ def test_bare_report_cards_say_not_computed_in_chromium(browser, bare_run):
     cards = page.locator("#cards .card.not-computed .value").all_inner_texts()
     assert cards and set(cards) == {"not computed"}
     assert "0.0 million" not in page.locator("#cards").inner_text()
+    assert log["errors"] == []
+    page.close()
+
+
+def graticule_agrees_with_sites(page, lonlat: dict[str, tuple[float, float]]) -> dict:
+    """The map's graticule as drawn: 2-8 lines of longitude and of latitude under the sites, each with its degrees
+    shown at the map's edge over the line, and on the right side of every site whose (lon, lat) is given. Returns
+    the lines' values and the labels' texts."""
+    drawn = page.evaluate("""() => {
+        const wrap = document.querySelector('.map-wrap').getBoundingClientRect();
+        const mid = r => [(r.left + r.right) / 2, (r.top + r.bottom) / 2];
+        const lines = [...document.querySelectorAll('#map .graticule line')].map(l => ({
+            lon: l.dataset.lon, lat: l.dataset.lat, at: mid(l.getBoundingClientRect()),
+            stroke: getComputedStyle(l).vectorEffect, events: getComputedStyle(l).pointerEvents}));
+        const labels = [...document.querySelectorAll('.graticule-label')].map(e => {
+            const r = e.getBoundingClientRect();
+            return {lon: e.dataset.lon, lat: e.dataset.lat, text: e.textContent, at: mid(r),
+                    inside: r.width > 0 && r.height > 0 && r.left >= wrap.left && r.right <= wrap.right &&
+                            r.top >= wrap.top && r.bottom <= wrap.bottom,
+                    shown: getComputedStyle(e).visibility === 'visible' && !e.closest('[hidden]')};
+        });
+        const sites = {};
+        document.querySelectorAll('#map circle.bubble').forEach(c => { sites[c.dataset.site] = mid(c.getBoundingClientRect()); });
+        return {lines, labels, sites, first: document.querySelector('#map').firstElementChild.getAttribute('class')};
+    }""")
+    assert drawn["first"] == "graticule"  # drawn first: under the sites
+    result: dict = {"texts": {}}
+    for axis, coordinate, hemispheres in (("lon", 0, "EW"), ("lat", 1, "NS")):
+        lines = [line for line in drawn["lines"] if line[axis] is not None]
+        values = sorted(float(line[axis]) for line in lines)
+        assert 2 <= len(values) <= 8, (axis, values)
+        assert np.allclose(np.diff(values), values[1] - values[0])
+        assert all(line["stroke"] == "non-scaling-stroke" and line["events"] == "none" for line in lines)
+        at = {float(line[axis]): line["at"][coordinate] for line in lines}
+        labels = [label for label in drawn["labels"] if label[axis] is not None]
+        assert len(labels) >= 2 and all(label["inside"] and label["shown"] for label in labels), labels
+        for label in labels:
+            value = float(label[axis])
+            number = float(label["text"].rstrip(hemispheres).rstrip("°"))
+            sign = -1 if label["text"].endswith(hemispheres[1]) else 1
+            assert sign * number == pytest.approx(value, abs=1e-9), label
+            assert abs(label["at"][coordinate] - at[value]) < 1.5, (label, at[value])  # over its line
+        for sid, position in lonlat.items():
+            screen = drawn["sites"][sid][coordinate]
+            for value, where in at.items():
+                ahead = where > screen if axis == "lon" else where < screen  # east is right, north is up
+                if abs(value - position[coordinate]) > 1e-6:
+                    assert ahead == (value > position[coordinate]), (sid, axis, value, position)
+        result[axis] = values
+        result["texts"][axis] = [label["text"] for label in labels]
+    return result
+
+
+def test_site_table_fits_the_page_and_chooses_its_columns(browser, run_dir):
+    """At 1280 px the site table needs no horizontal scrollbar: wrapped headers and a default set of columns; the
+    column chooser shows and hides the others, and sorting and row selection go on working."""
+    path = write_report(run_dir)
+    data = page_data(path)
+    page, log = open_report(browser, path)
+    page.wait_for_selector("#site-table tbody tr")
+    widths = page.eval_on_selector_all(".table-wrap", "ws => ws.map(w => [w.parentNode.id, w.scrollWidth, w.clientWidth])")
+    assert len(widths) == 1 + len(data["tables"]) and all(s <= c for _, s, c in widths), widths  # verification too
+    assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+    fields = {f["key"]: f for f in data["fields"]}
+    hidden = [k for k, f in fields.items() if not f["shown"]]
+    shown = [k for k, f in fields.items() if f["shown"]]
+    assert hidden and "site_id" in shown and "excavated_m3" in shown
+    header = page.locator("#site-table thead th")
+    assert [h.get_attribute("data-key") for h in header.all() if h.is_visible()] == shown
+    summary = page.locator("#site-table details.columns summary")
+    assert summary.inner_text() == f"Columns: {len(shown)} of {len(fields)} shown"
+
+    # hide a shown column, from the keyboard
+    summary.focus()
+    page.keyboard.press("Enter")
+    excavated = page.locator('#site-table details.columns input[value="excavated_m3"]')
+    assert excavated.is_visible() and excavated.is_checked()
+    excavated.focus()
+    page.keyboard.press(" ")
+    assert not excavated.is_checked()
+    assert not page.locator('#site-table th[data-key="excavated_m3"]').is_visible()
+    assert page.locator('#site-table td[data-key="excavated_m3"]:visible').count() == 0
+    assert summary.inner_text() == f"Columns: {len(shown) - 1} of {len(fields)} shown"
+    # show a hidden one with the mouse: its header and one cell a row appear, and it sorts
+    extra = next(k for k in ("n_points", "area_before_km2", "sources") if k in hidden)
+    page.locator(f'#site-table details.columns input[value="{extra}"]').click()
+    assert page.locator(f'#site-table th[data-key="{extra}"]').is_visible()
+    assert page.locator(f'#site-table td[data-key="{extra}"]:visible').count() == len(data["sites"])
+    page.locator(f'#site-table th[data-key="{extra}"] button').click()
+    assert page.get_attribute(f'#site-table th[data-key="{extra}"]', "aria-sort") == "ascending"
+    # a sort redraws the rows with the chosen columns only
+    assert page.locator('#site-table td[data-key="excavated_m3"]:visible').count() == 0
+    assert page.locator(f'#site-table td[data-key="{extra}"]:visible').count() == len(data["sites"])
+    assert page.locator('#site-table details.columns input[value="site_id"]').is_disabled()  # the row's name stays
+    # a row still selects its site, from the keyboard too
+    site = data["sites"][-1]["site_id"]
+    page.locator(f'#site-table tr[data-site="{site}"]').focus()
+    page.keyboard.press("Enter")
+    assert page.locator("#panel h3").inner_text() == f"Site {site}"
+    # the value and its uncertainty read as one text
+    row = next(s for s in data["sites"] if s.get("deposited_m3"))
+    cell = page.locator(f'#site-table tr[data-site="{row["site_id"]}"] td[data-key="deposited_m3"]')
+    assert cell.inner_text() == f"{row['deposited_m3'] / 1e6:.2f} ± {row['deposited_sigma_m3'] / 1e6:.2f}"
     assert log["errors"] == []
     page.close()

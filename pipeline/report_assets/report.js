@@ -99,7 +99,8 @@
   // ---- map ---------------------------------------------------------------------------------------------------
   const mapSvg = document.getElementById("map");
   const M = D.map;
-  const layers = { sites: svg("g", {}, mapSvg), deposits: svg("g", {}, mapSvg), bubbles: svg("g", {}, mapSvg),
+  const layers = { graticule: svg("g", { class: "graticule", "aria-hidden": "true" }, mapSvg),
+                   sites: svg("g", {}, mapSvg), deposits: svg("g", {}, mapSvg), bubbles: svg("g", {}, mapSvg),
                    labels: svg("g", { class: "labels" }, mapSvg) };
   const shapes = {}; // site id -> the SVG elements that draw it
   let view = M.view.slice(), dragged = false;
@@ -111,6 +112,7 @@
   function applyView() {
     mapSvg.setAttribute("viewBox", view.join(" "));
     const k = unitsPerPixel();
+    graticule(k);
     // a region seen from far away shows its name instead of its sites' labels (which would pile up)
     const far = M.regions.map(function (r) { return view[2] > 4 * r.view[2]; });
     M.features.forEach(function (f) {
@@ -137,6 +139,53 @@
     const bar = document.querySelector("#scalebar .bar");
     bar.style.width = (length / metresPerPixel) + "px";
     document.querySelector("#scalebar span").textContent = length >= 1000 ? (length / 1000) + " km" : length + " m";
+  }
+  // Graticule: lines of constant longitude and latitude (straight in Web Mercator), a step that keeps about 4-8
+  // lines across the view, and their degrees in HTML at the map's top and left edges.
+  const R = 6378137, DEG = Math.PI / 180, MAX_LAT = 85;
+  const STEPS = [90, 60, 30, 20, 10]; // degrees, then 5, 2, 1, 0.5, ... down to 1e-6 (about 0.1 m)
+  for (let p = 0; p <= 6; p++) [5, 2, 1].forEach(function (m) { STEPS.push(+(m * Math.pow(10, -p)).toPrecision(1)); });
+  const gratLabels = html("div", { class: "graticule-labels", "aria-hidden": "true" }, mapSvg.parentNode);
+  function mercY(lat) { return -R * Math.log(Math.tan(Math.PI / 4 + lat * DEG / 2)); } // SVG y (down)
+  function latOf(y) { return Math.atan(Math.sinh(-y / R)) / DEG; }
+  function degrees(v, digits, pos, neg) {
+    const text = num(Math.abs(v), digits).replace(/,/g, "") + "°";
+    return Math.abs(v) < 1e-9 || Math.abs(Math.abs(v) - 180) < 1e-9 ? text : text + (v > 0 ? pos : neg);
+  }
+  function graticule(k) {
+    const box = mapSvg.getBoundingClientRect();
+    // the part of the map on screen (the view box is centred in the svg: preserveAspectRatio meet)
+    const x0 = view[0] + view[2] / 2 - box.width / 2 * k, x1 = x0 + box.width * k;
+    const y0 = view[1] + view[3] / 2 - box.height / 2 * k, y1 = y0 + box.height * k;
+    const lon0 = Math.max(x0 / R / DEG, -180), lon1 = Math.min(x1 / R / DEG, 180);
+    const lat0 = Math.max(latOf(y1), -MAX_LAT), lat1 = Math.min(latOf(y0), MAX_LAT);
+    const span = Math.max(lon1 - lon0, lat1 - lat0, 0);
+    const step = STEPS.slice().reverse().find(function (s) { return span / s <= 7; }) || STEPS[0];
+    const digits = stepDigits(step);
+    layers.graticule.textContent = "";
+    gratLabels.textContent = "";
+    if (!(span > 0)) return;
+    const top = Math.max(y0, mercY(MAX_LAT)), bottom = Math.min(y1, mercY(-MAX_LAT));
+    function ticks(lo, hi) {
+      const out = [];
+      for (let i = Math.ceil(lo / step - 1e-9); i <= Math.floor(hi / step + 1e-9); i++) out.push(+(i * step).toFixed(9));
+      return out;
+    }
+    ticks(lon0, lon1).forEach(function (lon) {
+      const x = lon * DEG * R, px = (x - x0) / k;
+      svg("line", { x1: x, x2: x, y1: top, y2: bottom, "data-lon": lon }, layers.graticule);
+      if (px > 48 && px < box.width - 30)
+        html("span", { class: "graticule-label lon", style: "left:" + px + "px", "data-lon": lon }, gratLabels,
+             degrees(lon, digits, "E", "W"));
+    });
+    ticks(lat0, lat1).forEach(function (lat) {
+      const y = mercY(lat), py = (y - y0) / k;
+      svg("line", { x1: Math.max(x0, -Math.PI * R), x2: Math.min(x1, Math.PI * R), y1: y, y2: y, "data-lat": lat },
+          layers.graticule);
+      if (py > 26 && py < box.height - 44)
+        html("span", { class: "graticule-label lat", style: "top:" + py + "px", "data-lat": lat }, gratLabels,
+             degrees(lat, digits, "N", "S"));
+    });
   }
   // Each site is one keyboard stop: its circle (a button); its outline takes clicks only.
   M.features.forEach(function (f) {
@@ -386,25 +435,45 @@
   })();
 
   // ---- sortable tables ---------------------------------------------------------------------------------------
+  // A table cell: the value, and its "± sigma" in a smaller type (the text reads "value ± sigma")
+  function cell(tr, row, c, footer) {
+    const td = html("td", c.numeric ? { class: "num", "data-key": c.key } : { "data-key": c.key }, tr,
+                    fmt(row[c.key], c));
+    if (!footer && c.sigma && !missing(row[c.sigma]) && !missing(row[c.key]))
+      html("span", { class: "sigma" }, td, " ± " + fmt(row[c.sigma], c));
+    return td;
+  }
+  // Sortable table; a table of many columns shows those marked shown (all when none is marked) and has a chooser
+  // of the others, so that it fits the page without a horizontal scrollbar.
   function table(parent, title, source, columns, rows, footer, onRow) {
     html("h3", {}, parent, title);
     if (source) html("div", { class: "source" }, parent, "from " + source);
+    const shown = {};
+    columns.forEach(function (c, i) { shown[c.key] = i === 0 || c.shown !== false; });
+    const chooser = columns.length > 6 ? html("details", { class: "columns" }, parent) : null;
     const wrap = html("div", { class: "table-wrap" }, parent);
     const t = html("table", {}, wrap), head = html("tr", {}, html("thead", {}, t)), body = html("tbody", {}, t);
     let state = { key: null, dir: 1 };
+    function showColumns() {
+      t.querySelectorAll("th[data-key], td[data-key]").forEach(function (e) {
+        e.hidden = !shown[e.getAttribute("data-key")];
+      });
+      if (chooser) chooser.querySelector("summary").textContent = "Columns: " +
+        columns.filter(function (c) { return shown[c.key]; }).length + " of " + columns.length + " shown";
+    }
     function fill() {
       body.textContent = "";
       rows.forEach(function (r) {
         const tr = html("tr", onRow ? { "data-site": r.site_id, class: "selectable", tabindex: 0 } : {}, body);
-        columns.forEach(function (c) {
-          html("td", c.numeric ? { class: "num" } : {}, tr, withSigma(r, c));
-        });
+        columns.forEach(function (c) { cell(tr, r, c, false); });
         if (onRow) onActivate(tr, function () { onRow(r.site_id); });
       });
+      showColumns();
     }
     columns.forEach(function (c) {
       const th = html("th", { scope: "col", "data-key": c.key, "aria-sort": "none" }, head);
-      const button = html("button", { type: "button", title: "Sort by " + c.label }, th, heading(c));
+      const button = html("button", { type: "button", title: "Sort by " + c.label }, th, c.label);
+      if (c.unit) html("span", { class: "unit" }, button, " (" + c.unit + ")");
       button.addEventListener("click", function () {
         state = { key: c.key, dir: state.key === c.key ? -state.dir : 1 };
         rows.sort(function (a, b) {
@@ -423,7 +492,20 @@
       const tf = html("tfoot", {}, t);
       footer.forEach(function (r) {
         const tr = html("tr", {}, tf);
-        columns.forEach(function (c) { html("td", c.numeric ? { class: "num" } : {}, tr, fmt(r[c.key], c)); });
+        columns.forEach(function (c) { cell(tr, r, c, true); });
+      });
+    }
+    if (chooser) {
+      html("summary", {}, chooser);
+      const list = html("fieldset", {}, chooser);
+      html("legend", {}, list, "Columns of " + title.toLowerCase() + " to show");
+      columns.forEach(function (c, i) {
+        const label = html("label", {}, list);
+        const box = html("input", { type: "checkbox", value: c.key }, label);
+        box.checked = shown[c.key];
+        if (i === 0) box.disabled = true; // the column that names the row stays
+        label.appendChild(document.createTextNode(" " + heading(c)));
+        box.addEventListener("change", function () { shown[c.key] = box.checked; showColumns(); });
       });
     }
     fill();
