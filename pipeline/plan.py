@@ -127,9 +127,11 @@ def years_range(years: str) -> str:
         first_y, last_y = int(first), int(last or first)
     except ValueError:
         raise MtgError(f"--years {years!r} must be YEAR or FIRST-LAST, e.g. 2019-2025") from None
+    if not (1000 <= first_y <= 9999 and 1000 <= last_y <= 9999):
+        raise MtgError(f"--years {years!r}: years are four-digit numbers, e.g. 2019-2025")
     if last_y < first_y:
         raise MtgError(f"--years {years!r}: the last year comes before the first")
-    return f"{first_y}-01-01/{last_y}-12-31"
+    return f"{first_y:04d}-01-01/{last_y:04d}-12-31"
 
 
 def _processing_boxes(tiles: gpd.GeoDataFrame) -> tuple[list[shapely.Polygon], list[shapely.Polygon]]:
