@@ -25,7 +25,7 @@ import shapely
 
 from mtg.kernels.dh_statistics import volume_sigma
 from mtg.pipeline.config import RunConfig
-from mtg.pipeline.plan import make_plan, read_aoi, read_plan
+from mtg.pipeline.plan import read_plan
 from mtg.pipeline.tile_run import file_checksum, owned_parts
 from mtg.pipeline.tiled_run import read_manifest, run_plan
 from mtg.pipeline.tiling import buffered_aoi, merge_across_seams, work_tiles
