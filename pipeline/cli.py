@@ -28,7 +28,8 @@ report = Console(soft_wrap=True)  # where the outputs are, on standard output
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="Run-config file (YAML or TOML).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors; no progress bars.")]
 SchedulerOpt = Annotated[Optional[str], typer.Option(
-    help="Dask scheduler: threads (default), local (a LocalCluster), tcp://HOST:PORT, or gateway.")]
+    help="Dask scheduler: threads (default), local (a LocalCluster), tcp://HOST:PORT, gateway, or kubernetes (a "
+         "DaskCluster from DASK_KUBERNETES__CUSTOM_CLUSTER_SPEC).")]
 WorkersOpt = Annotated[Optional[int], typer.Option(help="Workers for --scheduler local or gateway.")]
 MemoryOpt = Annotated[Optional[str], typer.Option(help="Memory limit per LocalCluster worker, e.g. 2GiB.")]
 BboxOpt = Annotated[Optional[str], typer.Option(help="min_lon,min_lat,max_lon,max_lat (EPSG:4326).")]
@@ -776,3 +777,50 @@ def verify(
                                 max_distance_m=parse_distance(cfg.max_distance, "--max-distance"))
     counts = ", ".join(f"{n} {flag}" for flag, n in sorted(result.counts.items()))
     report.print(f"verification: [bold]{result.parquet}[/] and {result.csv} ({counts}); {result.seconds:.1f} s")
+
+
+deploy_app = typer.Typer(help="Deployment material of a planned rerun (see docs/deploy.md).", no_args_is_help=True)
+app.add_typer(deploy_app, name="deploy")
+
+
+@deploy_app.command("kubernetes")
+@_user_errors
+def deploy_kubernetes(
+    plan: Annotated[Path, typer.Option(help="Plan of `mtg plan`: sizes the cluster and travels with the job.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder of the manifests (created).")],
+    name: Annotated[str, typer.Option(help="Name of the DaskJob and its DaskCluster.")] = "mtg-world",
+    namespace: Annotated[Optional[str], typer.Option(help="Namespace of every object (default: kubectl's).")] = None,
+    image: Annotated[Optional[str], typer.Option(help="CPU image (deploy/docker/Dockerfile.cpu).")] = None,
+    gpu_image: Annotated[Optional[str], typer.Option(help="GPU image (deploy/docker/Dockerfile.gpu).")] = None,
+    run_out: Annotated[Optional[str], typer.Option(
+        help="--out of the run (default /shared/NAME on the shared volume).")] = None,
+    plan_url: Annotated[Optional[str], typer.Option(
+        help="Object-storage URL the job fetches the plan from (plans over ~1 MiB do not fit a ConfigMap).")] = None,
+    points: Annotated[Optional[str], typer.Option(help="--points of the run (on the shared volume or a URL).")] = None,
+    run_arg: Annotated[Optional[list[str]], typer.Option(
+        help="More `mtg run` options, one word per use: --run-arg=--lon-col --run-arg=Longitude.")] = None,
+    secret: Annotated[str, typer.Option(help="Secret of object-storage credentials (referenced, never written).")
+                      ] = "mtg-object-storage",
+    volume_claim: Annotated[str, typer.Option(help="Shared ReadWriteMany volume claim.")] = "mtg-shared",
+    storage_class: Annotated[Optional[str], typer.Option(help="Storage class of the shared volume.")] = None,
+    target_hours: Annotated[float, typer.Option(help="Wall time to size the cluster for.")] = 6.0,
+    worker_cores: Annotated[int, typer.Option(help="Cores per CPU worker.")] = 4,
+    memory_per_core: Annotated[float, typer.Option(help="GiB of memory per worker core.")] = 4.0,
+    gpus: Annotated[int, typer.Option(help="Most GPU workers (one GPU each); 0 for none.")] = 0,
+    max_workers: Annotated[int, typer.Option(help="Most CPU workers.")] = 500,
+    config: ConfigOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Write the dask-kubernetes operator manifests of a planned rerun, sized from its plan: ConfigMap (run config),
+    shared volume, DaskJob running `mtg run --plan`, GPU DaskWorkerGroup, DaskAutoscaler, a standing DaskCluster."""
+    from mtg.pipeline import deploy
+
+    _setup_logging(quiet)
+    files = deploy.render_kubernetes(
+        plan, load_config(config), output, name=name, namespace=namespace, image=image or deploy.DEFAULT_IMAGE,
+        gpu_image=gpu_image or deploy.DEFAULT_GPU_IMAGE, out=run_out, plan_url=plan_url, points=points,
+        run_args=run_arg or [], secret=secret, volume_claim=volume_claim, storage_class=storage_class,
+        target_hours=target_hours, worker_cores=worker_cores, memory_per_core_gib=memory_per_core, gpus=gpus,
+        max_workers=max_workers)
+    report.print("\n".join([f"manifests of {name} in [bold]{output}[/]:"] + [f"  {p}" for p in files]
+                           + [f"apply with: kubectl apply -f {output}"]))

@@ -15,7 +15,7 @@ from mtg.pipeline.errors import MtgError
 
 log = logging.getLogger(__name__)
 
-SCHEDULERS = "threads, local, tcp://HOST:PORT or gateway"
+SCHEDULERS = "threads, local, tcp://HOST:PORT, gateway or kubernetes"
 
 
 @contextmanager
@@ -28,8 +28,9 @@ def dask_scheduler(
     ----------
     scheduler : str
         ``threads`` (the threaded scheduler of this process), ``local`` (a LocalCluster of worker processes),
-        ``tcp://HOST:PORT`` (an existing cluster) or ``gateway`` (a new cluster from the dask-gateway server set
-        in dask's config, ``gateway.address``).
+        ``tcp://HOST:PORT`` (an existing cluster), ``gateway`` (a new cluster from the dask-gateway server set
+        in dask's config, ``gateway.address``) or ``kubernetes`` (a dask-kubernetes ``KubeCluster`` from the spec
+        in ``DASK_KUBERNETES__CUSTOM_CLUSTER_SPEC``, see docs/deploy.md).
     workers : int, optional
         Worker count for ``local`` (default 2) and ``gateway`` (default 2).
     memory_limit : str, optional
@@ -72,19 +73,16 @@ def dask_scheduler(
             yield client
         return
     if scheduler == "gateway":
-        from dask_gateway import Gateway
+        from mtg.pipeline.deploy import gateway_cluster  # one-line errors: address, auth, options, failed start
 
-        if not dask.config.get("gateway.address", None):
-            raise MtgError("scheduler 'gateway' needs a dask-gateway server: set DASK_GATEWAY__ADDRESS "
-                           "(or gateway.address in the dask config)")
-        try:
-            cluster = Gateway().new_cluster()
-        except OSError as err:
-            raise MtgError(f"cannot reach the dask-gateway server: {err}") from None
-        with cluster:
-            cluster.scale(workers or 2)
-            with cluster.get_client() as client:
-                yield client
+        with gateway_cluster(workers) as client:
+            yield client
+        return
+    if scheduler == "kubernetes":
+        from mtg.pipeline.deploy import kubernetes_cluster  # KubeCluster from DASK_KUBERNETES__CUSTOM_CLUSTER_SPEC
+
+        with kubernetes_cluster(workers) as client:
+            yield client
         return
     raise MtgError(f"scheduler {scheduler!r} is not one of {SCHEDULERS}")
 

@@ -4,7 +4,6 @@ address, a refused password, refused options and a cluster that cannot start eac
 
 from __future__ import annotations
 
-import inspect
 import os
 import socket
 import subprocess
@@ -206,12 +205,8 @@ def test_cluster_that_cannot_start_is_one_line(tmp_path, monkeypatch):
 
 
 def test_cli_gateway_errors_are_one_line(gateway_env, tmp_path):
-    """Through `mtg link`: needs pipeline/dask_cluster.py to open gateway clusters with deploy.gateway_cluster."""
-    from mtg.pipeline import dask_cluster
-
-    if "gateway_cluster" not in inspect.getsource(dask_cluster):
-        pytest.skip("pipeline/dask_cluster.py does not use mtg.pipeline.deploy.gateway_cluster yet")
-    env = dict(os.environ, **gateway_env, DASK_GATEWAY__AUTH__KWARGS__PASSWORD="wrong")
+    """Through `mtg link`, which opens gateway clusters with deploy.gateway_cluster."""
+    env = {**os.environ, **gateway_env, "DASK_GATEWAY__AUTH__KWARGS__PASSWORD": "wrong"}
     proc = subprocess.run([str(BIN / "mtg"), "link", "--points", str(_points(tmp_path / "p.csv")), "--h-max", "5km",
                            "--scheduler", "gateway", "-o", str(tmp_path / "x.parquet")], env=env, capture_output=True,
                           text=True, timeout=60)
