@@ -40,7 +40,8 @@ def test_run_on_a_copied_catalog_with_other_points(sample_region, tmp_path):
     assert proc.returncode == 0, proc.stderr
     run = tmp_path / "run"
     assert not (run / "sample").exists() and "sample STAC catalog" not in proc.stdout
-    assert json.loads((run / "cubes" / "ingest.json").read_text())["source"] == str(copy / "catalog.json")
+    # the run folder records its catalog relative to itself (a copied run folder stays valid)
+    assert json.loads((run / "cubes" / "ingest.json").read_text())["source"] == "../elsewhere/catalog.json"
     landuse = pd.read_csv(run / "landuse" / "landuse_by_commodity.csv")
     assert "lithium" in set(landuse["commodity"]) and set(landuse["commodity"]) <= {"lithium", "Unknown", "Total"}
     members = gpd.read_parquet(run / "sites" / "sites_members.parquet")
