@@ -167,8 +167,11 @@ def output_lock(folder: str | Path | None, command: str | None = None) -> Iterat
         yield
         return
     path = Path(str(folder).removeprefix("file://"))
+    created = not path.exists()
     lock = acquire(path, command or " ".join(["mtg", *sys.argv[1:]]))
     try:
         yield
     finally:
         release(path, lock)
+        if created and path.is_dir() and not any(path.iterdir()):
+            path.rmdir()  # a command that failed before writing leaves no empty folder behind

@@ -20,6 +20,7 @@ from odc.geo.geom import box as geobox
 from shapely.geometry import box
 
 import mtg.api as api
+from mtg.pipeline.run_paths import portable_path
 
 DOCUMENTED = ["mtg.api", "mtg.pipeline.link", "mtg.pipeline.landuse", "mtg.pipeline.indicators",
               "mtg.pipeline.volume", "mtg.pipeline.segment"]
@@ -79,9 +80,11 @@ def test_stages_on_frames_touch_no_file_and_equal_the_commands(sample_region, sa
     polygons = gpd.read_parquet(truth / "mine_polygons.parquet")
     points = gpd.read_parquet(truth / "mine_points.parquet")
     early, late = (_in_memory(api.read_dem(p)) for p in sorted(sample_region.root.glob("cop-dem-glo-30/*/*.json")))
+    # the names `mtg link` records for its inputs: paths relative to the folder of its sites file
+    names = [portable_path(truth / name, sample_run / "sites")
+             for name in ("mine_polygons.parquet", "mine_points.parquet")]
     with no_file_io(monkeypatch, sample_region.root, sample_run):
-        linked = api.link({str(truth / "mine_polygons.parquet"): polygons},
-                          {str(truth / "mine_points.parquet"): points}, cut=750.0, levels=[250.0, 500.0],
+        linked = api.link({names[0]: polygons}, {names[1]: points}, cut=750.0, levels=[250.0, 500.0],
                           choose_cut=True)
         measured = api.volumes(early, late, linked)
         tables = api.land_use(linked)
