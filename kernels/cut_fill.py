@@ -272,8 +272,8 @@ def cut_fill(early: np.ndarray, late: np.ndarray, coverage: Coverage, threshold:
     Parameters
     ----------
     early, late : numpy.ndarray
-        2-D float32 or float64 rasters on the coverage's grid (any strides, memory maps included; read in
-        place); NaN marks voids.
+        2-D float32 or float64 rasters on the coverage's grid (C-contiguous ones, memory maps included, are
+        read in place; strided ones are copied to C order first); NaN marks voids.
     coverage : Coverage
         Site coverage on the rasters' grid.
     threshold : float
@@ -295,6 +295,10 @@ def cut_fill(early: np.ndarray, late: np.ndarray, coverage: Coverage, threshold:
     Single-threaded and GIL-free: calls from several Python threads run in parallel.
     """
     policy = _check(early, late, coverage, threshold, cell_area, void_policy, n_bins)
+    # one memory layout, so one compiled specialisation: numba would otherwise run a C-contiguous window through a
+    # strided ('A') specialisation compiled earlier in the process, whose vectorised sums add in another order, and
+    # the last bits of a result would depend on what the process computed before
+    early, late = np.ascontiguousarray(early), np.ascontiguousarray(late)
     stats = _cut_fill_sums(early, late, coverage.row0, coverage.col0, coverage.height, coverage.width,
                            coverage.offsets, coverage.fractions, float(threshold), policy, int(n_bins))
     return _finish(stats, threshold, cell_area, policy)
