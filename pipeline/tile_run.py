@@ -43,7 +43,7 @@ from mtg.pipeline.volume import volumes
 log = logging.getLogger(__name__)
 
 #: Files every done tile folder holds (checksummed in the manifest).
-TILE_FILES = ("footprints.parquet", "part_volumes.parquet", "deposits.parquet", "tile.json")
+TILE_FILES = ("footprints.parquet", "part_volumes.parquet", "deposits.parquet", "tile.json", "probability.zarr")
 #: Stages whose seconds a tile measures (the plan predicts the same ones).
 STAGES = ("ingest", "segment", "volumes")
 
@@ -188,7 +188,7 @@ def run_tile(task: TileTask, config: RunConfig, out: str, scratch: str | None = 
     finally:
         torch.set_num_threads(threads)
         stages.setLevel(level)
-    checksums = {name: file_checksum(tile_dir / name) for name in (*TILE_FILES, "probability.zarr")}
+    checksums = {name: file_checksum(tile_dir / name) for name in TILE_FILES}
     written = sum(p.stat().st_size for p in tile_dir.rglob("*") if p.is_file())
     return {"tile_id": task.tile_id, "seconds": seconds, "bytes_written": written, "checksums": checksums,
             "n_footprints": record["footprints"], "volumes": record["volumes"]}

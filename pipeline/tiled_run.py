@@ -140,7 +140,7 @@ def write_manifest(out: Path, manifest: pd.DataFrame, meta: dict[str, Any]) -> N
 
 
 def _tile_complete(folder: Path) -> bool:
-    return all((folder / name).exists() for name in (*TILE_FILES, "probability.zarr"))
+    return all((folder / name).exists() for name in TILE_FILES)
 
 
 #: Values of a tile that has not run yet.
@@ -168,10 +168,9 @@ def reconcile(plan: gpd.GeoDataFrame, previous: pd.DataFrame | None, out: Path) 
 
 def _clean_scratch(out: Path) -> Path:
     """Remove what killed runs left behind (temporary tile folders and cubes); return the scratch folder."""
-    for stale in (out / "tiles").glob(".*-tmp") if (out / "tiles").is_dir() else ():
-        shutil.rmtree(stale, ignore_errors=True)
-    for stale in (out / "tiles").glob(".*-old") if (out / "tiles").is_dir() else ():
-        shutil.rmtree(stale, ignore_errors=True)
+    for pattern in (".*-tmp", ".*-old"):  # the temporary and replaced folders of table_io.atomic_folder
+        for stale in (out / "tiles").glob(pattern):
+            shutil.rmtree(stale, ignore_errors=True)
     scratch = out / ".scratch"
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
