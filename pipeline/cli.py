@@ -704,17 +704,27 @@ def landuse(
     countries: Annotated[Optional[Path], typer.Option(
         help="Country boundary polygons; default: the linked points' country attribute.")] = None,
     country_col: Annotated[Optional[str], typer.Option(help="Country-name column of --countries.")] = None,
+    scheduler: SchedulerOpt = None,
+    workers: WorkersOpt = None,
+    memory_limit: MemoryOpt = None,
     config: ConfigOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Commodity land use: each site's area split equally among its primary commodities; by commodity and country."""
+    """Commodity land use: each site's area split equally among its primary commodities; by commodity and country.
+
+    The unions and geodesic areas of --choose-cut and --sensitivity and the --countries overlay run as dask tasks
+    over groups of sites, on the --scheduler."""
+    from mtg.pipeline.dask_cluster import dask_scheduler
     from mtg.pipeline.landuse import write_land_use
+
     _setup_logging(quiet)
     cfg = with_overrides(load_config(config), {
         "landuse.choose_cut": choose_cut or None, "landuse.h_max": h_max,
         "landuse.sensitivity": [v.strip() for v in sensitivity.split(",") if v.strip()] if sensitivity else None,
-        "landuse.countries": str(countries) if countries else None, "landuse.country_col": country_col}).landuse
-    result = write_land_use(sites, out, countries=cfg.countries, options=cfg)
+        "landuse.countries": str(countries) if countries else None, "landuse.country_col": country_col,
+        "dask.scheduler": scheduler, "dask.workers": workers, "dask.memory_limit": memory_limit})
+    with dask_scheduler(cfg.dask.scheduler, cfg.dask.workers, cfg.dask.memory_limit):
+        result = write_land_use(sites, out, countries=cfg.landuse.countries, options=cfg.landuse)
     s = result.summary
     share = (lambda v: "n/a" if v is None else f"{100 * v:.1f}%")
     report.print(

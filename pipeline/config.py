@@ -33,9 +33,10 @@ class DaskConfig(_Section):
     @field_validator("scheduler")
     @classmethod
     def _known(cls, value: str) -> str:
-        if value in ("threads", "local", "gateway") or value.startswith("tcp://"):
+        if value in ("threads", "local", "gateway", "kubernetes") or value.startswith("tcp://"):
             return value
-        raise ValueError("allowed values are 'threads', 'local', 'gateway' or a 'tcp://HOST:PORT' address")
+        raise ValueError("allowed values are 'threads', 'local', 'gateway', 'kubernetes' or a 'tcp://HOST:PORT' "
+                         "address")
 
     @field_validator("memory_limit")
     @classmethod

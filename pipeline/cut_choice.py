@@ -89,14 +89,14 @@ def cut_objective(members: pd.DataFrame, levels: Sequence[float], footprints: Fo
                   "multi_share", "distance"]]
 
 
-def choose_site_cuts(members: pd.DataFrame, levels: Sequence[float], footprints: FootprintAreas,
+def choose_site_cuts(members: pd.DataFrame, levels: Sequence[float], footprints: FootprintAreas | None,
                      objective: pd.DataFrame | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Cut each cluster at ``H = max(levels)`` at the level that balances unassigned and multi-commodity area.
 
     Parameters
     ----------
     members, levels, footprints
-        As for :func:`cut_objective`.
+        As for :func:`cut_objective` (``footprints`` may be None with ``objective``).
     objective : pandas.DataFrame, optional
         Its result, when already computed.
 

@@ -11,6 +11,11 @@ The rule (as in Maus et al. 2026, "A data-driven approach to mapping global comm
   member polygons', else ``Unknown``; with a boundary layer (``countries``) the country whose polygons cover most of
   the site's area (equal-area EPSG:6933), the attribute rule where none does.
 
+The per-site work (the unions and geodesic areas of the sites re-formed at other cuts, the overlay with a boundary
+layer) runs as dask tasks on whichever scheduler is active (``mtg landuse --scheduler``), each task a group of whole
+clusters at the largest recorded cut (or of sites) of about :data:`PER_TASK` rows: every site lies in one task, so the
+numbers do not depend on the scheduler or the grouping.
+
 Per-site cut (``choose_cut``): each cluster at the largest cut ``H`` is cut at the recorded cut that balances the
 area without a commodity against the area with several (:mod:`mtg.pipeline.cut_choice`).
 
@@ -27,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import dask
 import numpy as np
 import pandas as pd
 
@@ -47,6 +53,8 @@ TOTAL = "Total"
 AREA_METHOD = "geodesic area on the WGS-84 ellipsoid of the union of each site's member polygons"
 #: Columns a boundary layer's country name is looked for in (case-insensitive), in order.
 BOUNDARY_NAME_COLUMNS = ("country", "name", "admin", "name_en", "country_name", "sovereignt", "name_long")
+#: Members (for a sites table: sites) per dask task of the per-site work.
+PER_TASK = 10_000
 
 
 # ----------------------------------------------------------------------------------------------- the split
@@ -299,6 +307,91 @@ def _hierarchy(members, linkage: str | None) -> FootprintAreas:
     return footprints
 
 
+def _cluster_parts(members: pd.DataFrame, recorded: list[float]) -> list[np.ndarray]:
+    """Row positions (ascending) of groups of whole clusters at the largest recorded cut, about :data:`PER_TASK`
+    rows each: every site of every recorded cut lies in one group."""
+    if not recorded or len(members) == 0:
+        return [np.arange(len(members))]
+    top = members[cut_column(recorded[-1])].to_numpy()
+    order = np.argsort(top, kind="stable")
+    parts: list[np.ndarray] = []
+    current: list[np.ndarray] = []
+    for group in np.split(order, np.flatnonzero(np.diff(top[order])) + 1):
+        current.append(group)
+        if sum(g.size for g in current) >= PER_TASK:
+            parts.append(np.sort(np.concatenate(current)))
+            current = []
+    if current:
+        parts.append(np.sort(np.concatenate(current)))
+    return parts
+
+
+def _part_sites(members: pd.DataFrame, footprints: FootprintAreas, labels: np.ndarray, cut_m: np.ndarray | float,
+                countries: Any, country_col: str | None, with_geometry: bool) -> Any:
+    """One task: the sites of a group of members, with their countries from the boundary layer."""
+    sites = assemble_sites(members, labels, footprints, cut_m, with_geometry=with_geometry)
+    return apply_countries(sites, countries, country_col)
+
+
+def _chosen_part(members: pd.DataFrame, positions: np.ndarray, chosen: tuple[np.ndarray, np.ndarray],
+                 footprints: FootprintAreas, countries: Any, country_col: str | None) -> Any:
+    """One task: the sites at the cuts chosen per site (``chosen``: labels and cuts of all members) of a group."""
+    labels, cut_m = chosen
+    return _part_sites(members, footprints, labels[positions], cut_m[positions], countries, country_col, True)
+
+
+def _concat(frames: list[pd.DataFrame], by: list[str] | None = None) -> pd.DataFrame:
+    """The tasks' frames as one, sorted by ``by`` (in task order without)."""
+    frame = pd.concat(frames, ignore_index=True)
+    return frame if by is None else frame.sort_values(by, kind="stable", ignore_index=True)
+
+
+@dataclass
+class _SiteWork:
+    """What the dask tasks of :func:`_site_work` computed."""
+
+    objective: pd.DataFrame | None
+    labels: np.ndarray | None
+    cut_m: np.ndarray | None
+    chosen_sites: Any
+    sites_by_cut: dict[float, Any]
+
+
+def _site_work(members: pd.DataFrame, linkage: str | None, levels: list[float] | None, cuts: list[float],
+               countries: Any, country_col: str | None) -> _SiteWork:
+    """The cut chosen per site among ``levels`` (None: not chosen) and the sites at each of ``cuts``, as dask tasks
+    over groups of whole clusters (:func:`_cluster_parts`) on the active scheduler."""
+    recorded = _recorded_levels(members)
+    parts = [(pos, members.iloc[pos].reset_index(drop=True)) for pos in _cluster_parts(members, recorded)]
+    shared = dask.delayed(countries, traverse=False)
+    footprints = [dask.delayed(_hierarchy)(part, linkage) for _, part in parts]
+    objective = chosen = chosen_sites = None
+    if levels is not None:
+        objective = dask.delayed(_concat)([dask.delayed(cut_objective)(part, levels, fp)
+                                           for (_, part), fp in zip(parts, footprints)], ["cluster", "cut_m"])
+        chosen = dask.delayed(choose_site_cuts, nout=2)(members, levels, None, objective)
+        chosen_sites = dask.delayed(_concat)([dask.delayed(_chosen_part)(part, pos, chosen, fp, shared, country_col)
+                                              for (pos, part), fp in zip(parts, footprints)], ["site_id"])
+    by_cut = {cut: dask.delayed(_concat)([
+        dask.delayed(_part_sites)(part, fp, part[cut_column(cut)].to_numpy(), cut, shared, country_col,
+                                  countries is not None) for (_, part), fp in zip(parts, footprints)], ["site_id"])
+        for cut in cuts}
+    objective, chosen, chosen_sites, by_cut = dask.compute(objective, chosen, chosen_sites, by_cut)
+    labels, cut_m = chosen if chosen is not None else (None, None)
+    return _SiteWork(objective=objective, labels=labels, cut_m=cut_m, chosen_sites=chosen_sites, sites_by_cut=by_cut)
+
+
+def _countries_of_table(sites: Any, countries: Any, country_col: str | None) -> Any:
+    """:func:`apply_countries` of a sites table as dask tasks of about :data:`PER_TASK` sites."""
+    if countries is None or len(sites) == 0:
+        return sites
+    shared = dask.delayed(countries, traverse=False)
+    tasks = [dask.delayed(apply_countries)(sites.iloc[start:start + PER_TASK], shared, country_col)
+             for start in range(0, len(sites), PER_TASK)]
+    (frame,) = dask.compute(dask.delayed(_concat)(tasks))
+    return frame.set_axis(sites.index)
+
+
 def land_use(sites: Any, members: Any = None, *, metadata: dict[str, Any] | None = None, countries: Any = None,
              options: LandUseOptions | None = None, **overrides: Any) -> LandUseTables:
     """Commodity land use of linked sites, in memory.
@@ -345,14 +438,17 @@ def land_use(sites: Any, members: Any = None, *, metadata: dict[str, Any] | None
     cut = meta.get("cut_m")
     per_site = opts.choose_cut or bool(meta.get("choose_cut"))
     levels = [float(v) for v in meta.get("levels_m", []) if cut is None or float(v) <= cut]
-    sensitivity = [parse_distance(v, "--sensitivity") for v in opts.sensitivity]
-    footprints = recorded = None
+    sensitivity = sorted({float(parse_distance(v, "--sensitivity")) for v in opts.sensitivity})
     tables: dict[str, Any] = {}
     if opts.choose_cut or sensitivity:
         if members is None:
             raise MtgError("choosing the cut per site and the sensitivity need the members of the sites")
         recorded = _recorded_levels(members)
-        footprints = _hierarchy(members, meta.get("linkage"))
+        for value in sensitivity:
+            if value not in recorded:
+                raise MtgError(f"--sensitivity {value:g} m is not a recorded cut (recorded: "
+                               f"{[f'{v:g}' for v in recorded]} m): link again with --levels including it and --h-max "
+                               f"at least as large")
     if opts.choose_cut:
         h_max = parse_distance(opts.h_max, "--h-max") if opts.h_max is not None else None
         top = float(h_max) if h_max is not None else float(cut if cut is not None else max(recorded))
@@ -363,14 +459,16 @@ def land_use(sites: Any, members: Any = None, *, metadata: dict[str, Any] | None
         if len(levels) < 2:
             raise MtgError(f"the sites record no cut below {top:g} m to choose from: link again with --levels, "
                            f"e.g. --levels 1km,2km,5km")
-        objective = cut_objective(members, levels, footprints)
-        labels, cut_of_member = choose_site_cuts(members, levels, footprints, objective)
-        frame = assemble_sites(members, labels, footprints, cut_of_member)
-        tables.update(objective=objective, chosen_members=members.drop(columns="site_id").assign(site_id=labels))
         cut = top
-    frame = apply_countries(frame, countries, opts.country_col)
+    if opts.choose_cut or sensitivity:
+        work = _site_work(members, meta.get("linkage"), levels if opts.choose_cut else None, sensitivity, countries,
+                          opts.country_col)
     if opts.choose_cut:
-        tables["chosen_sites"] = frame
+        frame = work.chosen_sites
+        tables.update(objective=work.objective, chosen_sites=frame,
+                      chosen_members=members.drop(columns="site_id").assign(site_id=work.labels))
+    else:
+        frame = _countries_of_table(frame, countries, opts.country_col)
     landuse = split_land_use(frame, cut_m=None if per_site else cut)
     summary = {**landuse.summary, "countries": None if countries is None else
                countries.attrs.get("source", "boundary polygons")}
@@ -380,7 +478,7 @@ def land_use(sites: Any, members: Any = None, *, metadata: dict[str, Any] | None
         summary["chosen_cuts"] = {str(k): float(v) for k, v in chosen.items()}
         summary["chosen_cut_counts"] = {f"{k:g}": int(v) for k, v in chosen.value_counts().sort_index().items()}
     if sensitivity:
-        table, by_commodity = land_use_sensitivity(members, footprints, sensitivity, countries, opts.country_col)
+        table, by_commodity = land_use_sensitivity(work.sites_by_cut)
         if per_site:
             row = {"cut_m": np.nan, "cut": "chosen per site", **_summary_row(landuse.summary)}
             table = pd.concat([table, pd.DataFrame([row])], ignore_index=True)
@@ -457,30 +555,26 @@ def _summary_row(summary: dict[str, Any]) -> dict[str, Any]:
     return {k: summary[k] for k in keys}
 
 
-def land_use_sensitivity(members: pd.DataFrame, footprints: FootprintAreas, cuts: Sequence[float],
-                         countries: Any = None,
-                         country_col: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Land-use totals and shares with every site at one cut, for each of ``cuts`` (recorded in ``members``).
+def land_use_sensitivity(sites_by_cut: dict[float, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Land-use totals and shares with every site at one cut, for each cut.
+
+    Parameters
+    ----------
+    sites_by_cut : dict
+        Cut (metres) -> the sites at that cut (:func:`mtg.pipeline.site_assembly.assemble_sites`, with countries).
 
     Returns
     -------
     summary : pandas.DataFrame
-        One row per cut: ``cut_m``, ``cut`` (text), ``n_sites``, ``total_km2``, ``linked_km2``, ``linked_share``,
-        ``unlinked_km2``, ``unlinked_share``, ``multi_commodity_km2``, ``multi_commodity_share``,
+        One row per cut (ascending): ``cut_m``, ``cut`` (text), ``n_sites``, ``total_km2``, ``linked_km2``,
+        ``linked_share``, ``unlinked_km2``, ``unlinked_share``, ``multi_commodity_km2``, ``multi_commodity_share``,
         ``multi_assignment_km2``, ``no_point_km2``.
     by_commodity : pandas.DataFrame
         ``cut_m``, ``cut``, ``commodity``, ``area_km2``, ``share``, ``n_sites`` per cut.
     """
-    recorded = _recorded_levels(members)
     rows, parts = [], []
-    for cut in sorted(float(c) for c in cuts):
-        if cut not in recorded:
-            raise MtgError(f"--sensitivity {cut:g} m is not a recorded cut (recorded: {[f'{v:g}' for v in recorded]} "
-                           f"m): link again with --levels including it and --h-max at least as large")
-        sites = assemble_sites(members, members[cut_column(cut)].to_numpy(), footprints, cut,
-                               with_geometry=countries is not None)
-        sites = apply_countries(sites, countries, country_col)
-        landuse = split_land_use(sites, cut_m=cut)
+    for cut in sorted(sites_by_cut):
+        landuse = split_land_use(sites_by_cut[cut], cut_m=cut)
         label = f"{cut / 1000:g} km" if cut >= 1000 else f"{cut:g} m"
         rows.append({"cut_m": cut, "cut": label, **_summary_row(landuse.summary)})
         parts.append(landuse.by_commodity.assign(cut_m=cut, cut=label))

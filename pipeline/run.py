@@ -261,9 +261,9 @@ def run_pipeline(config: RunConfig, progress: bool = True) -> RunResult:
                                          seconds=time.perf_counter() - start)
             log.info("volumes of %d sites and %d waste deposits in %s", volume_result.n_sites,
                      volume_result.n_deposits, volume_result.out)
-    lu = config.landuse
-    countries = run_countries(lu.countries, out)
-    tables = land_use(linked, countries=countries, options=lu)
+        lu = config.landuse
+        countries = run_countries(lu.countries, out)
+        tables = land_use(linked, countries=countries, options=lu)
     tables.summary["sites"] = portable_path(sites.out, out)
     landuse = LandUseResult(out=out / "landuse", summary=tables.summary,
                             files=write_land_use_tables(tables, out / "landuse", {**linked.metadata,

@@ -190,6 +190,36 @@ def test_countries_from_a_boundary_layer(two_clusters, tmp_path):
     assert sorted(per_site["country"]) == ["East", "Gabon", "West"]
 
 
+def test_per_site_tasks_give_the_same_tables_whatever_the_grouping(two_clusters, tmp_path, monkeypatch):
+    """The unions, areas and country overlay run as dask tasks over groups of whole clusters (of sites for a sites
+    table): one task per cluster gives the files of one task for everything."""
+    from mtg.pipeline import landuse
+
+    path = two_clusters
+    gpd.GeoDataFrame({"NAME": ["West", "East"]}, geometry=[box(-1, -1, 0.012, 1), box(0.012, -1, 0.5, 1)],
+                     crs="EPSG:4326").to_file(tmp_path / "countries.gpkg")
+    linked = link_sites([path / "polygons.gpkg"], path / "points.csv", path / "sites.parquet", cut=1000.0,
+                        levels=[300.0])
+    runs = {"chosen": {"choose_cut": True, "sensitivity": ["300m", "1km"], "countries": tmp_path / "countries.gpkg"},
+            "table": {"countries": tmp_path / "countries.gpkg"}}
+    for name, kwargs in runs.items():
+        write_land_use(linked.out, tmp_path / f"{name}-one", **kwargs)
+    monkeypatch.setattr(landuse, "PER_TASK", 1)
+    for name, kwargs in runs.items():
+        write_land_use(linked.out, tmp_path / f"{name}-many", **kwargs)
+        one, many = tmp_path / f"{name}-one", tmp_path / f"{name}-many"
+        files = sorted(p.name for p in one.iterdir())
+        assert files == sorted(p.name for p in many.iterdir()) and "landuse_by_site.parquet" in files
+        for file in files:
+            if file.endswith(".parquet"):
+                pd.testing.assert_frame_equal(pd.read_parquet(one / file), pd.read_parquet(many / file))
+            elif file.endswith(".json"):
+                a, b = (json.loads((folder / file).read_text()) for folder in (one, many))
+                assert {k: v for k, v in a.items() if k != "seconds"} == {k: v for k, v in b.items() if k != "seconds"}
+            else:
+                assert (one / file).read_bytes() == (many / file).read_bytes(), file
+
+
 def test_errors_name_what_is_wrong(two_clusters, tmp_path):
     path = two_clusters
     result = link_sites([path / "polygons.gpkg"], path / "points.csv", path / "sites.parquet", cut=1000.0)
