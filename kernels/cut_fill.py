@@ -27,8 +27,10 @@ A site with no valid cell (including one off the grid) gets NaN volumes, change 
 
 Three implementations give the same numbers, up to the order of floating-point additions:
 
-* :func:`cut_fill_reference`: array-API code for numpy and CuPy that gathers every covered cell, fills voids
-  cell by cell and sums per site with ``bincount``: readable, and the oracle of the tests.
+* :func:`cut_fill_reference`: array-API code that gathers every covered cell, fills voids cell by cell and sums
+  per site with ``bincount``: readable, and the oracle of the tests. ``bincount`` is outside the array API
+  standard (which has no scatter-add), so it runs on numpy and CuPy, not on a namespace that has only the
+  standard's functions (array-api-strict).
 * :func:`cut_fill`: the CPU path, one numba kernel reading each site's window of both epochs once and fusing
   dh, validity, thresholds and float64 accumulation (float32 or float64 rasters of any strides, read in place,
   never copied). The fused loop over a window row is branch-free and vectorised (SIMD), and rows a few ahead
@@ -40,6 +42,9 @@ Three implementations give the same numbers, up to the order of floating-point a
   neither TBB nor OpenMP loads, two threads entering a ``parallel=True`` kernel at once abort the process).
 * :func:`cut_fill_cuda`: the same arithmetic as a ``numba.cuda`` kernel on device arrays (CuPy arrays through
   ``__cuda_array_interface__``, or numba device arrays), one thread block per site (see its docstring).
+
+The other two are numba kernels, not array-API code: :func:`cut_fill` takes numpy arrays only and
+:func:`cut_fill_cuda` CUDA device arrays only.
 
 There is no chunking inside these kernels: each site's window is read from the full arrays they are given
 (in memory or memory-mapped; the pipeline hands over the epochs covering a block of sites), so the results
@@ -174,7 +179,7 @@ def _covered_cells(coverage: Coverage) -> tuple[np.ndarray, np.ndarray, np.ndarr
 
 def cut_fill_reference(early, late, coverage: Coverage, threshold: float, cell_area: float,
                        void_policy: str = "none", n_bins: int = 10) -> CutFill:
-    """Per-site cut and fill, the readable array-API reference (numpy or CuPy arrays).
+    """Per-site cut and fill, the readable array-API reference (numpy or CuPy arrays: it needs ``bincount``).
 
     Every covered cell of every site is gathered into flat arrays (site id, pixel index, coverage; built from
     the coverage on the host and moved to the rasters' device with ``xp.asarray``), voids are filled cell by

@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from array_api_compat import array_namespace, device, to_device
+from array_api_compat import array_namespace, device, is_cupy_namespace, is_numpy_namespace
 from scipy.optimize import curve_fit
 
 NMAD_SCALE = 1.4826  # NMAD of a normal distribution equals its standard deviation
@@ -60,13 +60,19 @@ def nanmedian(values) -> float:
 
 
 def _median(finite) -> float:
-    """Median of a 1-D array of finite values (NaN when empty), by selection rather than a sort: numpy and CuPy
-    both have ``partition`` (outside the array API standard)."""
+    """Median of a 1-D array of finite values (NaN when empty).
+
+    numpy and CuPy select the two middle values with ``partition`` (linear time, outside the array API standard);
+    other namespaces sort. Both place the same values at the middle positions, so the median has the same bits.
+    """
     xp = array_namespace(finite)
     n = finite.shape[0]
     if n == 0:
         return math.nan
-    ranked = xp.partition(finite, ((n - 1) // 2, n // 2))
+    if is_numpy_namespace(xp) or is_cupy_namespace(xp):
+        ranked = xp.partition(finite, ((n - 1) // 2, n // 2))
+    else:
+        ranked = xp.sort(finite)
     return float((ranked[(n - 1) // 2] + ranked[n // 2]) / 2)
 
 
@@ -226,7 +232,8 @@ def fit_spherical(lags, gamma, counts) -> tuple[float, float, float]:
     nugget : float
         Nugget variance.
     """
-    lags, gamma, counts = (np.asarray(to_device(a, "cpu"), dtype=np.float64) for a in (lags, gamma, counts))
+    # DLPack with a host device: a copy from any array-API library and device (a view of numpy arrays)
+    lags, gamma, counts = (np.asarray(np.from_dlpack(a, device="cpu"), dtype=np.float64) for a in (lags, gamma, counts))
     if not lags.shape == gamma.shape == counts.shape or lags.ndim != 1:
         raise ValueError(f"lags, gamma and counts must be 1-D of one length; got {lags.shape}, {gamma.shape}, "
                          f"{counts.shape}")

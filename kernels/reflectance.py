@@ -5,7 +5,7 @@ Written once against the array API: the same code runs on numpy and CuPy arrays.
 
 from collections.abc import Sequence
 
-from array_api_compat import array_namespace
+from array_api_compat import array_namespace, device
 
 
 def dn_to_reflectance(dn, offset: float, scale: float = 1e-4, nodata: int = 0):
@@ -55,9 +55,9 @@ def class_mask(classes, selected: Sequence[int], n_classes: int = 256):
     xp = array_namespace(classes)
     if any(not 0 <= int(c) < n_classes for c in selected):
         raise ValueError(f"class codes must lie in [0, {n_classes}); got {list(selected)}")
-    lut = xp.zeros(n_classes, dtype=xp.bool)
-    if len(selected):
-        lut[xp.asarray(list(selected), dtype=xp.int64)] = True
+    dev = device(classes)
+    codes = xp.arange(n_classes, dtype=xp.int64, device=dev)
+    lut = xp.any(codes[:, None] == xp.asarray(list(selected), dtype=xp.int64, device=dev)[None, :], axis=1)
     flat = xp.reshape(xp.astype(classes, xp.int64), (-1,))
     return xp.reshape(xp.take(lut, flat), classes.shape)
 
