@@ -165,6 +165,47 @@ def test_mtg_link_on_gateway_matches_threads(gateway_env, tmp_path):
         _close_gateway(gateway)
 
 
+#: The smallest `mtg run` whose sites, volumes and land use all exist: a 2 km sample region, levels recorded for the
+#: land-use sensitivity (its unions and areas are dask tasks too).
+SMALL_RUN = """[sample]
+size_km = 2
+n_dates = 6
+[ingest.chunks]
+space = 128
+[link]
+levels = ["500m"]
+[landuse]
+sensitivity = ["500m", "1km"]
+"""
+#: The run's tables compared between the schedulers.
+RUN_TABLES = ("sites/sites.parquet", "sites/sites_members.parquet", "volumes/site_volumes.parquet",
+              "landuse/landuse_by_site.parquet",
+              "landuse/landuse_by_commodity.parquet", "landuse/landuse_sensitivity.parquet",
+              "indicators/site_indicators.parquet")
+
+
+@pytest.mark.timeout(240)
+def test_mtg_run_on_gateway_matches_threads(gateway_env, tmp_path):
+    """Every stage of `mtg run` (ingest, segmentation, volumes, land use) on one gateway cluster: the same tables as
+    the threaded run, and the cluster shut down after."""
+    config = tmp_path / "run.toml"
+    config.write_text(SMALL_RUN)
+    env = {**os.environ, **gateway_env, "DASK_GATEWAY__CLUSTER__OPTIONS__WORKER_MEMORY": "2"}  # the model's worker
+    for name, extra in (("threads", []), ("gateway", ["--scheduler", "gateway", "--workers", "1"])):
+        proc = subprocess.run([str(BIN / "mtg"), "run", "--out", str(tmp_path / name), "--seed", "7", "--config",
+                               str(config), "--quiet", *extra], env=env, capture_output=True, text=True, timeout=180)
+        assert proc.returncode == 0, proc.stderr
+    for table in RUN_TABLES:
+        a, b = (pd.read_parquet(tmp_path / name / table) for name in ("threads", "gateway"))
+        assert len(a), table
+        pd.testing.assert_frame_equal(a, b, obj=table)
+    gateway = Gateway(gateway_env["DASK_GATEWAY__ADDRESS"], auth=BasicAuth("mtg", PASSWORD))
+    try:
+        assert gateway.list_clusters() == []  # shut down after
+    finally:
+        _close_gateway(gateway)
+
+
 def test_wrong_address_refused_password_and_refused_options_are_one_line(gateway_env, monkeypatch):
     with pytest.raises(MtgError, match=r"cannot reach the dask-gateway server at http://127.0.0.1:9") as err:
         with gateway_cluster(1, address="http://127.0.0.1:9"):
