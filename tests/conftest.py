@@ -1,4 +1,5 @@
-"""Shared fixtures: the small sample region, the real data folder and a moto S3 server process."""
+"""Shared fixtures: the small sample region, the real data folder, a moto S3 server process, a small `mtg run` and a
+real dask-gateway server."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -105,3 +107,101 @@ def sample_run(sample_region, tmp_path_factory):
     measure_volumes(early, late, sites.out, run / "volumes")
     run_indicators(run)
     return run
+
+
+#: The smallest `mtg run` whose sites, volumes and land use all exist: a 2 km sample region (seed 7), a 500 m level
+#: recorded for the land-use sensitivity (whose unions and areas are dask tasks too).
+SMALL_RUN = """[sample]
+size_km = 2
+n_dates = 6
+[ingest.chunks]
+space = 128
+[link]
+levels = ["500m"]
+[landuse]
+sensitivity = ["500m", "1km"]
+"""
+#: Tables of the small run that other schedulers must reproduce.
+SMALL_RUN_TABLES = ("sites/sites.parquet", "sites/sites_members.parquet", "volumes/site_volumes.parquet",
+                    "landuse/landuse_by_site.parquet", "landuse/landuse_by_commodity.parquet",
+                    "landuse/landuse_sensitivity.parquet", "indicators/site_indicators.parquet")
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory) -> Path:
+    """The run folder of `mtg run` on the threaded scheduler with :data:`SMALL_RUN`."""
+    folder = tmp_path_factory.mktemp("small-run")
+    (folder / "run.toml").write_text(SMALL_RUN)
+    proc = subprocess.run([str(Path(sys.executable).parent / "mtg"), "run", "--out", str(folder / "run"), "--seed",
+                           "7", "--config", str(folder / "run.toml"), "--quiet"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return folder / "run"
+
+
+GATEWAY_OPTIONS = ROOT / "deploy" / "jupyterhub" / "gateway_options.py"
+GATEWAY_PASSWORD = "mtg-test-password"
+GATEWAY_START_TIMEOUT_S = 30
+
+
+def start_gateway(folder: Path, scheduler_cmd: list[str]) -> tuple[subprocess.Popen, str]:
+    """A dask-gateway-server process on 127.0.0.1 (UnsafeLocalBackend: clusters are processes of this user) with
+    deploy/jupyterhub's cluster options and a password (:data:`GATEWAY_PASSWORD`); returns it and its public address
+    once it answers."""
+    folder.mkdir(parents=True, exist_ok=True)
+    public, private = _free_port(), _free_port()
+    config = folder / "dask_gateway_config.py"
+    config.write_text("\n".join([
+        'c.DaskGateway.backend_class = "dask_gateway_server.backends.local.UnsafeLocalBackend"',
+        f'c.DaskGateway.address = "127.0.0.1:{private}"',
+        f'c.Proxy.address = "127.0.0.1:{public}"',
+        'c.DaskGateway.authenticator_class = "dask_gateway_server.auth.SimpleAuthenticator"',
+        f'c.SimpleAuthenticator.password = "{GATEWAY_PASSWORD}"',
+        f"c.ClusterConfig.scheduler_cmd = {scheduler_cmd!r}",
+        'c.ClusterConfig.worker_cmd = ["dask", "worker"]',
+        "c.ClusterConfig.idle_timeout = 120",
+        f'c.LocalBackend.clusters_directory = "{folder / "clusters"}"',
+        f'exec(open("{GATEWAY_OPTIONS}").read())',
+    ]) + "\n")
+    bin_dir = Path(sys.executable).parent
+    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    log = open(folder / "gateway.log", "wb")  # noqa: SIM115 - closed with the process
+    proc = subprocess.Popen([str(bin_dir / "dask-gateway-server"), "-f", str(config)], cwd=folder, env=env,
+                            stdout=log, stderr=subprocess.STDOUT)
+    address = f"http://127.0.0.1:{public}"
+    deadline = time.monotonic() + GATEWAY_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"dask-gateway-server exited: {(folder / 'gateway.log').read_text()[-2000:]}")
+        try:  # the proxy answers before it routes to the API: wait for the API's health check
+            with urllib.request.urlopen(f"{address}/api/health", timeout=1) as resp:
+                if resp.status == 200:
+                    return proc, address
+        except OSError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("dask-gateway-server did not start in time")
+
+
+def stop_gateway(proc: subprocess.Popen) -> None:
+    """Stop a server of :func:`start_gateway` (it stops its clusters on SIGTERM)."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="session")
+def gateway_server(tmp_path_factory):
+    """The address of a real dask-gateway server (:func:`start_gateway`) for the session; skips without
+    dask-gateway-server[local]."""
+    pytest.importorskip("dask_gateway_server", reason="dask-gateway-server is not installed (pip install "
+                                                       "'dask-gateway-server[local]')")
+    pytest.importorskip("sqlalchemy", reason="the gateway's local backend needs sqlalchemy "
+                                             "(dask-gateway-server[local])")
+    proc, address = start_gateway(tmp_path_factory.mktemp("gateway"), ["dask", "scheduler"])
+    yield address
+    stop_gateway(proc)

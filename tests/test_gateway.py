@@ -5,18 +5,16 @@ address, a refused password, refused options and a cluster that cannot start eac
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import ROOT
+from conftest import GATEWAY_PASSWORD as PASSWORD
+from conftest import SMALL_RUN, SMALL_RUN_TABLES, start_gateway, stop_gateway
 
 pytest.importorskip("dask_gateway_server", reason="dask-gateway-server is not installed (pip install "
                                                    "'dask-gateway-server[local]')")
@@ -28,70 +26,7 @@ from mtg.pipeline.deploy import _close_gateway, gateway_cluster  # noqa: E402
 from mtg.pipeline.errors import MtgError  # noqa: E402
 
 BIN = Path(sys.executable).parent
-OPTIONS = ROOT / "deploy" / "jupyterhub" / "gateway_options.py"
-PASSWORD = "mtg-test-password"
-START_TIMEOUT_S = 30
 pytestmark = pytest.mark.timeout(90)  # a gateway that hangs fails the test instead of the suite
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start_gateway(folder: Path, scheduler_cmd: list[str]) -> tuple[subprocess.Popen, str]:
-    """A dask-gateway-server process on 127.0.0.1 (UnsafeLocalBackend: clusters are processes of this user) with
-    deploy/jupyterhub's cluster options; returns it and its public address once it answers."""
-    folder.mkdir(parents=True, exist_ok=True)
-    public, private = _free_port(), _free_port()
-    config = folder / "dask_gateway_config.py"
-    config.write_text("\n".join([
-        'c.DaskGateway.backend_class = "dask_gateway_server.backends.local.UnsafeLocalBackend"',
-        f'c.DaskGateway.address = "127.0.0.1:{private}"',
-        f'c.Proxy.address = "127.0.0.1:{public}"',
-        'c.DaskGateway.authenticator_class = "dask_gateway_server.auth.SimpleAuthenticator"',
-        f'c.SimpleAuthenticator.password = "{PASSWORD}"',
-        f"c.ClusterConfig.scheduler_cmd = {scheduler_cmd!r}",
-        'c.ClusterConfig.worker_cmd = ["dask", "worker"]',
-        "c.ClusterConfig.idle_timeout = 120",
-        f'c.LocalBackend.clusters_directory = "{folder / "clusters"}"',
-        f'exec(open("{OPTIONS}").read())',
-    ]) + "\n")
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
-    log = open(folder / "gateway.log", "wb")  # noqa: SIM115 - closed with the process
-    proc = subprocess.Popen([str(BIN / "dask-gateway-server"), "-f", str(config)], cwd=folder, env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
-    address = f"http://127.0.0.1:{public}"
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"dask-gateway-server exited: {(folder / 'gateway.log').read_text()[-2000:]}")
-        try:  # the proxy answers before it routes to the API: wait for the API's health check
-            with urllib.request.urlopen(f"{address}/api/health", timeout=1) as resp:
-                if resp.status == 200:
-                    return proc, address
-        except OSError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("dask-gateway-server did not start in time")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    proc.terminate()  # the server stops its clusters on SIGTERM
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-@pytest.fixture(scope="module")
-def gateway_server(tmp_path_factory):
-    proc, address = _start_gateway(tmp_path_factory.mktemp("gateway"), ["dask", "scheduler"])
-    yield address
-    _stop(proc)
 
 
 @pytest.fixture
@@ -165,38 +100,19 @@ def test_mtg_link_on_gateway_matches_threads(gateway_env, tmp_path):
         _close_gateway(gateway)
 
 
-#: The smallest `mtg run` whose sites, volumes and land use all exist: a 2 km sample region, levels recorded for the
-#: land-use sensitivity (its unions and areas are dask tasks too).
-SMALL_RUN = """[sample]
-size_km = 2
-n_dates = 6
-[ingest.chunks]
-space = 128
-[link]
-levels = ["500m"]
-[landuse]
-sensitivity = ["500m", "1km"]
-"""
-#: The run's tables compared between the schedulers.
-RUN_TABLES = ("sites/sites.parquet", "sites/sites_members.parquet", "volumes/site_volumes.parquet",
-              "landuse/landuse_by_site.parquet",
-              "landuse/landuse_by_commodity.parquet", "landuse/landuse_sensitivity.parquet",
-              "indicators/site_indicators.parquet")
-
-
 @pytest.mark.timeout(240)
-def test_mtg_run_on_gateway_matches_threads(gateway_env, tmp_path):
-    """Every stage of `mtg run` (ingest, segmentation, volumes, land use) on one gateway cluster: the same tables as
-    the threaded run, and the cluster shut down after."""
+def test_mtg_run_on_gateway_matches_threads(small_run, gateway_env, tmp_path):
+    """Every stage of `mtg run` (ingest, segmentation, volumes, land use) on one gateway cluster: the tables of the
+    threaded run, and the cluster shut down after."""
+    env = {**os.environ, **gateway_env, "DASK_GATEWAY__CLUSTER__OPTIONS__WORKER_MEMORY": "2"}  # the model's worker
     config = tmp_path / "run.toml"
     config.write_text(SMALL_RUN)
-    env = {**os.environ, **gateway_env, "DASK_GATEWAY__CLUSTER__OPTIONS__WORKER_MEMORY": "2"}  # the model's worker
-    for name, extra in (("threads", []), ("gateway", ["--scheduler", "gateway", "--workers", "1"])):
-        proc = subprocess.run([str(BIN / "mtg"), "run", "--out", str(tmp_path / name), "--seed", "7", "--config",
-                               str(config), "--quiet", *extra], env=env, capture_output=True, text=True, timeout=180)
-        assert proc.returncode == 0, proc.stderr
-    for table in RUN_TABLES:
-        a, b = (pd.read_parquet(tmp_path / name / table) for name in ("threads", "gateway"))
+    proc = subprocess.run([str(BIN / "mtg"), "run", "--out", str(tmp_path / "gateway"), "--seed", "7", "--config",
+                           str(config), "--quiet", "--scheduler", "gateway", "--workers", "1"], env=env,
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    for table in SMALL_RUN_TABLES:
+        a, b = pd.read_parquet(small_run / table), pd.read_parquet(tmp_path / "gateway" / table)
         assert len(a), table
         pd.testing.assert_frame_equal(a, b, obj=table)
     gateway = Gateway(gateway_env["DASK_GATEWAY__ADDRESS"], auth=BasicAuth("mtg", PASSWORD))
@@ -228,7 +144,7 @@ def test_wrong_address_refused_password_and_refused_options_are_one_line(gateway
 
 def test_cluster_that_cannot_start_is_one_line(tmp_path, monkeypatch):
     # the server's default before distributed 2026: a dask-scheduler binary that no longer exists
-    proc, address = _start_gateway(tmp_path / "broken", ["dask-scheduler-not-installed"])
+    proc, address = start_gateway(tmp_path / "broken", ["dask-scheduler-not-installed"])
     try:
         monkeypatch.setenv("DASK_GATEWAY__AUTH__TYPE", "basic")
         monkeypatch.setenv("DASK_GATEWAY__AUTH__KWARGS__USERNAME", "mtg")
@@ -241,7 +157,7 @@ def test_cluster_that_cannot_start_is_one_line(tmp_path, monkeypatch):
                 pass
         assert "\n" not in str(err.value)
     finally:
-        _stop(proc)
+        stop_gateway(proc)
         dask.config.refresh()
 
 
