@@ -28,8 +28,8 @@ report = Console(soft_wrap=True)  # where the outputs are, on standard output
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="Run-config file (YAML or TOML).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors; no progress bars.")]
 SchedulerOpt = Annotated[Optional[str], typer.Option(
-    help="Dask scheduler: threads (default), local (a LocalCluster), tcp://HOST:PORT, gateway, or kubernetes (a "
-         "DaskCluster from DASK_KUBERNETES__CUSTOM_CLUSTER_SPEC).")]
+    help="Dask scheduler: threads (default), local (a LocalCluster), local-cuda (a LocalCUDACluster, one worker per "
+         "GPU), tcp://HOST:PORT, gateway, or kubernetes (a DaskCluster from DASK_KUBERNETES__CUSTOM_CLUSTER_SPEC).")]
 WorkersOpt = Annotated[Optional[int], typer.Option(help="Workers for --scheduler local or gateway.")]
 MemoryOpt = Annotated[Optional[str], typer.Option(help="Memory limit per LocalCluster worker, e.g. 2GiB.")]
 BboxOpt = Annotated[Optional[str], typer.Option(help="min_lon,min_lat,max_lon,max_lat (EPSG:4326).")]
@@ -518,6 +518,8 @@ def volume(
         help="Epochs of different vertical datums: convert (default; needs the PROJ geoid grids) or assume-same.")] = None,
     storage_options: Annotated[Optional[str], typer.Option(
         help="fsspec storage options (JSON) for remote Zarr DEMs and static catalogs.")] = None,
+    device: Annotated[Optional[str], typer.Option(
+        help="Where sites are integrated: auto (the CUDA kernel on workers with a GPU), cpu or cuda.")] = None,
     scheduler: SchedulerOpt = None,
     workers: WorkersOpt = None,
     memory_limit: MemoryOpt = None,
@@ -534,8 +536,8 @@ def volume(
     cfg = with_overrides(load_config(config), {
         "volume.coregister": coregister, "volume.tilt": tilt, "volume.threshold_nmad": threshold_nmad,
         "volume.threshold_m": threshold_m, "volume.void_policy": void_policy, "volume.min_deposit_m2": min_deposit_m2,
-        "volume.datum_policy": datum_policy, "dask.scheduler": scheduler, "dask.workers": workers,
-        "dask.memory_limit": memory_limit,
+        "volume.datum_policy": datum_policy, "volume.device": device, "dask.scheduler": scheduler,
+        "dask.workers": workers, "dask.memory_limit": memory_limit,
     })
     with output_lock(out), dask_scheduler(cfg.dask.scheduler, cfg.dask.workers, cfg.dask.memory_limit):
         result = measure_volumes(before, after, sites, out, site_id_col=site_id_col, catalog=catalog,

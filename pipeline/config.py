@@ -33,10 +33,10 @@ class DaskConfig(_Section):
     @field_validator("scheduler")
     @classmethod
     def _known(cls, value: str) -> str:
-        if value in ("threads", "local", "gateway", "kubernetes") or value.startswith("tcp://"):
+        if value in ("threads", "local", "local-cuda", "gateway", "kubernetes") or value.startswith("tcp://"):
             return value
-        raise ValueError("allowed values are 'threads', 'local', 'gateway', 'kubernetes' or a 'tcp://HOST:PORT' "
-                         "address")
+        raise ValueError("allowed values are 'threads', 'local', 'local-cuda', 'gateway', 'kubernetes' or a "
+                         "'tcp://HOST:PORT' address")
 
     @field_validator("memory_limit")
     @classmethod
@@ -158,6 +158,9 @@ class VolumeOptions(_Section):
     #: terrain of every aspect; its float64 work arrays take about 0.5 GB
     calibration_size: int = Field(default=2048, ge=64)
     datum_policy: Literal["convert", "assume-same"] = "convert"
+    #: where the per-site integration runs: ``auto`` (the CUDA kernel in a worker that has a GPU, else the CPU
+    #: kernel), ``cpu`` or ``cuda``
+    device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
 class VolumeConfig(VolumeOptions):

@@ -15,7 +15,7 @@ from mtg.pipeline.errors import MtgError
 
 log = logging.getLogger(__name__)
 
-SCHEDULERS = "threads, local, tcp://HOST:PORT, gateway or kubernetes"
+SCHEDULERS = "threads, local, local-cuda, tcp://HOST:PORT, gateway or kubernetes"
 
 
 @contextmanager
@@ -28,11 +28,14 @@ def dask_scheduler(
     ----------
     scheduler : str
         ``threads`` (the threaded scheduler of this process), ``local`` (a LocalCluster of worker processes),
+        ``local-cuda`` (dask-cuda's ``LocalCUDACluster``: one worker per GPU of this machine, each declaring the
+        ``GPU`` resource that GPU work asks for, :func:`gpu_annotations`),
         ``tcp://HOST:PORT`` (an existing cluster), ``gateway`` (a new cluster from the dask-gateway server set
         in dask's config, ``gateway.address``) or ``kubernetes`` (a dask-kubernetes ``KubeCluster`` from the spec
         in ``DASK_KUBERNETES__CUSTOM_CLUSTER_SPEC``, see docs/deploy.md).
     workers : int, optional
-        Worker count for ``local`` (default 2) and ``gateway`` (default 2).
+        Worker count for ``local`` (default 2) and ``gateway`` (default 2); for ``local-cuda``, the GPUs used
+        (default all).
     memory_limit : str, optional
         Memory limit per worker for ``local``, for example ``"2GiB"``.
 
@@ -62,6 +65,10 @@ def dask_scheduler(
                           dashboard_address=None, env=env) as cluster, Client(cluster) as client:
             yield client
         return
+    if scheduler == "local-cuda":
+        with local_cuda_cluster(workers, memory_limit) as cluster, Client(cluster) as client:
+            yield client
+        return
     if scheduler.startswith("tcp://"):
         try:
             client = Client(scheduler, timeout="10s")
@@ -85,6 +92,67 @@ def dask_scheduler(
             yield client
         return
     raise MtgError(f"scheduler {scheduler!r} is not one of {SCHEDULERS}")
+
+
+@contextmanager
+def local_cuda_cluster(gpus: int | None = None, memory_limit: str | None = None) -> Iterator[Any]:
+    """dask-cuda's ``LocalCUDACluster`` on this machine's GPUs, each worker declaring ``resources={"GPU": 1}``.
+
+    Raises
+    ------
+    MtgError
+        When dask-cuda is not installed (the ``gpu`` extra) or the machine has no usable GPU.
+    """
+    try:
+        from dask_cuda import LocalCUDACluster
+    except ImportError:
+        raise MtgError("--scheduler local-cuda needs dask-cuda and CuPy: install mine-the-gap[gpu] on a machine "
+                       "with an NVIDIA GPU") from None
+    from numba import cuda
+
+    if not cuda.is_available():
+        raise MtgError("--scheduler local-cuda found no CUDA GPU on this machine (numba finds no CUDA driver)")
+    visible = ",".join(str(k) for k in range(gpus)) if gpus else None
+    log.info("starting a LocalCUDACluster on %s GPU(s)", gpus or "all")
+    try:
+        cluster = LocalCUDACluster(CUDA_VISIBLE_DEVICES=visible, memory_limit=memory_limit or "auto",
+                                   dashboard_address=None, resources={"GPU": 1})
+    except Exception as err:  # dask-cuda reports a failed start (driver, NVML) in many exception types
+        raise MtgError(f"the LocalCUDACluster did not start: {err}") from None
+    with cluster:
+        yield cluster
+
+
+def gpu_annotations(device: str = "auto") -> dict[str, Any]:
+    """``dask.annotate`` keywords that send GPU work to the GPU workers of the active distributed cluster.
+
+    On a cluster where some workers declare a ``GPU`` resource (``dask-cuda-worker --resources GPU=1``, the GPU
+    worker group of ``mtg deploy kubernetes``, ``--scheduler local-cuda``), tasks annotated ``resources={"GPU": 1}``
+    run only there, one at a time per GPU, while the tasks that read the data stay on any worker. Nothing when the
+    work is for the CPU (``device="cpu"``), with the threaded scheduler, or when no worker has a GPU (annotated
+    tasks would then never run).
+
+    Parameters
+    ----------
+    device : {"auto", "cpu", "cuda"}
+        Where the work was asked to run.
+
+    Returns
+    -------
+    dict
+        ``{"resources": {"GPU": 1}}`` or ``{}``.
+    """
+    if device == "cpu":
+        return {}
+    try:
+        from distributed import default_client
+
+        workers = default_client().scheduler_info(n_workers=-1)["workers"].values()
+    except (ImportError, ValueError):  # no distributed client: the threaded scheduler
+        return {}
+    if any(w.get("resources", {}).get("GPU", 0) > 0 for w in workers):
+        return {"resources": {"GPU": 1}}
+    return {}
 
 
 class DaskProgress:

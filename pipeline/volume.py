@@ -66,8 +66,10 @@ import rasterio
 from affine import Affine
 
 from mtg.pipeline.config import VolumeOptions, stage_options
+from mtg.pipeline.dask_cluster import gpu_annotations
 from mtg.pipeline.dem_inputs import Dem, align
 from mtg.pipeline.errors import MtgError
+from mtg.pipeline.site_assembly import site_footprints
 from mtg.pipeline.vertical_datum import harmonise_vertical_datums
 
 log = logging.getLogger(__name__)
@@ -122,12 +124,14 @@ def site_polygons(sites: Any, crs, id_col: str | None = None, name: str = "the s
     frame = sites.sites if isinstance(sites, LinkedSites) else sites
     if frame.crs is None:
         raise MtgError(f"{name} have no CRS: set one so the sites can be put on the DEM grid")
-    polygonal = frame.geometry.geom_type.isin(["Polygon", "MultiPolygon"]).to_numpy()
+    footprints = site_footprints(frame.geometry.to_numpy(), name)
+    polygonal = footprints != None  # noqa: E711 - elementwise
     if not polygonal.any():
         raise MtgError(f"{name} hold no polygons (site footprints are needed for volumes)")
     if not polygonal.all():
         log.warning("%s: %d rows without a polygon footprint are skipped", name, int((~polygonal).sum()))
-        frame = frame[polygonal]
+    frame = gpd.GeoDataFrame(frame[polygonal], geometry=gpd.GeoSeries(footprints[polygonal], crs=frame.crs,
+                                                                      index=frame.index[polygonal]))
     column = id_col or next((c for c in ("site_id", "id") if c in frame.columns), None)
     if id_col and id_col not in frame.columns:
         raise MtgError(f"{name} have no column {id_col!r}; their columns are {list(frame.columns)}")
@@ -556,74 +560,161 @@ def site_groups(sites, transform: Affine, shape: tuple[int, int]) -> list[tuple[
     return groups
 
 
-def group_windows(groups: list[tuple[np.ndarray, tuple[slice, slice]]], early: da.Array, late: da.Array,
-                  correct: Callable[[np.ndarray, int, int], np.ndarray] | None, depth: tuple[int, int],
-                  late_lazy: da.Array) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-    """The window of both epochs of every site group (:func:`site_groups`): ``(group, early, late)``.
+def margin_window(window: tuple[slice, slice], depth: tuple[int, int], shape: tuple[int, int]
+                  ) -> tuple[slice, slice]:
+    """A window grown by ``depth`` rows and columns (the co-registration's reach), clipped to the grid: the
+    window of the later epoch that co-registering ``window`` needs."""
+    (r, c), (n_rows, n_cols) = window, shape
+    return (slice(max(r.start - depth[0], 0), min(r.stop + depth[0], n_rows)),
+            slice(max(c.start - depth[1], 0), min(c.stop + depth[1], n_cols)))
 
-    Both epochs are streamed as read (:func:`epoch_bands`). A group is cut out as soon as the band holding the
-    last row it needs is in, from that band and the rows of the band
-    before; the later epoch's window is taken with a margin of ``depth`` and co-registered on its own, which gives
-    what the whole grid gives. Each DEM block is computed once, and only a band of each epoch and the rows kept
-    for windows crossing into the next band are held. Groups taller than the shortest band with their margin (rare:
-    sites chained over a band's height) are then read one by one from the lazy arrays.
+
+def group_batches(groups: list[tuple[np.ndarray, tuple[slice, slice]]], band_rows: tuple[int, ...],
+                  depth: tuple[int, int], shape: tuple[int, int]) -> list[tuple[list[int], tuple[slice, slice],
+                                                                                 tuple[slice, slice]]]:
+    """Site groups batched into dask tasks: the groups whose windows end in one band of block rows, together.
+
+    A group's later-epoch window is its window grown by ``depth`` (the co-registration's reach, clipped to the
+    grid). Groups are batched by the band (block row of the earlier epoch) holding the last row of that margin
+    window, so a batch reads about one band of each epoch plus the rows its windows reach up into; groups taller
+    than the shortest band (rare: sites chained over a band's height) are batches of their own.
 
     Parameters
     ----------
     groups : list of (numpy.ndarray, (slice, slice))
-        Site groups and their windows.
-    early, late : dask.array.Array
-        The epochs on one grid, the later one as read.
-    correct : callable or None
-        ``correct(rows, first_row, first_col)``: co-registers a window of the later epoch in place and returns
-        it (NaN where a cell's support leaves the window); None to take the later epoch as read.
+        Site groups and their windows (:func:`site_groups`).
+    band_rows : tuple of int
+        Rows of each block row of the earlier epoch (its dask chunks along y).
     depth : (int, int)
         Rows and columns the correction reaches (:func:`correction_depth`); (0, 0) without correction.
-    late_lazy : dask.array.Array
-        The later epoch as corrected (:func:`corrected`), for the tall groups.
+    shape : (int, int)
+        Rows and columns of the grid.
+
+    Returns
+    -------
+    list of (list of int, (slice, slice), (slice, slice))
+        The groups of each batch (ascending), and the windows of the earlier and the later epoch that hold all
+        their windows.
     """
-    n_rows, n_cols = early.shape
+    needs = [margin_window(window, depth, shape) for _, window in groups]
+    edges = np.cumsum((0,) + tuple(band_rows))
+    short = min(band_rows)
+    by_band: dict[int, list[int]] = {}
+    alone = []
+    for g, (lr, _) in enumerate(needs):
+        if lr.stop - lr.start > short:
+            alone.append([g])
+        else:
+            by_band.setdefault(int(np.searchsorted(edges, lr.stop, side="left")), []).append(g)
 
-    def margin(g: int) -> tuple[slice, slice]:  # the window of the later epoch that a group's correction needs
-        r, c = groups[g][1]
-        return (slice(max(r.start - depth[0], 0), min(r.stop + depth[0], n_rows)),
-                slice(max(c.start - depth[1], 0), min(c.stop + depth[1], n_cols)))
+    def hull(windows: list[tuple[slice, slice]]) -> tuple[slice, slice]:
+        return (slice(min(w[0].start for w in windows), max(w[0].stop for w in windows)),
+                slice(min(w[1].start for w in windows), max(w[1].stop for w in windows)))
 
-    short = min(early.chunks[0])
-    needs = [margin(g) for g in range(len(groups))]
-    heights = np.array([r.stop - r.start for r, _ in needs])
-    streamed = sorted(np.flatnonzero(heights <= short).tolist(), key=lambda g: needs[g][0].stop)
-    i, kept = 0, None  # kept: (first row, early rows, late rows) of a band that windows still to come start in
+    return [(members, hull([groups[g][1] for g in members]), hull([needs[g] for g in members]))
+            for members in [by_band[b] for b in sorted(by_band)] + alone]
 
-    def cut(epoch: int, band: np.ndarray, r0: int, window: tuple[slice, slice]) -> np.ndarray:
-        """A window of epoch 1 (early) or 2 (late): a view of the band or of the kept rows, or both joined."""
-        r, c = window
-        if r.start >= r0:
-            return band[r.start - r0:r.stop - r0, c]
-        if r.stop <= r0:
-            return kept[epoch][r.start - kept[0]:r.stop - kept[0], c]
-        return np.concatenate([kept[epoch][r.start - kept[0]:, c], band[:r.stop - r0, c]])
 
-    for r0, e_band, l_band in epoch_bands(early, late) if streamed else ():
-        r1 = r0 + len(e_band)
-        while i < len(streamed) and needs[streamed[i]][0].stop <= r1:
-            g = streamed[i]
-            (r, c), (lr, lc) = groups[g][1], needs[g]
+def _window(values: np.ndarray, origin: tuple[int, int], window: tuple[slice, slice]) -> np.ndarray:
+    """The part ``window`` (grid rows and columns) of ``values``, whose first cell is grid cell ``origin``."""
+    r, c = window
+    return values[r.start - origin[0]:r.stop - origin[0], c.start - origin[1]:c.stop - origin[1]]
+
+
+def integration_device(device: str) -> str:
+    """Where a task integrates its sites: ``cuda`` when asked, or for ``auto`` when its process sees a GPU
+    (numba's CUDA driver, or the CUDA simulator of ``NUMBA_ENABLE_CUDASIM=1``); else ``cpu``.
+
+    Raises
+    ------
+    MtgError
+        When ``cuda`` is asked for in a process without a GPU.
+    """
+    if device == "cpu":
+        return device
+    from numba import cuda
+
+    if cuda.is_available():
+        return "cuda"
+    if device == "cuda":
+        raise MtgError("volume.device is cuda, but the process integrating the sites sees no CUDA GPU (numba finds "
+                       "no CUDA driver): use device auto or cpu, or run on GPU workers (--scheduler local-cuda)")
+    return "cpu"
+
+
+def _integrate(early: np.ndarray, late: np.ndarray, polygons, transform: Affine, threshold: float,
+               cell_area: float, void_policy: str, device: str):
+    """Cut and fill of ``polygons`` on one window, on the CPU (numba) or the GPU (the CUDA kernel).
+
+    On the GPU the windows are CuPy arrays when CuPy is installed (numba device arrays otherwise, e.g. under the
+    CUDA simulator); both kernels sum the same cells with the same arithmetic (:mod:`mtg.kernels.cut_fill`).
+    """
+    from mtg.kernels.coverage import polygon_coverage
+    from mtg.kernels.cut_fill import coverage_to_device, cut_fill, cut_fill_cuda
+
+    coverage = polygon_coverage(polygons, transform, early.shape)
+    if device == "cpu":
+        return cut_fill(early, late, coverage, threshold, cell_area, void_policy)
+    try:
+        import cupy
+
+        to_device = cupy.asarray
+    except ImportError:
+        from numba import cuda
+
+        to_device = cuda.to_device
+    return cut_fill_cuda(to_device(np.ascontiguousarray(early)), to_device(np.ascontiguousarray(late)),
+                         coverage_to_device(coverage), threshold, cell_area, void_policy)
+
+
+def measure_groups(early: np.ndarray, late: np.ndarray, origins: tuple[tuple[int, int], tuple[int, int]],
+                   windows: list[tuple[Any, Any, tuple[slice, slice], tuple[slice, slice]]], transform: Affine,
+                   correct: Callable[[np.ndarray, int, int], np.ndarray] | None, threshold: float, cell_area: float,
+                   void_policy: str, min_deposit_m2: float, device: str
+                   ) -> tuple[str, list[tuple[np.ndarray, list[dict[str, Any]]]]]:
+    """One dask task of the volume stage: the per-site sums and waste deposits of a batch of site groups.
+
+    Parameters
+    ----------
+    early, late : numpy.ndarray
+        The windows of both epochs that hold the batch's windows (:func:`group_batches`), the later one as read.
+    origins : ((int, int), (int, int))
+        Grid row and column of the first cell of ``early`` and of ``late``.
+    windows : list of (shapely geometries, site ids, (slice, slice), (slice, slice))
+        Per group: its site polygons and ids, its window and its later-epoch window with the correction's margin.
+    transform : affine.Affine
+        The grid's transform.
+    correct : callable or None
+        ``correct(rows, first_row, first_col)`` co-registers a window of the later epoch in place.
+    threshold, cell_area, void_policy, min_deposit_m2
+        As in :func:`volumes`.
+    device : {"auto", "cpu", "cuda"}
+        Where to integrate (:func:`integration_device`, decided in the process that runs the task).
+
+    Returns
+    -------
+    (str, list of (numpy.ndarray, list of dict))
+        The device used, and per group the sums of :data:`_SUM_FIELDS` of its sites (one row each) and its
+        deposits (:func:`waste_deposits`).
+    """
+    device = integration_device(device)
+    results = []
+    with rasterio.Env():  # one GDAL environment for the deposits' rasterize and polygonise calls
+        for polygons, site_ids, window, margin in windows:
+            e = _window(early, origins[0], window)
             if correct is None:
-                lt = cut(2, l_band, r0, (r, c))
+                lt = _window(late, origins[1], window)
             else:
-                lt = correct(np.array(cut(2, l_band, r0, (lr, lc))), lr.start, lc.start)
-                lt = lt[r.start - lr.start:r.stop - lr.start, c.start - lc.start:c.stop - lc.start]
-            yield g, cut(1, e_band, r0, (r, c)), lt
-            i += 1
-        # windows still to come need no more rows than a band: they start in this band at the earliest
-        start = min((needs[g][0].start for g in streamed[i:]), default=r1)
-        kept = (start, e_band[start - r0:].copy(), l_band[start - r0:].copy()) if start < r1 else None
-        del e_band, l_band
-    for g in np.flatnonzero(heights > short).tolist():
-        r, c = groups[g][1]
-        e, lt = dask.compute(early[r, c], late_lazy[r, c])
-        yield g, e, lt
+                lt = correct(np.array(_window(late, origins[1], margin)), margin[0].start, margin[1].start)
+                lt = lt[window[0].start - margin[0].start:window[0].stop - margin[0].start,
+                        window[1].start - margin[1].start:window[1].stop - margin[1].start]
+            placed = transform * Affine.translation(window[1].start, window[0].start)
+            sums = _integrate(e, lt, polygons, placed, threshold, cell_area, void_policy, device)
+            stats = np.stack([np.asarray(getattr(sums, f), dtype=np.float64) for f in _SUM_FIELDS], axis=1)
+            shapes = [geojson_polygon(p) for p in polygons]
+            results.append((stats, waste_deposits((lt - e).astype(np.float32), threshold, placed, shapes, site_ids,
+                                                  min_deposit_m2)))
+    return device, results
 
 
 def dh_array(dh: da.Array, early: Dem, attrs: dict[str, Any]):
@@ -840,21 +931,28 @@ def volumes(before: Any, after: Any, sites: Any, *, site_id_col: str | None = No
     del e_win, l_win, stable, win_dh, stable_dh  # the bands streamed next need the memory
 
     stats = np.full((len(site_frame), len(_SUM_FIELDS)), np.nan)
-    found: dict[int, list[dict[str, Any]]] = {}
     polygons, site_ids = site_frame.geometry.to_numpy(), site_frame["site_id"].to_numpy()
-    shapes = np.array([geojson_polygon(p) for p in polygons], dtype=object)
     groups = site_groups(site_frame, early.transform, early.shape)
-    with rasterio.Env():  # one GDAL environment for the deposits' rasterize and polygonise calls
-        for g, e, lt in group_windows(groups, early.values, late.values, correct, depth, late_values):
-            members, (r, c) = groups[g]
-            transform = early.transform * Affine.translation(c.start, r.start)
-            coverage = polygon_coverage(polygons[members], transform, e.shape)
-            sums = cut_fill(e, lt, coverage, threshold, cell_area, void_policy)
-            stats[members] = np.stack([np.asarray(getattr(sums, f), dtype=np.float64) for f in _SUM_FIELDS],
-                                      axis=1)
-            found[g] = waste_deposits((lt - e).astype(np.float32), threshold, transform, shapes[members],
-                                      site_ids[members], min_deposit_m2)
-    log.info("summed dh over %d sites in %d windows", len(site_frame), len(groups))
+    batches = group_batches(groups, early.values.chunks[0], depth, early.shape)
+    tasks = []
+    with dask.annotate(**gpu_annotations(opts.device)):
+        for members, e_window, l_window in batches:
+            windows = [(polygons[groups[g][0]], site_ids[groups[g][0]], groups[g][1],
+                        margin_window(groups[g][1], depth, early.shape)) for g in members]
+            origins = ((e_window[0].start, e_window[1].start), (l_window[0].start, l_window[1].start))
+            tasks.append(dask.delayed(measure_groups)(early.values[e_window], late.values[l_window], origins, windows,
+                                                      early.transform, correct, threshold, cell_area, void_policy,
+                                                      min_deposit_m2, opts.device))
+    log.info("integrating %d sites in %d windows as %d dask tasks", len(site_frame), len(groups), len(tasks))
+    found: dict[int, list[dict[str, Any]]] = {}
+    devices: dict[str, int] = {}
+    for (members, _, _), (device, results) in zip(batches, dask.compute(*tasks)):
+        devices[device] = devices.get(device, 0) + 1
+        for g, (sums, deposits_found) in zip(members, results):
+            stats[groups[g][0]] = sums
+            found[g] = deposits_found
+    log.info("summed dh over %d sites in %d windows (tasks on %s)", len(site_frame), len(groups),
+             ", ".join(f"{k}: {v}" for k, v in sorted(devices.items())) or "none")
     nugget_fraction = float(np.clip(nugget / sill, 0.0, 1.0)) if sill > 0 else 0.0  # sill: the total variance
     frame = site_frame.copy()
     for k, name in enumerate(_SUM_FIELDS):
@@ -887,7 +985,7 @@ def volumes(before: Any, after: Any, sites: Any, *, site_id_col: str | None = No
         "variogram": {"sill_m2": sill, "range_m": range_m, "nugget_m2": nugget,
                       "lags_m": np.asarray(lags).tolist(), "semivariance_m2": np.asarray(gamma).tolist()},
         "threshold_m": threshold, "threshold_rule": "metres" if threshold_m is not None else f"{threshold_nmad} x NMAD",
-        "void_policy": void_policy, "vertical_datums": datums,
+        "void_policy": void_policy, "vertical_datums": datums, "integration_tasks": devices,
     }
     dh = dh_array(late_values - early.values, early, {"mtg:coregistration": json.dumps(coreg, default=float),
                                                       "mtg:threshold_m": threshold})
@@ -945,14 +1043,14 @@ def measure_volumes(before: str | Path, after: str | Path, sites: str | Path, ou
     from mtg.pipeline.io import read_sites
 
     start = time.perf_counter()
-    frame = read_sites(sites)
+    footprints = site_polygons(read_sites(sites), "EPSG:4326", site_id_col, str(sites))
     source = resolve_source(catalog) if catalog else None
-    west, south, east, north = frame.total_bounds
+    west, south, east, north = footprints.total_bounds
     local = f"EPSG:{utm_epsg((west + east) / 2, (south + north) / 2)}"
-    aoi = Geometry(frame.to_crs(local).union_all().envelope.buffer(DEM_MARGIN_M), local)
+    aoi = Geometry(footprints.to_crs(local).union_all().envelope.buffer(DEM_MARGIN_M), local)
     epochs = [dem_epoch(str(spec), source=source, aoi=aoi, datum=datum, storage_options=storage_options)
               for spec, datum in ((before, before_datum), (after, after_datum))]
-    result = volumes(*epochs, frame, site_id_col=site_id_col, sites_name=str(sites), options=options, **overrides)
+    result = volumes(*epochs, footprints, sites_name=str(sites), options=options, **overrides)
     from mtg.pipeline.io import write_volumes
 
     out = write_volumes(result, out)

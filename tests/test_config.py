@@ -30,7 +30,7 @@ def test_yaml_and_toml_give_the_same_config(tmp_path):
     "text, message",
     [
         ("ingest: {loader: gdal}", r"ingest\.loader: Input should be 'odc-stac' or 'stackstac' \(got 'gdal'\)"),
-        ("dask: {scheduler: slurm}", r"dask\.scheduler: .*allowed values are 'threads', 'local', 'gateway'"),
+        ("dask: {scheduler: slurm}", r"dask\.scheduler: .*allowed values are 'threads', 'local', 'local-cuda', 'gateway'"),
         ("sample: {n_dates: 2}", r"sample\.n_dates: .*greater than or equal to 6"),
         ("ingest: {colour: red}", r"ingest\.colour: unknown key"),
         ("out: [1, 2", r"not valid YAML"),
