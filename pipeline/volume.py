@@ -19,12 +19,14 @@ Steps (``mtg volume``, and the volume stage of ``mtg run``):
    (dh < -t, reported positive), deposited (dh > t), net, areas, void fraction, voids filled by the void policy.
    ``dem_coverage``: the share of a site's polygon with valid elevations in both epochs; sites without any
    (NaN volumes) and partly covered ones are counted in a warning, and no site covered at all is an error.
-   Sites whose pixel windows touch form a group. Both epochs are streamed top to bottom in bands of block rows
-   (:func:`epoch_bands`), each DEM block computed once; a group is cut out of the band holding the last row it
-   needs (and the rows kept from the band before), its window of the later epoch co-registered with a margin as
-   wide as the shift reaches (:func:`group_windows`). Only a band of each epoch is in memory at a time.
-   ``dh.zarr`` is written from the same stream, each band corrected whole, the rows near its edges on the rows
-   around them (the band's neighbours).
+   Sites whose pixel windows touch form a group. The groups are integrated as dask tasks on whichever scheduler
+   is active (threads, worker processes, a cluster): one task per band of block rows, holding the groups whose
+   windows end in that band (:func:`group_batches`); a task gets the window of both epochs its groups need (the
+   DEM blocks are read once for all tasks of the computation), co-registers each group's window of the later
+   epoch with a margin as wide as the shift reaches, and integrates it on the CPU kernel or, in a worker that has
+   a GPU, on the CUDA kernel (``device``; on a cluster with GPU workers the tasks ask for the ``GPU`` resource).
+   ``dh.zarr`` is written from a stream of both epochs in bands (:func:`epoch_bands`), each band corrected
+   whole, the rows near its edges on the rows around them (the band's neighbours).
 6. Uncertainty: the stable-terrain NMAD and the range of a spherical variogram fitted to stable dh give 1-sigma
    errors of each volume for the area of the cells it sums (:func:`mtg.kernels.dh_statistics.volume_sigma`;
    Rolstad et al. 2009, in the spirit of Hugonnet et al. 2022): ``excavated_sigma_m3`` over
