@@ -22,6 +22,9 @@ Columns (:data:`INDICATOR_COLUMNS`):
 * ``mean_probability``: the area-weighted mean of ``mean_probability`` over the site's member polygons that carry
   one (the segmentation's footprints), weights their ``area_m2`` (else their geodesic area); null when no member
   polygon has one.
+* ``lon``, ``lat`` and the geometry, as in the sites file (:func:`mtg.pipeline.site_assembly.site_layer`): the
+  footprint as a MultiPolygon (null for sites made of points only, so the layer has one geometry type) and a
+  point locating every site (the centroid of its points for a site of points only).
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from mtg.pipeline.commodities import name_list
 from mtg.pipeline.errors import MtgError
 from mtg.pipeline.inventory import polygon_inventory
 from mtg.pipeline.landuse import SITES_NEED, UNKNOWN, apply_countries, largest_overlap
-from mtg.pipeline.site_assembly import FootprintAreas, geodesic_area_km2
+from mtg.pipeline.site_assembly import FootprintAreas, geodesic_area_km2, site_layer
 from mtg.pipeline.io.vectors import read_table
 from mtg.pipeline.table_io import write_table
 
@@ -55,7 +58,10 @@ VOLUME_COLUMNS = ("excavated_m3", "excavated_sigma_m3", "deposited_m3", "deposit
 WASTE_COLUMNS = ("waste_deposit_count", "waste_deposit_area_m2", "waste_deposit_volume_m3")
 #: What the other stages measured: null where they did not run.
 MEASURED_COLUMNS = (*AREA_CHANGE_COLUMNS, *VOLUME_COLUMNS, *WASTE_COLUMNS, "mean_probability")
-INDICATOR_COLUMNS = [*SITE_COLUMNS, *MEASURED_COLUMNS, "geometry"]
+#: The columns of the indicators: the geometry is the site's footprint as in every sites layer (a MultiPolygon,
+#: null for a site of points only) and ``lon``/``lat`` locate every site
+#: (:func:`mtg.pipeline.site_assembly.site_layer`).
+INDICATOR_COLUMNS = [*SITE_COLUMNS, *MEASURED_COLUMNS, "lon", "lat", "geometry"]
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -86,7 +92,7 @@ def epoch_areas(sites, members: pd.DataFrame | None, footprints: dict[str, Any])
     Parameters
     ----------
     sites : geopandas.GeoDataFrame
-        The sites (``site_id``, geometry in EPSG:4326).
+        The sites (``site_id``, footprints in EPSG:4326 as :func:`mtg.pipeline.site_assembly.site_layer`).
     members : pandas.DataFrame, optional
         The members: footprint layers among their sources are assigned through them.
     footprints : dict of str to geopandas.GeoDataFrame
@@ -95,7 +101,7 @@ def epoch_areas(sites, members: pd.DataFrame | None, footprints: dict[str, Any])
     geoms: list = []
     owner: list = []
     site_ids = sites["site_id"].to_numpy()
-    polygonal = sites.geometry.geom_type.isin(["Polygon", "MultiPolygon"]).to_numpy()
+    polygonal = sites.geometry.notna().to_numpy()
     unassigned = 0
     for name, frame in footprints.items():
         frame = polygon_inventory(frame, name)
@@ -182,7 +188,7 @@ def indicators(sites: Any, members: Any = None, *, site_volumes: Any = None, was
 
     if isinstance(sites, LinkedSites):
         sites, members = sites.sites, (sites.members if members is None else members)
-    frame = sites
+    frame = site_layer(sites)
     missing = [c for c in SITES_NEED if c not in frame.columns]
     if missing:
         raise MtgError(f"the sites lack the column(s) {missing}; their columns are {list(frame.columns)}")
@@ -263,9 +269,9 @@ def indicators(sites: Any, members: Any = None, *, site_volumes: Any = None, was
         probability.index = probability.index.astype(str)
         out["mean_probability"] = out["site_id"].map(probability).astype(np.float64).to_numpy()
     out["waste_deposit_count"] = out["waste_deposit_count"].astype("Int64")
-    result = gpd.GeoDataFrame(out, geometry=frame.geometry.to_numpy(), crs=frame.crs or "EPSG:4326")
-    result = result.rename_geometry("geometry") if result.geometry.name != "geometry" else result
-    return result[INDICATOR_COLUMNS].to_crs("EPSG:4326")
+    out["lon"], out["lat"] = frame["lon"].to_numpy(), frame["lat"].to_numpy()
+    result = gpd.GeoDataFrame(out, geometry=gpd.GeoSeries(frame.geometry.to_numpy(), crs="EPSG:4326"))
+    return result[INDICATOR_COLUMNS]
 
 
 def footprint_layers(paths: Sequence[str | Path], members: pd.DataFrame | None,

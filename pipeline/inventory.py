@@ -56,8 +56,10 @@ def check_lonlat(lon: np.ndarray, lat: np.ndarray, name: str, line_offset: int |
                            f"and the columns the right way round?")
 
 
-def check_geometries(frame, name: str, crs: str | None = "EPSG:4326"):  # noqa: ANN001, ANN201 - GeoDataFrame
-    """A GeoDataFrame with a CRS and no empty geometry, in ``crs`` (None: its own), index reset.
+def check_geometries(frame, name: str, crs: str | None = "EPSG:4326",  # noqa: ANN001, ANN201 - GeoDataFrame
+                     allow_missing: bool = False):
+    """A GeoDataFrame with a CRS and no empty geometry (unless ``allow_missing``), in ``crs`` (None: its own),
+    index reset.
 
     Raises
     ------
@@ -68,7 +70,7 @@ def check_geometries(frame, name: str, crs: str | None = "EPSG:4326"):  # noqa: 
         raise MtgError(f"{name} has no CRS: set one (e.g. EPSG:4326) so its coordinates can be read")
     geometry = frame.geometry
     bad = np.flatnonzero(geometry.isna().to_numpy() | geometry.is_empty.to_numpy())
-    if bad.size:
+    if bad.size and not allow_missing:
         raise MtgError(f"{name}: row {bad[0]} has an empty or missing geometry ({bad.size} such rows)")
     if crs is not None and not frame.crs.equals(crs):
         frame = frame.to_crs(crs)

@@ -9,7 +9,8 @@ The rule (as in Maus et al. 2026, "A data-driven approach to mapping global comm
   no primary commodity, counts as ``Unknown``.
 * A site belongs to one country: the majority of its linked points' countries (ties: alphabetical), else of its
   member polygons', else ``Unknown``; with a boundary layer (``countries``) the country whose polygons cover most of
-  the site's area (equal-area EPSG:6933), the attribute rule where none does.
+  the site's area (equal-area EPSG:6933; for a site of points only, the one containing its ``lon``/``lat``), the
+  attribute rule where none does.
 
 The per-site work (the unions and geodesic areas of the sites re-formed at other cuts, the overlay with a boundary
 layer) runs as dask tasks on whichever scheduler is active (``mtg landuse --scheduler``), each task a group of whole
@@ -44,7 +45,7 @@ from mtg.pipeline.inventory import polygon_inventory
 from mtg.pipeline.link import LinkedSites
 from mtg.pipeline.linker import cut_column, parse_distance
 from mtg.pipeline.run_paths import portable_path
-from mtg.pipeline.site_assembly import FootprintAreas, assemble_sites
+from mtg.pipeline.site_assembly import FootprintAreas, assemble_sites, site_shapes
 
 log = logging.getLogger(__name__)
 
@@ -250,10 +251,13 @@ def countries_from_boundaries(geometries, boundaries, name_col: str | None = Non
 
 
 def apply_countries(sites, boundaries, name_col: str | None = None):
-    """``sites`` with ``country`` from the boundary layer where it covers them (the attribute rule elsewhere)."""
+    """``sites`` with ``country`` from the boundary layer where it covers their footprints, or the location of a
+    site of points only (:func:`mtg.pipeline.site_assembly.site_shapes`); the attribute rule elsewhere."""
+    import geopandas as gpd
+
     if boundaries is None or len(sites) == 0:
         return sites
-    found = countries_from_boundaries(sites.geometry, boundaries, name_col)
+    found = countries_from_boundaries(gpd.GeoSeries(site_shapes(sites), crs="EPSG:4326"), boundaries, name_col)
     sites = sites.copy()
     current = sites["country"] if "country" in sites.columns else pd.Series([None] * len(sites), index=sites.index)
     sites["country"] = pd.array([f if f is not None else (None if pd.isna(c) else c)

@@ -9,12 +9,14 @@ radius graph), yet the flat clusters at every cut ``<= h_max`` equal scipy's den
   one row per site: ``site_id``, the member polygons (``member_ids``, ``member_sources``), the linked points
   (``point_ids``, ``point_sources``), harmonised ``commodities`` and ``primary_commodities`` of the linked points,
   ``country`` (majority of the linked points' countries, ties alphabetical, else of the member polygons', else
-  null), the site's ``cut_m``, the union of the member polygons as geometry and its geodesic area ``area_km2``
-  (WGS-84 ellipsoid). A site made of points only has the point (a MultiPoint for several) as geometry and a null
-  ``area_km2``: it has no footprint. The members table maps every input feature to its ``site_id`` and keeps
-  what land use and the indicators need at other cuts: the feature's geometry, each point's commodities, primary
-  commodities, country and lon/lat, a polygon's ``mean_probability`` and ``area_m2`` when its inventory has them
-  (the segmentation's footprints do), and the partition at every recorded cut (``cluster_<metres>``). With
+  null), the site's ``cut_m``, the union of the member polygons as geometry (always a MultiPolygon) and its
+  geodesic area ``area_km2`` (WGS-84 ellipsoid), and ``lon``/``lat`` locating the site (a point of its
+  footprint). A site made of points only has a null geometry and ``area_km2`` (it has no footprint) and the
+  centroid of its points as ``lon``/``lat`` (:mod:`mtg.pipeline.site_assembly`). The members table maps every
+  input feature to its ``site_id`` and keeps what land use and the indicators need at other cuts: the feature's
+  geometry, each point's commodities, primary commodities, country and lon/lat, a polygon's ``mean_probability``
+  and ``area_m2`` when its inventory has them (the segmentation's footprints do), and the partition at every
+  recorded cut (``cluster_<metres>``). With
   ``choose_cut`` each site is formed at its own cut (:func:`mtg.pipeline.cut_choice.choose_site_cuts`).
 * Points (:func:`link_points`): a point file is clustered with single, complete or average linkage at one or more
   cuts; ``labels.parquet`` gets one row per input row, in input order: ``row`` and ``cluster_<metres>`` per cut.

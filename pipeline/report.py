@@ -35,7 +35,8 @@ from mtg.pipeline.errors import MtgError
 from mtg.pipeline.landuse import UNKNOWN
 from mtg.pipeline.report_figures import render_thumbnail
 from mtg.pipeline.run_paths import portable_path
-from mtg.pipeline.io.vectors import read_table
+from mtg.pipeline.io.vectors import read_sites
+from mtg.pipeline.site_assembly import site_shapes
 from mtg.pipeline.table_io import atomic_write
 
 log = logging.getLogger(__name__)
@@ -170,7 +171,7 @@ def site_frame(run: Path, notes: dict[str, str]):  # noqa: ANN201 - a GeoDataFra
     path = run / "sites" / "sites.parquet"
     if not path.exists():
         raise MtgError(f"{path} does not exist: the report needs the run's sites (`mtg run` or `mtg link`)")
-    sites = read_table(path, "sites").to_crs(4326)
+    sites = read_sites(path)
     if "site_id" not in sites:
         raise MtgError(f"{path} has no site_id column; its columns are {list(sites.columns)}")
     sites["site_id"] = sites["site_id"].astype(str)
@@ -244,15 +245,19 @@ def commodity_colours(counts: dict[str, int]) -> tuple[dict[str, str], list[str]
 def site_map(sites, run: Path, notes: dict[str, str]) -> dict[str, Any]:  # noqa: ANN001 - GeoDataFrame
     """Site outlines and circles in Web Mercator metres (SVG y down), the waste deposits, the extent, and the
     regions (mining districts: sites within :data:`REGION_GAP_M` of each other) when there are several."""
+    import geopandas as gpd
+
     if sites.empty:
         notes["map"] = "The run found no mining sites."
         return {"features": [], "deposits": [], "lat0": 0.0, "view": [0, 0, 1_000, 1_000], "regions": []}
     merc = sites.to_crs(3857)
+    shapes = gpd.GeoSeries(site_shapes(sites), crs=4326).to_crs(3857)
+    anchors = gpd.GeoSeries(gpd.points_from_xy(sites["lon"], sites["lat"]), crs=4326).to_crs(3857)
     labels = map_regions(sites)
     regions, tolerance = [], np.zeros(len(sites))
     for k in range(int(labels.max()) + 1):
         member = labels == k
-        view, span = _view(merc[member].total_bounds)
+        view, span = _view(shapes[member].total_bounds)
         tolerance[member] = span / 4_000  # outlines simplified for the region's own extent, not the world's
         countries = [c for c in sites.loc[member, "country"].astype(str) if c and c not in (UNKNOWN, "nan", "None")] \
             if "country" in sites else []
@@ -262,18 +267,19 @@ def site_map(sites, run: Path, notes: dict[str, str]) -> dict[str, Any]:  # noqa
     areas = merc["area_km2"].to_numpy(dtype=float) if "area_km2" in merc else np.full(len(merc), np.nan)
     largest = np.nanmax(areas) if np.isfinite(areas).any() else 1.0
     features = []
-    for sid, geom, area, region, tol in zip(merc["site_id"], merc.geometry, areas, labels, tolerance):
-        anchor = geom.representative_point() if geom.geom_type != "Point" else geom
+    for sid, geom, anchor, area, region, tol in zip(merc["site_id"], merc.geometry, anchors, areas, labels,
+                                                    tolerance):
         radius = 4.0 + 18.0 * math.sqrt(area / largest) if np.isfinite(area) and largest > 0 else 4.0
-        features.append({"id": sid, "path": _svg_path(geom.simplify(tol)), "cx": round(anchor.x),
-                         "cy": round(-anchor.y), "r": round(radius, 1), "region": int(region)})
+        path = _svg_path(None if geom is None else geom.simplify(tol))
+        features.append({"id": sid, "path": path, "cx": round(anchor.x), "cy": round(-anchor.y), "r": round(radius, 1),
+                         "region": int(region)})
     deposits = _read(run / "volumes" / "waste_deposits.parquet", notes, "deposits")
     fine = float(tolerance.min())
     deposit_paths = [] if deposits is None or deposits.crs is None else [
         {"id": str(d), "site": str(s), "path": _svg_path(g.simplify(fine))}
         for d, s, g in zip(deposits["deposit_id"], deposits["site_id"], deposits.to_crs(3857).geometry)]
-    lat0 = float(np.mean(sites.to_crs(4326).total_bounds[[1, 3]]))
-    return {"features": features, "deposits": deposit_paths, "lat0": lat0, "view": _view(merc.total_bounds)[0],
+    lat0 = float(np.mean(shapes.to_crs(4326).total_bounds[[1, 3]]))
+    return {"features": features, "deposits": deposit_paths, "lat0": lat0, "view": _view(shapes.total_bounds)[0],
             "regions": regions if len(regions) > 1 else []}
 
 
@@ -286,14 +292,13 @@ def _view(bounds: np.ndarray) -> tuple[list[float], float]:
 
 
 def map_regions(sites) -> np.ndarray:  # noqa: ANN001 - GeoDataFrame
-    """Region label of each site: sites whose representative points lie within :data:`REGION_GAP_M` of each other
+    """Region label of each site: sites whose ``lon``/``lat`` lie within :data:`REGION_GAP_M` of each other
     (great-circle chord, single linkage) share one; regions are numbered by their first site."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
     from scipy.spatial import cKDTree
 
-    anchors = sites.to_crs(4326).geometry.representative_point()
-    lon, lat = np.radians(anchors.x.to_numpy()), np.radians(anchors.y.to_numpy())
+    lon, lat = (np.radians(sites[c].to_numpy(dtype=np.float64)) for c in ("lon", "lat"))
     xyz = np.column_stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)])
     pairs = cKDTree(xyz).query_pairs(REGION_GAP_M / EARTH_RADIUS_M, output_type="ndarray")
     graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(len(sites), len(sites)))
@@ -303,10 +308,10 @@ def map_regions(sites) -> np.ndarray:  # noqa: ANN001 - GeoDataFrame
 
 
 def _svg_path(geom) -> str:  # noqa: ANN001 - shapely geometry
-    """SVG path data of a (multi)polygon in metres rounded to 1 m, y flipped; empty for points."""
+    """SVG path data of a (multi)polygon in metres rounded to 1 m, y flipped; empty for None (no footprint)."""
     from shapely import get_coordinates
 
-    polygons = [g for g in getattr(geom, "geoms", [geom]) if g.geom_type == "Polygon"]
+    polygons = [] if geom is None else [g for g in getattr(geom, "geoms", [geom]) if g.geom_type == "Polygon"]
     return " ".join("M" + "L".join(f"{x:.0f},{-y:.0f}" for x, y in get_coordinates(ring)) + "Z"
                     for p in polygons for ring in (p.exterior, *p.interiors))
 
@@ -315,8 +320,7 @@ def _summary(sites, run: Path) -> dict[str, Any]:  # noqa: ANN001 - GeoDataFrame
     """Headline numbers: sites with a footprint (``n_polygon_sites``) and those of them mapped from imagery, i.e.
     with a footprint of the run's segmentation among their members (``n_imagery_sites``, null when the run has
     no segmentation); sums of the measured columns, null (not computed) where no site has a value."""
-    mapped = (sites["n_polygons"] > 0 if "n_polygons" in sites else
-              sites.geometry.geom_type.isin(["Polygon", "MultiPolygon"]))
+    mapped = sites.geometry.notna()
     summary: dict[str, Any] = {"n_sites": len(sites), "n_polygon_sites": int(mapped.sum()), "n_imagery_sites": None}
     if (run / SEGMENT_SOURCE).exists() and "member_sources" in sites:
         summary["n_imagery_sites"] = int(sum(any(s.replace("\\", "/").endswith(SEGMENT_SOURCE) for s in name_list(v))

@@ -138,7 +138,7 @@ def _outlines(sites, da, factor: int) -> list[str]:  # noqa: ANN001
     x, y = da["x"].values, da["y"].values
     dx, dy = (x[1] - x[0]) if x.size > 1 else 1.0, (y[1] - y[0]) if y.size > 1 else -1.0
     x0, y0 = x[0] - dx / 2, y[0] - dy / 2
-    polygons = sites[sites.geometry.geom_type.isin(["Polygon", "MultiPolygon"])].to_crs(da.rio.crs)
+    polygons = sites[sites.geometry.notna()].to_crs(da.rio.crs)
     paths = []
     for geom in polygons.geometry:
         pixel = transform(geom, lambda c: np.column_stack([(c[:, 0] - x0) / dx / factor, (c[:, 1] - y0) / dy / factor]))

@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -186,11 +185,20 @@ def _bounds(path: Path) -> tuple[float, ...] | None:
 
 
 def _frame_bounds(frame) -> tuple[float, ...] | None:  # noqa: ANN001 - a GeoDataFrame
-    """Lon/lat bounds of a GeoDataFrame's geometries; ``None`` without a CRS or without any geometry."""
+    """Lon/lat bounds of a GeoDataFrame's geometries and of its ``lon``/``lat`` columns when it has them (sites of
+    points only have no geometry, only a location); ``None`` without a CRS or without any of them."""
+    import numpy as np
+
     if frame.crs is None:
         return None
-    bounds = tuple(float(v) for v in frame.to_crs(4326).total_bounds)
-    return bounds if all(math.isfinite(v) for v in bounds) else None
+    x0, y0, x1, y1 = frame.to_crs(4326).total_bounds
+    xs, ys = [x0, x1], [y0, y1]
+    if "lon" in frame.columns and "lat" in frame.columns:
+        xs += list(frame["lon"].to_numpy(dtype=np.float64, na_value=np.nan))
+        ys += list(frame["lat"].to_numpy(dtype=np.float64, na_value=np.nan))
+    xs, ys = np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64)
+    ok = np.isfinite(xs) & np.isfinite(ys)
+    return (float(xs[ok].min()), float(ys[ok].min()), float(xs[ok].max()), float(ys[ok].max())) if ok.any() else None
 
 
 def _raster_bounds(path: Path) -> tuple[float, ...] | None:

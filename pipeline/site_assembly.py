@@ -3,6 +3,12 @@
 The members table has one row per linked feature (:data:`MEMBER_COLUMNS`, the ``cluster_<metres>`` labels of each
 recorded cut, and the feature's geometry); :func:`assemble_sites` makes the sites of one partition of it, and
 :class:`FootprintAreas` measures unions of its polygons bottom-up through the hierarchy, each set once.
+
+Every sites layer has one geometry type, so that GIS tools read it as one layer: the geometry is the site's
+footprint as a MultiPolygon, null for a site of points only (it has no footprint), and ``lon``/``lat`` (EPSG:4326
+degrees) locate every site: a point of its footprint (the union's representative point), else the centroid of its
+points. :func:`site_layer` brings any sites table into this layout; :func:`site_shapes` gives each site's
+footprint, or its location where it has none (for country look-ups, matching and map markers).
 """
 
 from __future__ import annotations
@@ -12,6 +18,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from mtg.pipeline.errors import MtgError
+
 
 def geodesic_area_km2(geometry) -> float:
     """Geodesic area (km^2, WGS-84 ellipsoid) of a polygon in lon/lat degrees."""
@@ -29,10 +38,96 @@ COUNTRY_COLUMNS = ("country", "country_name", "country name")
 MEMBER_COLUMNS = ["source", "kind", "row", "feature_id", "site_id", "commodities", "primary_commodities", "country",
                   "lon", "lat"]
 SITE_COLUMNS = ["site_id", "n_polygons", "n_points", "member_ids", "member_sources", "point_ids", "point_sources",
-                "commodities", "primary_commodities", "country", "cut_m", "area_km2", "geometry"]
+                "commodities", "primary_commodities", "country", "cut_m", "area_km2", "lon", "lat", "geometry"]
 #: Column types of the sites table (the others hold lists, and the geometry).
 SITE_DTYPES = {"site_id": "int64", "n_polygons": "int64", "n_points": "int64", "country": "string",
-               "cut_m": "float64", "area_km2": "float64"}
+               "cut_m": "float64", "area_km2": "float64", "lon": "float64", "lat": "float64"}
+
+
+def site_footprints(geometries, name: str = "the sites") -> np.ndarray:
+    """Site footprints in the layout of every sites layer: MultiPolygons (a Polygon promoted), None for no footprint.
+
+    Parameters
+    ----------
+    geometries : array_like of shapely.Geometry or None
+        One geometry per site; null and empty ones are sites without a footprint.
+    name : str
+        What to call the sites in errors (their file).
+
+    Returns
+    -------
+    numpy.ndarray
+        object, a MultiPolygon or None per site.
+
+    Raises
+    ------
+    MtgError
+        Naming the first row whose geometry is neither polygonal nor null.
+    """
+    import shapely
+
+    geoms = np.empty(len(geometries), dtype=object)
+    geoms[:] = list(geometries)
+    types = shapely.get_type_id(geoms)
+    missing = (types < 0) | shapely.is_empty(geoms)
+    polygon, multi = types == shapely.GeometryType.POLYGON, types == shapely.GeometryType.MULTIPOLYGON
+    bad = np.flatnonzero(~missing & ~polygon & ~multi)
+    if bad.size:
+        raise MtgError(f"{name}: row {bad[0]} is a {geoms[bad[0]].geom_type}, not a footprint polygon ({bad.size} "
+                       f"such rows); a site of points only has a null geometry and its lon/lat (link the sites again)")
+    out = np.where(missing, None, geoms)
+    for k in np.flatnonzero(polygon & ~missing):
+        out[k] = shapely.MultiPolygon([geoms[k]])
+    return out
+
+
+def site_layer(sites, name: str = "the sites"):  # noqa: ANN001, ANN201 - GeoDataFrames
+    """``sites`` in the layout of every sites layer: EPSG:4326, footprints as :func:`site_footprints`, and
+    ``lon``/``lat`` of every site (where missing or not finite: the representative point of its footprint).
+
+    Parameters
+    ----------
+    sites : geopandas.GeoDataFrame
+        A sites table (EPSG:4326 when it has no CRS).
+    name : str
+        What to call the sites in errors (their file).
+
+    Raises
+    ------
+    MtgError
+        When a geometry is not polygonal, or a site has neither a footprint nor a finite lon/lat.
+    """
+    import geopandas as gpd
+    import shapely
+
+    frame = sites.set_crs("EPSG:4326") if sites.crs is None else sites.to_crs("EPSG:4326")
+    footprints = site_footprints(frame.geometry.to_numpy(), name)
+    lon, lat = (frame[c].to_numpy(dtype=np.float64, na_value=np.nan) if c in frame.columns
+                else np.full(len(frame), np.nan) for c in ("lon", "lat"))
+    unplaced = ~(np.isfinite(lon) & np.isfinite(lat))
+    fill = np.flatnonzero(unplaced & (footprints != None))  # noqa: E711 - elementwise
+    anchors = shapely.point_on_surface(footprints[fill])
+    lon[fill], lat[fill] = shapely.get_x(anchors), shapely.get_y(anchors)
+    lost = np.flatnonzero(~(np.isfinite(lon) & np.isfinite(lat)))
+    if lost.size:
+        raise MtgError(f"{name}: row {lost[0]} has neither a footprint nor a lon/lat ({lost.size} such rows)")
+    frame = frame.assign(lon=lon, lat=lat)
+    frame[frame.geometry.name] = gpd.GeoSeries(footprints, index=frame.index, crs="EPSG:4326")
+    return frame
+
+
+def site_shapes(sites) -> np.ndarray:  # noqa: ANN001 - a GeoDataFrame
+    """Each site's footprint (:func:`site_footprints`, EPSG:4326), or for a site without one the Point at its
+    ``lon``/``lat`` (None when it has neither)."""
+    import shapely
+
+    frame = sites.set_crs("EPSG:4326") if sites.crs is None else sites.to_crs("EPSG:4326")
+    shapes = site_footprints(frame.geometry.to_numpy())
+    if "lon" in frame.columns and "lat" in frame.columns:
+        lon, lat = (frame[c].to_numpy(dtype=np.float64, na_value=np.nan) for c in ("lon", "lat"))
+        point = (shapes == None) & np.isfinite(lon) & np.isfinite(lat)  # noqa: E711 - elementwise
+        shapes[point] = shapely.points(lon[point], lat[point])
+    return shapes
 
 
 def majority(values) -> str | None:
@@ -156,14 +251,17 @@ def assemble_sites(members: pd.DataFrame, labels: np.ndarray, footprints: Footpr
     cut_m : float or numpy.ndarray, optional
         Cut of each site (scalar, or per member: the cut that made its site).
     with_geometry : bool
-        False leaves the polygon sites' geometry empty (None) and measures only their areas (faster).
+        False leaves the polygon sites' geometry null and their ``lon``/``lat`` NaN, and measures only their areas
+        (faster).
 
     Returns
     -------
     geopandas.GeoDataFrame
         :data:`SITE_COLUMNS` in EPSG:4326. Commodities are the linked points' (in order of appearance); the country
         is the majority over the linked points' countries (ties: alphabetical), else over the member polygons',
-        else null. A site of points only has the point(s) as geometry and a null area.
+        else null. The geometry is the union of the member polygons as a MultiPolygon, ``lon``/``lat`` its
+        representative point; a site of points only has a null geometry and area, and ``lon``/``lat`` the
+        centroid of its points (the point itself for one).
     """
     import geopandas as gpd
     import shapely
@@ -184,19 +282,23 @@ def assemble_sites(members: pd.DataFrame, labels: np.ndarray, footprints: Footpr
         if poly.size:
             key = footprints.key(poly)
             geometry, area = (footprints.geometry(key) if with_geometry else None), footprints.area(key)
+            lon, lat = (shapely.get_coordinates(geometry.representative_point())[0] if with_geometry
+                        else (np.nan, np.nan))
         else:
-            geometry = shapely.Point(xy[pts[0]]) if pts.size == 1 else shapely.MultiPoint(xy[pts])
-            area = np.nan
+            geometry, area = None, np.nan
+            lon, lat = xy[pts].mean(axis=0)
         country = majority(countries[pts]) or majority(countries[poly])
         rows.append({
             "site_id": int(labels[index[0]]), "n_polygons": int(poly.size), "n_points": int(pts.size),
             "member_ids": [str(ids[k]) for k in poly], "member_sources": [str(sources[k]) for k in poly],
             "point_ids": [str(ids[k]) for k in pts], "point_sources": [str(sources[k]) for k in pts],
             "commodities": _names(commodities[pts]), "primary_commodities": _names(primary[pts]),
-            "country": country, "cut_m": float(cuts[index[0]]), "area_km2": float(area), "geometry": geometry,
+            "country": country, "cut_m": float(cuts[index[0]]), "area_km2": float(area), "lon": float(lon),
+            "lat": float(lat), "geometry": geometry,
         })
     table = pd.DataFrame(rows, columns=SITE_COLUMNS).astype(SITE_DTYPES)
-    return gpd.GeoDataFrame(table, geometry=gpd.GeoSeries(table["geometry"], crs="EPSG:4326"), crs="EPSG:4326")
+    geometry = site_footprints(table["geometry"].to_numpy())
+    return gpd.GeoDataFrame(table, geometry=gpd.GeoSeries(geometry, index=table.index, crs="EPSG:4326"))
 
 
 #: Smallest cut at which sites mode links groups of overlapping or touching polygons as one feature.

@@ -19,11 +19,12 @@ field                  units                       compared with
 =====================  ==========================  ===============================================
 
 Matching: by ``site_id`` when the indicators have it, else the site nearest to ``lon``/``lat`` (minimum geodesic
-distance to its footprint or points, :mod:`mtg.kernels.geometry_graph`) within ``max_distance_m``; otherwise
-``no match``. A figure *disagrees* when its relative difference ``(reported - derived) / derived`` exceeds
-``tolerance`` and, for volumes, the difference also exceeds ``sigma`` times the derived 1-sigma error (both must
-hold: a large disagreement beyond the measurement error). Flags: ``agrees``, ``disagrees``, ``no match``,
-``no estimate`` (matched, but the indicator is null) and ``not comparable``; ``evidence`` says why in words.
+distance to its footprint, or to the ``lon``/``lat`` of a site of points only, :mod:`mtg.kernels.geometry_graph`)
+within ``max_distance_m``; otherwise ``no match``. A figure *disagrees* when its relative difference
+``(reported - derived) / derived`` exceeds ``tolerance`` and, for volumes, the difference also exceeds ``sigma``
+times the derived 1-sigma error (both must hold: a large disagreement beyond the measurement error). Flags:
+``agrees``, ``disagrees``, ``no match``, ``no estimate`` (matched, but the indicator is null) and ``not comparable``;
+``evidence`` says why in words.
 """
 
 from __future__ import annotations
@@ -150,12 +151,14 @@ def _site_words(site: pd.Series) -> str:
 
 
 def _nearest_sites(indicators, lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Index of the nearest site (any geometry) to each point, and its minimum geodesic distance (m)."""
+    """Index of the nearest site to each point (its footprint, or the ``lon``/``lat`` of a site of points only), and
+    its minimum geodesic distance (m)."""
     import shapely
 
     from mtg.kernels.geometry_graph import geometry_pair_distances
+    from mtg.pipeline.site_assembly import site_shapes
 
-    geoms = list(indicators.geometry.to_numpy())
+    geoms = list(site_shapes(indicators))
     n = len(geoms)
     best = np.full(lon.size, -1, dtype=np.int64)
     dist = np.full(lon.size, np.inf)

@@ -230,6 +230,7 @@ def test_sites_mode_errors(tmp_path):
 def test_link_sites_assembly_on_small_known_layouts(tmp_path):
     """Sites assembly (members, union, areas, commodities) on geometries whose distances are obvious."""
     import geopandas as gpd
+    import shapely
     from shapely.geometry import box
 
     from mtg.pipeline.link import link_sites
@@ -252,7 +253,10 @@ def test_link_sites_assembly_on_small_known_layouts(tmp_path):
     assert first.member_ids.tolist() == ["7", "8"] and first.point_ids.tolist() == ["P1"]
     assert first.commodities.tolist() == ["gold", "silver"]
     assert first.area_km2 == pytest.approx(2 * 1.11 * 1.1, rel=0.05)
-    assert sites.iloc[2].geometry.geom_type == "MultiPoint" and np.isnan(sites.iloc[2].area_km2)
+    assert sites.geometry.geom_type.tolist() == ["MultiPolygon", "MultiPolygon", None]
+    assert sites.iloc[2].geometry is None and np.isnan(sites.iloc[2].area_km2)
+    assert (sites.iloc[2].lon, sites.iloc[2].lat) == pytest.approx((20.0005, 20.0))  # the centroid of P2 and P3
+    assert first.geometry.contains(shapely.Point(first.lon, first.lat))
     assert sites.iloc[2].commodities.tolist() == ["coal"]
 
 

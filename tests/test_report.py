@@ -22,6 +22,7 @@ from mtg.pipeline.landuse import UNKNOWN
 from mtg.pipeline.report import (MAX_COMMODITY_COLOURS, OTHER, REGION_GAP_M, SEVERAL, collect, commodity_colours,
                                  render_page, site_map, write_report)
 from mtg.pipeline.report_figures import DIVERGING, colorize, png_bytes
+from mtg.pipeline.site_assembly import site_layer
 from run_folder import write_run_folder
 
 MTG = str(Path(sys.executable).parent / "mtg")
@@ -97,6 +98,7 @@ def test_a_world_map_has_one_region_per_district_with_its_own_view(tmp_path):
     pits += [shapely.box(20.90, 67.10, 20.92, 67.11), shapely.box(-70.35, -12.90, -70.34, -12.89)]
     sites = gpd.GeoDataFrame({"site_id": [str(k) for k in range(5)], "area_km2": [1.0] * 5,
                               "country": ["Australia"] * 3 + ["Sweden", "Peru"]}, geometry=pits, crs="EPSG:4326")
+    sites = site_layer(sites)  # lon/lat from the footprints, as read_sites gives them
     data = site_map(sites, tmp_path, {})
     assert [(r["name"], r["n_sites"]) for r in data["regions"]] == [("Australia", 3), ("Sweden", 1), ("Peru", 1)]
     assert [f["region"] for f in data["features"]] == [0, 0, 0, 1, 2]
@@ -107,17 +109,22 @@ def test_a_world_map_has_one_region_per_district_with_its_own_view(tmp_path):
     assert site_map(sites.iloc[:3], tmp_path, {})["regions"] == []  # one district: no region buttons
 
 
-def test_sites_mapped_from_imagery_include_multipoint_free_polygons(tmp_path):
-    """The "mapped from imagery" count is of sites with a polygon, not of geometries other than Point."""
+def test_sites_of_points_only_are_markers_at_their_lon_lat(tmp_path):
+    """Sites of points only (null geometry) are counted apart from those with a footprint and drawn as markers at
+    their lon/lat, without an outline."""
     sites = gpd.GeoDataFrame({"site_id": [0, 1, 2], "n_polygons": [2, 0, 0], "n_points": [1, 1, 3],
-                              "commodities": [["gold;copper"], ["gold"], []], "area_km2": [1.0, np.nan, np.nan]},
-                             geometry=[shapely.box(119.7, -23.3, 119.71, -23.29), shapely.Point(119.8, -23.3),
-                                       shapely.MultiPoint([(119.9, -23.3), (119.91, -23.31), (119.9, -23.32)])],
+                              "commodities": [["gold;copper"], ["gold"], []], "area_km2": [1.0, np.nan, np.nan],
+                              "lon": [119.705, 119.8, 119.903], "lat": [-23.295, -23.3, -23.31]},
+                             geometry=[shapely.MultiPolygon([shapely.box(119.7, -23.3, 119.71, -23.29)]), None, None],
                              crs="EPSG:4326")
     (tmp_path / "sites").mkdir()
     sites.to_parquet(tmp_path / "sites" / "sites.parquet")
     data = page_data(write_report(tmp_path))
     assert data["summary"]["n_sites"] == 3 and data["summary"]["n_polygon_sites"] == 1
+    features = site_map(site_layer(sites), tmp_path, {})["features"]
+    assert [bool(f["path"]) for f in features] == [True, False, False]
+    markers = gpd.GeoSeries(gpd.points_from_xy(sites["lon"], sites["lat"]), crs=4326).to_crs(3857)
+    assert [(f["cx"], f["cy"]) for f in features[1:]] == [(round(p.x), round(-p.y)) for p in markers[1:]]
     # a text cell is a list of names, not of characters
     assert [s["commodities"] for s in data["sites"]] == [["gold", "copper"], ["gold"], []]
     assert [s["primary"] for s in data["sites"]] == [SEVERAL, "gold", UNKNOWN]
@@ -357,8 +364,8 @@ def test_stages_not_computed_say_so_and_imagery_counts_segmentation_sites(bare_r
                               "member_sources": [["segment/mine_polygons.parquet", "inventory.gpkg"],
                                                  ["inventory.gpkg"], []]},
                              geometry=[shapely.box(119.7, -23.3, 119.71, -23.29),
-                                       shapely.box(119.8, -23.3, 119.81, -23.29), shapely.Point(119.9, -23.3)],
-                             crs="EPSG:4326")
+                                       shapely.box(119.8, -23.3, 119.81, -23.29), None],
+                             crs="EPSG:4326").assign(lon=[np.nan, np.nan, 119.9], lat=[np.nan, np.nan, -23.3])
     (tmp_path / "sites").mkdir()
     (tmp_path / "segment").mkdir()
     sites.to_parquet(tmp_path / "sites" / "sites.parquet")

@@ -30,7 +30,8 @@ def is_geoparquet(path: str | Path) -> bool:
     return b"geo" in _parquet_metadata(Path(path))
 
 
-def read_vector(path: str | Path, what: str = "vector file", crs: str | None = "EPSG:4326"):  # noqa: ANN201
+def read_vector(path: str | Path, what: str = "vector file", crs: str | None = "EPSG:4326",  # noqa: ANN201
+                allow_missing: bool = False):
     """A GeoDataFrame from GeoParquet or an OGR format (GeoPackage, GeoJSON, shapefile, ...), in ``crs``.
 
     Parameters
@@ -41,12 +42,14 @@ def read_vector(path: str | Path, what: str = "vector file", crs: str | None = "
         What the file is, for errors ("polygon file", "sites file", ...).
     crs : str, optional
         CRS of the result; None keeps the file's.
+    allow_missing : bool
+        Whether rows may have a null or empty geometry.
 
     Raises
     ------
     MtgError
-        Naming the file when it does not exist, is not readable, is a plain Parquet file, has no CRS or an empty
-        geometry.
+        Naming the file when it does not exist, is not readable, is a plain Parquet file, has no CRS or (unless
+        ``allow_missing``) an empty geometry.
     """
     import geopandas as gpd
 
@@ -63,7 +66,7 @@ def read_vector(path: str | Path, what: str = "vector file", crs: str | None = "
     except Exception as err:  # noqa: BLE001 - pyogrio/pyarrow raise many types
         raise MtgError(f"{path} is not a readable vector file: {err}") from None
     check_coordinates_fit_crs(frame, f"{what} {path}")
-    return check_geometries(frame, str(path), crs)
+    return check_geometries(frame, str(path), crs, allow_missing)
 
 
 def _inside(lon, lat, area, margin_deg: float):  # noqa: ANN001, ANN202 - numpy arrays, a pyproj AreaOfUse
@@ -98,7 +101,7 @@ def check_coordinates_fit_crs(frame, name: str, margin_deg: float = 5.0) -> None
     from pyproj import Transformer
 
     crs = frame.crs
-    if crs is None or frame.empty or frame.geometry.is_empty.all():
+    if crs is None or (frame.geometry.isna() | frame.geometry.is_empty).all():
         return
     bounds = frame.geometry.total_bounds
     extent = "[" + ", ".join(f"{v:.6g}" for v in bounds) + "]"
@@ -200,10 +203,19 @@ def read_polygons(path: str | Path):  # noqa: ANN201 - a GeoDataFrame
 def read_sites(path: str | Path):  # noqa: ANN201 - a GeoDataFrame
     """A sites layer: the ``sites.parquet`` of ``mtg link``, or any vector file of site polygons, in EPSG:4326.
 
-    Rows are kept as they are (sites of points only have point geometries); the stages check the columns they
-    need (:func:`mtg.api.volumes` the polygons and ids, :func:`mtg.api.land_use` the commodities).
+    Rows are kept in order, in the layout of every sites layer (:func:`mtg.pipeline.site_assembly.site_layer`):
+    MultiPolygon footprints, a null geometry for a site of points only, and ``lon``/``lat`` of every site (a file
+    without them gets its footprints' representative points). The stages check the other columns they need
+    (:func:`mtg.api.volumes` the ids, :func:`mtg.api.land_use` the commodities).
+
+    Raises
+    ------
+    MtgError
+        Naming the file, as :func:`read_vector` and :func:`mtg.pipeline.site_assembly.site_layer` do.
     """
-    return read_vector(path, "sites file")
+    from mtg.pipeline.site_assembly import site_layer
+
+    return site_layer(read_vector(path, "sites file", allow_missing=True), f"sites file {path}")
 
 
 def members_path(sites: str | Path) -> Path:
