@@ -9,6 +9,7 @@ A model trained on the sample region ships in the package (``mtg/pipeline/models
 from __future__ import annotations
 
 import json
+import logging
 from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
@@ -20,6 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from mtg.pipeline.catalogs import format_validation_error
 from mtg.pipeline.errors import MtgError
 from mtg.pipeline.table_io import atomic_folder
+
+log = logging.getLogger(__name__)
 
 SHIPPED_MODEL = "mine_unet_sample"
 WEIGHTS = "weights.pt"
@@ -144,9 +147,29 @@ class LoadedModel:
         self.multiple = net.multiple
         self.mean = np.asarray(self.card.inputs.mean, dtype=np.float32)[:, None, None]
         self.std = np.asarray(self.card.inputs.std, dtype=np.float32)[:, None, None]
+        self.gpu_batch: int | None = None  # tiles per forward pass on a GPU (batch_size)
+
+    def batch_size(self, requested: int, tile: int) -> int:
+        """Tiles per forward pass: ``requested`` on the CPU; on a GPU, as many as fit in half of its free memory
+        by :func:`activation_bytes` (at most :data:`MAX_GPU_BATCH`), lowered for good after an out-of-memory
+        error (:meth:`predict`)."""
+        if self.device.type != "cuda":
+            return requested
+        if self.gpu_batch is None:
+            import torch
+
+            free, _ = torch.cuda.mem_get_info(self.device)
+            self.gpu_batch = int(np.clip(free // 2 // activation_bytes(self.card, tile), 1, MAX_GPU_BATCH))
+            log.info("segmenting %d tiles of %d px per forward pass on %s (%.1f GB free)", self.gpu_batch, tile,
+                     self.device, free / 1e9)
+        return self.gpu_batch
 
     def predict(self, tiles: np.ndarray, batch: int) -> np.ndarray:
         """Class probabilities of raw input tiles.
+
+        An out-of-memory error halves the batch and tries again (the lower batch is kept for later calls); on a
+        GPU that runs out of memory with one tile per pass, the tiles go to this process's CPU copy of the model
+        instead, with a warning.
 
         Parameters
         ----------
@@ -159,10 +182,39 @@ class LoadedModel:
         -------
         numpy.ndarray
             ``(n, classes, tile, tile)`` float32 softmax probabilities.
+
+        Raises
+        ------
+        MtgError
+            When the CPU runs out of memory with one tile per pass.
         """
         import torch
 
         x = np.nan_to_num((tiles - self.mean) / self.std, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+        while True:
+            try:
+                return self._forward(x, batch)
+            except torch.OutOfMemoryError:
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                if batch > 1:
+                    batch = batch // 2
+                    if self.device.type == "cuda":
+                        self.gpu_batch = batch
+                    log.warning("out of memory on %s: segmenting %d tiles per forward pass from now on", self.device,
+                                batch)
+                    continue
+                if self.device.type == "cuda":
+                    log.warning("out of GPU memory with one tile per forward pass: %s segments on its CPU",
+                                "this worker")
+                    return load_model(str(self.folder), "cpu").predict(tiles, 1)
+                raise MtgError(f"out of memory segmenting one {x.shape[-1]} px tile on the CPU: give the workers "
+                               "more memory or use a smaller segment.tile") from None
+
+    def _forward(self, x: np.ndarray, batch: int) -> np.ndarray:
+        """Softmax of the network over normalised tiles, ``batch`` at a time."""
+        import torch
+
         cuda = self.device.type == "cuda"
         out = []
         with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=cuda):
@@ -171,6 +223,19 @@ class LoadedModel:
                                                                 non_blocking=cuda)
                 out.append(torch.softmax(self.net(t).float(), dim=1).cpu().numpy())
         return np.concatenate(out) if out else np.empty((0, len(self.card.classes), *x.shape[2:]), np.float32)
+
+
+#: Most tiles in one forward pass on a GPU, however much memory is free.
+MAX_GPU_BATCH = 256
+
+
+def activation_bytes(card: ModelCard, tile: int) -> int:
+    """An upper estimate of the GPU memory one tile takes in a float16 forward pass of the U-Net: at each level,
+    four feature maps of that level's width (two encoder convolutions, the skip kept for the decoder, the
+    decoder's convolution) at that level's resolution, 2 bytes a value, plus the float32 input and output."""
+    arch = card.architecture
+    levels = sum(4 * width * (tile // 2 ** level) ** 2 * 2 for level, width in enumerate(arch.widths))
+    return int(levels + 4 * tile * tile * (arch.in_channels + arch.n_classes))
 
 
 def default_device() -> str:

@@ -22,13 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
 
 from mtg.kernels.blending import Lattice, accumulate, blended, tile_window
 from mtg.pipeline.config import SegmentOptions, stage_options
-from mtg.pipeline.dask_cluster import DaskProgress
+from mtg.pipeline.dask_cluster import DaskProgress, gpu_annotations
 from mtg.pipeline.errors import MtgError
 from mtg.pipeline.features import CHANNELS, model_channels
 from mtg.pipeline.footprints import footprint_polygons
@@ -109,6 +110,7 @@ def _predict_block(block: np.ndarray, block_id: tuple[int, ...] | None = None, *
     weight = np.zeros(block.shape[1:], dtype=np.float32)
     window = tile_window(ly.tile, ly.overlap, np)
     t = ly.tile
+    batch = loaded.batch_size(batch, t)
     for first in range(0, len(tiles), batch):
         group = tiles[first:first + batch]
         inputs = np.stack([block[:, r:r + t, c:c + t] for r, c in group])
@@ -171,9 +173,10 @@ def class_probabilities(channels: da.Array, card: ModelCard, *, model: str | Non
                  for ss in sizes)
     predict = functools.partial(_predict_block, model=model, device=device, batch=batch, threads=threads,
                                 lattices=lattices, starts=starts, depth=depth)
-    out = da.map_overlap(predict, x, depth={0: 0, 1: depth, 2: depth}, boundary="none", trim=True,
-                         allow_rechunk=False, chunks=((n_classes,), *halo), dtype=np.float32,
-                         meta=np.empty((0, 0, 0), dtype=np.float32))
+    with dask.annotate(**gpu_annotations(device)):  # inference on the GPU workers of a mixed cluster
+        out = da.map_overlap(predict, x, depth={0: 0, 1: depth, 2: depth}, boundary="none", trim=True,
+                             allow_rechunk=False, chunks=((n_classes,), *halo), dtype=np.float32,
+                             meta=np.empty((0, 0, 0), dtype=np.float32))
     (ly, lx) = lattices
     return out[:, ly.lead:ly.lead + height, lx.lead:lx.lead + width]
 
