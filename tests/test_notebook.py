@@ -1,4 +1,6 @@
-"""The Pangeo walkthrough notebook (docs/notebooks/pangeo-walkthrough.ipynb) runs top to bottom on the sample."""
+"""The example notebooks run top to bottom: the Pangeo walkthrough (docs/notebooks/pangeo-walkthrough.ipynb) on the
+sample, and the gateway walkthrough (docs/notebooks/gateway-walkthrough.ipynb) on the small sample run in a moto S3
+bucket, with a LocalCluster and with a real dask-gateway server."""
 
 from __future__ import annotations
 
@@ -10,16 +12,18 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, SHARED_DATA
+from conftest import GATEWAY_PASSWORD, ROOT, SHARED_DATA
 
 NOTEBOOK = ROOT / "docs" / "notebooks" / "pangeo-walkthrough.ipynb"
+GATEWAY_NOTEBOOK = ROOT / "docs" / "notebooks" / "gateway-walkthrough.ipynb"
 ICMM_CSV = SHARED_DATA / "icmm_global_mining_dataset" / "icmm_global_mining_dataset_external.csv"
 CELL_TIMEOUT_S = 240
 
 
-def test_committed_notebook_has_no_outputs():
+@pytest.mark.parametrize("notebook", [NOTEBOOK, GATEWAY_NOTEBOOK], ids=lambda p: p.stem)
+def test_committed_notebook_has_no_outputs(notebook):
     nbformat = pytest.importorskip("nbformat")
-    nb = nbformat.read(NOTEBOOK, as_version=4)
+    nb = nbformat.read(notebook, as_version=4)
     nbformat.validate(nb)
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert code and all(not c.outputs and c.execution_count is None for c in code)
@@ -100,3 +104,72 @@ def test_walkthrough_notebook_executes(points, tmp_path, monkeypatch):
     assert all((work / name).stat().st_size > 1000 for name in summary["figures"])
     assert (work / "site_indicators.parquet").is_file()
     assert seconds < 180
+
+
+#: What the gateway walkthrough reads of a run folder.
+RUN_PARTS = ("segment/probability.zarr", "cubes/dem.zarr", "sites", "volumes", "landuse")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cluster", ["local", "gateway"])
+def test_gateway_walkthrough_notebook_executes(cluster, small_run, s3_server, tmp_path, monkeypatch, request):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("ipykernel")
+    pytest.importorskip("matplotlib")
+    import s3fs
+
+    options, bucket = s3_server
+    prefix = f"run-{cluster}"
+    fs = s3fs.S3FileSystem(**options)
+    for part in RUN_PARTS:
+        fs.put(str(small_run / part), f"{bucket}/{prefix}/{part}", recursive=True)
+    work = tmp_path / "work"
+    env = {"MTG_S3_ENDPOINT": options["endpoint_url"], "MTG_S3_BUCKET": bucket, "MTG_RUN_PREFIX": prefix,
+           "AWS_ACCESS_KEY_ID": options["key"], "AWS_SECRET_ACCESS_KEY": options["secret"],
+           "MTG_GATEWAY_WALKTHROUGH_DIR": str(work), "MTG_WORKERS": "2" if cluster == "local" else "1",
+           "JUPYTER_PATH": str(_venv_kernelspec(tmp_path / "jupyter")), "MPLBACKEND": "Agg",
+           "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
+    if cluster == "gateway":
+        address = request.getfixturevalue("gateway_server")
+        env |= {"DASK_GATEWAY__ADDRESS": address, "DASK_GATEWAY__AUTH__TYPE": "basic",
+                "DASK_GATEWAY__AUTH__KWARGS__USERNAME": "mtg", "DASK_GATEWAY__AUTH__KWARGS__PASSWORD": GATEWAY_PASSWORD,
+                "DASK_GATEWAY__CLUSTER__OPTIONS__WORKER_MEMORY": "1", "DASK_GATEWAY__CLUSTER__OPTIONS__WORKER_CORES": "1"}
+    else:
+        monkeypatch.delenv("DASK_GATEWAY__ADDRESS", raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+
+    nb = nbformat.read(GATEWAY_NOTEBOOK, as_version=4)
+    started = time.perf_counter()
+    client = nbclient.NotebookClient(nb, kernel_name="python3", timeout=CELL_TIMEOUT_S,
+                                     resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()
+    seconds = time.perf_counter() - started
+    print(f"gateway walkthrough executed in {seconds:.1f} s ({cluster})")
+
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert not errors
+    summary = json.loads((work / "gateway-walkthrough-summary.json").read_text())
+    assert Path(summary["kernel_prefix"]).resolve() == Path(sys.prefix).resolve()
+    assert summary["run"] == f"s3://{bucket}/{prefix}"
+    assert summary["probability_dask_backed"] and summary["probability_nbytes"] > 0
+    assert summary["cluster"] == {"local": "LocalCluster", "gateway": "dask-gateway"}[cluster]
+    assert summary["n_workers"] == int(env["MTG_WORKERS"]) and summary["client_closed"]
+    # the stages on the cluster give the run's numbers
+    assert summary["n_sites"] >= 1 and summary["excavated_m3"] > 0
+    assert summary["volume_difference_m3"] == 0 and summary["land_use_difference_km2"] == 0
+    assert summary["land_use_cuts_m"] == [500.0, 1000.0]
+    assert summary["figures"] == ["dh.png", "land_use.png", "probability.png"]
+    assert all((work / name).stat().st_size > 1000 for name in summary["figures"])
+    if cluster == "gateway":
+        from dask_gateway import BasicAuth, Gateway
+
+        from mtg.pipeline.deploy import _close_gateway
+
+        gateway = Gateway(address, auth=BasicAuth("mtg", GATEWAY_PASSWORD))
+        try:
+            assert gateway.list_clusters() == []  # the notebook shut its cluster down
+        finally:
+            _close_gateway(gateway)
+    assert seconds < 120
