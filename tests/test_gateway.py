@@ -1,6 +1,7 @@
 """A real dask-gateway server (local-process backend, 127.0.0.1) started by the tests, with the cluster options of
-deploy/jupyterhub: a client computes on it, `mtg link --scheduler gateway` matches the threaded run, and a wrong
-address, a refused password, refused options and a cluster that cannot start each give one clear line."""
+deploy/jupyterhub: a client computes on it, `mtg link`, `mtg landuse` and a small `mtg run` with `--scheduler gateway`
+match the threaded run, and a wrong address, a refused password, refused options and a cluster that cannot start each
+give one clear line."""
 
 from __future__ import annotations
 
@@ -120,6 +121,20 @@ def test_mtg_run_on_gateway_matches_threads(small_run, gateway_env, tmp_path):
         assert gateway.list_clusters() == []  # shut down after
     finally:
         _close_gateway(gateway)
+
+
+def test_mtg_landuse_on_gateway_matches_the_run(small_run, gateway_env, tmp_path):
+    """`mtg landuse --sensitivity --scheduler gateway`: the re-formed sites' unions and areas as tasks on a gateway
+    cluster give the sensitivity the threaded run wrote."""
+    proc = subprocess.run([str(BIN / "mtg"), "landuse", str(small_run / "sites" / "sites.parquet"), "-o",
+                           str(tmp_path / "landuse"), "--sensitivity", "500m,1km", "--scheduler", "gateway",
+                           "--workers", "1", "--quiet"], env={**os.environ, **gateway_env}, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    for table in ("landuse_sensitivity.parquet", "landuse_sensitivity_by_commodity.parquet",
+                  "landuse_by_site.parquet"):
+        pd.testing.assert_frame_equal(pd.read_parquet(small_run / "landuse" / table),
+                                      pd.read_parquet(tmp_path / "landuse" / table), obj=table)
 
 
 def test_wrong_address_refused_password_and_refused_options_are_one_line(gateway_env, monkeypatch):
