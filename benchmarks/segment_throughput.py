@@ -64,6 +64,8 @@ def main() -> None:
     parser.add_argument("--cube", help="reflectance cube (default: the sample region, ingested into --workdir)")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "mtg-segment-bench")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="where the network runs (cuda: the GPU rows of issue 16)")
     args = parser.parse_args()
 
     import torch
@@ -80,12 +82,14 @@ def main() -> None:
     rows = []
 
     torch.set_num_threads(2)
-    net = load_model(None, "cpu").net
-    x = torch.randn(4, channels.shape[0], 512, 512).contiguous(memory_format=torch.channels_last)
+    net = load_model(None, args.device).net
+    x = torch.randn(4, channels.shape[0], 512, 512, device=args.device).contiguous(memory_format=torch.channels_last)
 
     def forward() -> None:
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=args.device == "cuda"):
             net(x)
+        if args.device == "cuda":
+            torch.cuda.synchronize()
 
     rows.append(("1. U-Net forward pass, batch 4 x 512^2, 2 torch threads", 4 * 512 * 512,
                  _median_seconds(forward, args.repeats)))
@@ -94,10 +98,10 @@ def main() -> None:
     tiled = da.from_array(channels, chunks=(-1, 1024, 1024))
 
     def one_block() -> None:
-        class_probabilities(whole, card, chunk=100_000, threads=2).compute(scheduler="sync")
+        class_probabilities(whole, card, chunk=100_000, threads=2, device=args.device).compute(scheduler="sync")
 
     def dask_threads() -> None:
-        class_probabilities(tiled, card, chunk=1024).compute(scheduler="threads", num_workers=2)
+        class_probabilities(tiled, card, chunk=1024, device=args.device).compute(scheduler="threads", num_workers=2)
 
     rows.append(("2a. tiled inference, in memory, 1 block, 2 torch threads", n_px,
                  _median_seconds(one_block, args.repeats)))
@@ -107,7 +111,7 @@ def main() -> None:
     out = args.workdir / "segment-bench"
 
     def end_to_end(client=None) -> None:
-        segment_cube(cube, out, client=client, progress=False)
+        segment_cube(cube, out, client=client, progress=False, device=args.device)
 
     with dask.config.set(scheduler="threads", num_workers=2):
         rows.append(("3a. mtg segment end to end, one process, 2 dask threads", n_px,
