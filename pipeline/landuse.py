@@ -318,16 +318,14 @@ def _cluster_parts(members: pd.DataFrame, recorded: list[float]) -> list[np.ndar
         return [np.arange(len(members))]
     top = members[cut_column(recorded[-1])].to_numpy()
     order = np.argsort(top, kind="stable")
-    parts: list[np.ndarray] = []
-    current: list[np.ndarray] = []
-    for group in np.split(order, np.flatnonzero(np.diff(top[order])) + 1):
-        current.append(group)
-        if sum(g.size for g in current) >= PER_TASK:
-            parts.append(np.sort(np.concatenate(current)))
-            current = []
-    if current:
-        parts.append(np.sort(np.concatenate(current)))
-    return parts
+    # whole clusters in order until a part holds PER_TASK rows: cut the sorted rows after the last member of each
+    ends = np.append(np.flatnonzero(np.diff(top[order])) + 1, order.size)
+    cuts, start = [], 0
+    for end in ends:
+        if end - start >= PER_TASK or end == order.size:
+            cuts.append(end)
+            start = end
+    return [np.sort(part) for part in np.split(order, cuts[:-1])]
 
 
 def _part_sites(members: pd.DataFrame, footprints: FootprintAreas, labels: np.ndarray, cut_m: np.ndarray | float,
