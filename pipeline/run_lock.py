@@ -8,7 +8,11 @@ it is taken over with a warning. Locks held on another host are never taken over
 from here): the message says which file to delete once that run is known to be over.
 
 A folder is also refused while a folder above it is locked (``mtg ingest --out RUN/cubes`` during ``mtg run
---out RUN``). Object-store URLs are not locked: only local folders.
+--out RUN``), or a folder below it (``mtg run --out RUN`` during ``mtg ingest --out RUN/cubes``). Folders above are
+all checked; folders below up to ``NESTED_DEPTH`` levels down, not inside Zarr stores (``*.zarr``) or hidden
+folders (temporaries), so the check lists a few folders however large the outputs are. The nesting is checked
+after the lock is taken, so of two nested commands started at once at least one sees the other (both may be
+refused; neither writes). Object-store URLs are not locked: only local folders.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from mtg.pipeline.storage import is_remote
 log = logging.getLogger(__name__)
 
 LOCK_NAME = ".mtg-lock"
+NESTED_DEPTH = 2
 
 
 def _process_start(pid: int) -> str | None:
@@ -78,11 +83,37 @@ def _describe(holder: dict[str, Any]) -> str:
             f"{holder.get('since', '?')}")
 
 
-def _check_ancestors(folder: Path) -> None:
+def _held(holder: dict[str, Any] | None) -> bool:
+    """Whether a lock's holder counts as running: a live process of this host, or any process of another host."""
+    return holder is not None and (holder.get("host") != socket.gethostname() or _alive(holder))
+
+
+def _folders_below(folder: Path, depth: int) -> Iterator[Path]:
+    """The folders up to ``depth`` levels below ``folder``, except Zarr stores, hidden folders and their insides."""
+    if depth == 0:
+        return
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False) and not entry.name.startswith(".") and not entry.name.endswith(".zarr"):
+            yield Path(entry.path)
+            yield from _folders_below(Path(entry.path), depth - 1)
+
+
+def _check_nesting(folder: Path) -> None:
+    """Refuse ``folder`` when a folder above it, or up to ``NESTED_DEPTH`` levels below it, is locked by a running
+    command."""
     for parent in folder.parents:
         holder = read_lock(parent)
-        if holder is not None and (holder.get("host") != socket.gethostname() or _alive(holder)):
+        if _held(holder):
             raise MtgError(f"{folder} lies in {parent}, which another mtg command is writing ({_describe(holder)}): "
+                           "wait for it to end, or write elsewhere")
+    for child in _folders_below(folder, NESTED_DEPTH):
+        holder = read_lock(child)
+        if _held(holder):
+            raise MtgError(f"{folder} holds {child}, which another mtg command is writing ({_describe(holder)}): "
                            "wait for it to end, or write elsewhere")
 
 
@@ -104,11 +135,10 @@ def acquire(folder: str | Path, command: str) -> dict[str, Any]:
     Raises
     ------
     MtgError
-        When a live process (or a process of another host) holds the lock of ``folder`` or of a folder above it,
-        or the folder cannot be written.
+        When a live process (or a process of another host) holds the lock of ``folder``, of a folder above it or
+        of a folder below it (see the module's description), or the folder cannot be written.
     """
     folder = Path(folder).absolute()
-    _check_ancestors(folder)
     host = socket.gethostname()
     mine = {"pid": os.getpid(), "host": host, "process_start": _process_start(os.getpid()), "command": command,
             "since": datetime.now(timezone.utc).isoformat(timespec="seconds"), "token": uuid.uuid4().hex}
@@ -120,7 +150,6 @@ def acquire(folder: str | Path, command: str) -> dict[str, Any]:
         for _ in range(3):
             try:
                 os.link(tmp, lock)
-                return mine
             except FileExistsError:
                 holder = read_lock(folder)
                 if holder is None:
@@ -134,6 +163,13 @@ def acquire(folder: str | Path, command: str) -> dict[str, Any]:
                                    "it to end, or write elsewhere") from None
                 log.warning("taking over the stale lock %s of a process that is gone (%s)", lock, _describe(holder))
                 _remove_if(lock, holder)
+                continue
+            try:
+                _check_nesting(folder)
+            except MtgError:
+                _remove_if(lock, mine)
+                raise
+            return mine
         raise MtgError(f"cannot lock {folder}: other mtg commands keep taking its lock {lock}")
     except OSError as err:
         raise MtgError(f"cannot lock the output folder {folder}: {err}") from None
@@ -168,10 +204,12 @@ def output_lock(folder: str | Path | None, command: str | None = None) -> Iterat
         return
     path = Path(str(folder).removeprefix("file://"))
     created = not path.exists()
-    lock = acquire(path, command or " ".join(["mtg", *sys.argv[1:]]))
     try:
-        yield
+        lock = acquire(path, command or " ".join(["mtg", *sys.argv[1:]]))
+        try:
+            yield
+        finally:
+            release(path, lock)
     finally:
-        release(path, lock)
         if created and path.is_dir() and not any(path.iterdir()):
-            path.rmdir()  # a command that failed before writing leaves no empty folder behind
+            path.rmdir()  # a command refused, or failed before writing, leaves no empty folder behind

@@ -287,3 +287,42 @@ def test_stale_lock_of_a_dead_process_is_taken_over_and_a_live_one_refused(tmp_p
     (tmp_path / LOCK_NAME).write_text(json.dumps({"pid": os.getpid(), "host": "elsewhere", "command": "x"}))
     with pytest.raises(MtgError, match="delete"), output_lock(tmp_path, "mtg test"):
         pass
+
+
+def _holding(folder: Path) -> subprocess.Popen:
+    """A real process holding the output lock of ``folder`` until it is killed."""
+    code = ("import sys, time\nfrom mtg.pipeline.run_lock import output_lock\n"
+            "with output_lock(sys.argv[1], 'mtg holder'):\n    print('locked', flush=True)\n    time.sleep(300)")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def test_a_run_is_refused_while_a_folder_above_or_below_its_output_is_locked(tmp_path):
+    from mtg.pipeline.errors import MtgError
+
+    for i, (locked, out) in enumerate((("cubes", "."), ("tiles/t1", "."), (".", "cubes"))):
+        locked, out = tmp_path / f"run{i}" / locked, tmp_path / f"run{i}" / out
+        holder = _holding(locked)
+        try:
+            proc = subprocess.run([MTG, "ingest", "--out", str(out), "--bbox", "0,0,1,1", "--quiet"],
+                                  capture_output=True, text=True, timeout=120)
+            assert proc.returncode == 2, proc.stderr
+            lines = proc.stderr.strip().splitlines()
+            assert len(lines) == 1 and str(locked) in lines[0] and f"pid {holder.pid} on" in lines[0], proc.stderr
+            assert read_lock(out) is None
+            assert read_lock(locked)["pid"] == holder.pid  # the holder's lock untouched
+        finally:
+            holder.send_signal(signal.SIGKILL)
+            holder.wait(timeout=30)
+    run = tmp_path / "run0"
+    with output_lock(run, "mtg test"):  # the killed holder's lock is stale: it refuses nothing
+        assert read_lock(run)["pid"] == os.getpid()
+    (run / "a" / "b" / "c").mkdir(parents=True)  # below NESTED_DEPTH, and inside a Zarr store: not looked at
+    (run / "store.zarr" / "x").mkdir(parents=True)
+    for deep in (run / "a" / "b" / "c", run / "store.zarr" / "x"):
+        with output_lock(deep, "mtg deep"), output_lock(run, "mtg test"):
+            pass
+    with output_lock(run / "a" / "b", "mtg nested"), pytest.raises(MtgError, match=f"holds {run / 'a' / 'b'}"):
+        with output_lock(run, "mtg test"):
+            pass
