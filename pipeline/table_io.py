@@ -3,10 +3,15 @@
 Every file is written under a temporary name in its own folder (``.<name>.<random>.tmp``) and renamed into place
 with :func:`os.replace`, so a reader never sees half a file. Files that belong together (a sites file and its
 members file, a table's Parquet and CSV) are all written before any is renamed.
+
+What a killed write left (temporary files and folders, a folder set aside) is cleared by the next write of the same
+file or folder: the commands that write them hold the output lock of their folder (``run_lock``), so no other
+process is writing it meanwhile.
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -43,6 +48,8 @@ def atomic_write_all(writers: Mapping[Path, Callable[[Path], object]]) -> list[P
         for out, writer in writers.items():
             out = Path(out)
             out.parent.mkdir(parents=True, exist_ok=True)
+            for stale in out.parent.glob(f".{glob.escape(out.name)}.{'?' * 8}.tmp"):  # of a killed write
+                stale.unlink(missing_ok=True)
             tmps[out] = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
             writer(tmps[out])
         for out, tmp in tmps.items():
@@ -59,7 +66,8 @@ def atomic_folder(out: str | Path) -> Iterator[Path]:
 
     The older ``out``, if any, is moved aside and removed only after the new folder is in place; when the block
     raises, the temporary folder is removed and ``out`` is left as it was. The name carries no suffix (pystac
-    would take ``name.ext`` for a file).
+    would take ``name.ext`` for a file). The leftovers of a killed write of ``out`` are removed first; an older
+    ``out`` it had set aside (killed between the two renames) is put back.
 
     Parameters
     ----------
@@ -73,6 +81,12 @@ def atomic_folder(out: str | Path) -> Iterator[Path]:
     """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    name = glob.escape(out.name)
+    set_aside = sorted(out.parent.glob(f".{name}-{'?' * 8}-old"))
+    if set_aside and not out.exists():
+        os.replace(set_aside[0], out)
+    for stale in [*out.parent.glob(f".{name}-{'?' * 8}-tmp"), *out.parent.glob(f".{name}-{'?' * 8}-old")]:
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = out.with_name(f".{out.name}-{uuid.uuid4().hex[:8]}-tmp")
     try:
         yield tmp

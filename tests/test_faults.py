@@ -120,6 +120,22 @@ def test_sigkill_mid_write_s3_then_rerun_resumes_byte_identical(ingest_args, cle
     assert _s3_files(fs, root) == clean
 
 
+def test_sigkill_of_an_overwrite_keeps_the_old_cubes_whole_then_a_rerun_resumes(ingest_args, clean, tmp_path):
+    out = tmp_path / "cubes"
+    first = subprocess.run([MTG, *ingest_args, "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    args = [MTG, *ingest_args, "--out", str(out), "--overwrite"]
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
+    _kill_when(proc, lambda: any(out.glob(".reflectance.zarr.mtg-new-*.progress/*")))  # the new store half written
+    assert _files(out) == clean  # the old stores byte-identical, and complete
+    assert all(store_state(str(out / store), {})[0] == "complete" for store in STORES)
+    rerun = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "reflectance.zarr (resumed" in rerun.stdout  # the staging store resumed, then swapped in
+    assert _files(out) == clean
+    assert not list(out.glob("*mtg-new*")) and not list(out.glob("*mtg-old*"))
+
+
 class FaultyProxy:
     """An HTTP proxy in front of the moto server that fails some requests the way S3 does under load.
 
@@ -326,3 +342,29 @@ def test_a_run_is_refused_while_a_folder_above_or_below_its_output_is_locked(tmp
     with output_lock(run / "a" / "b", "mtg nested"), pytest.raises(MtgError, match=f"holds {run / 'a' / 'b'}"):
         with output_lock(run, "mtg test"):
             pass
+
+
+def _outputs(run: Path) -> dict[str, str]:
+    """sha256 of every file of a run folder, by relative path, except the files that record when or how fast the
+    run went: the summaries ``ingest.json`` and ``segment.json`` (seconds, MB/s, and whether the cubes were
+    written or skipped), the STAC catalog of the results (``created`` times, and checksums of those summaries) and
+    the report (it shows the run's time)."""
+    timed = ("cubes/ingest.json", "segment/segment.json", "report.html")
+    return {str(p.relative_to(run)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(run.rglob("*"))
+            if p.is_file() and str(p.relative_to(run)) not in timed and p.relative_to(run).parts[0] != "stac"}
+
+
+def test_sigkill_of_mtg_run_mid_write_then_rerun_gives_the_outputs_of_an_uninterrupted_run(tmp_path):
+    config = tmp_path / "run.toml"
+    config.write_text("[sample]\nsize_km = 3\nn_dates = 6\n[ingest.chunks]\nspace = 128\n")
+    run = tmp_path / "run"
+    args = [MTG, "run", "--out", str(run), "--config", str(config), "--quiet"]
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
+    _kill_when(proc, lambda: any(run.glob("segment/.probability.zarr-*-tmp/zarr.json")))  # segmentation writing
+    rerun = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    resumed = _outputs(run)
+    run.rename(tmp_path / "resumed")  # the clean run writes the same paths (recorded in its outputs)
+    clean = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert clean.returncode == 0, clean.stderr
+    assert resumed == _outputs(run)
