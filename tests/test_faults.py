@@ -1,5 +1,6 @@
-"""Fault injection with real processes: `mtg ingest` killed mid-write (local folder and moto S3), object storage
-that fails some requests (a fault-injecting proxy in front of moto), two commands writing one folder, a full disk.
+"""Fault injection with real processes: `mtg ingest` killed mid-write (local folder and moto S3) and mid-overwrite,
+`mtg run` killed mid-write, object storage that fails some requests (a fault-injecting proxy in front of moto), two
+commands writing one folder or nested folders, a full disk.
 
 Each test checks that nothing is lost: a rerun resumes and its stores are byte-identical to a clean run's, a
 failed write never looks complete, a previous complete output stays intact. benchmarks/RESULTS.md tabulates them.
