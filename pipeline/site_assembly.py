@@ -92,6 +92,11 @@ def site_layer(sites, name: str = "the sites"):  # noqa: ANN001, ANN201 - GeoDat
     name : str
         What to call the sites in errors (their file).
 
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        A copy of ``sites``, rows and other columns as they are.
+
     Raises
     ------
     MtgError
