@@ -9,7 +9,9 @@ Steps (``mtg volume``, and the volume stage of ``mtg run``):
 2. Calibration window: the whole grid when it has at most ``calibration_window`` cells a side; otherwise the
    block of that size, on a lattice anchored at the grid origin, holding the most stable cells (counted in one
    streaming pass over the DEM blocks). Stable terrain: valid in both epochs and outside every site buffered by
-   ``stable_buffer_m``; the kernel also drops slopes under 1 or over 70 degrees.
+   ``stable_buffer_m``; the kernel also drops slopes under 1 or over 70 degrees. A grid no larger than the
+   window (every planned tile) is then in memory, and the steps below take it from there: each DEM cell is read
+   once. Larger grids are streamed again for the site windows and for dh.
 3. Co-registration on the calibration window (:func:`mtg.kernels.coregistration.nuth_kaab`): horizontal shift
    and vertical bias of the later epoch, iterated; optionally a planar tilt. Its numbers, with the stable-terrain
    median and NMAD of dh before and after, go to ``coregistration.json``.
@@ -879,6 +881,11 @@ def volumes(before: Any, after: Any, sites: Any, *, site_id_col: str | None = No
     rows, cols = calibration_window(early, late.values, buffered, opts.calibration_size)
     e_win, l_win = (np.asarray(a) for a in dask.compute(early.values[rows, cols], late.values[rows, cols]))
     whole = (rows.stop - rows.start, cols.stop - cols.start) == early.shape
+    if whole:  # both epochs are in memory now: the passes below (site windows, dh) take them from there
+        early_values = da.from_array(e_win, chunks=early.values.chunks)
+        late_raw = da.from_array(l_win, chunks=late.values.chunks)
+    else:  # larger grids are streamed again, block by block
+        early_values, late_raw = early.values, late.values
     for values, name in ((e_win, early.source), (l_win, late.source)):
         if not np.isfinite(values).any():
             raise MtgError(f"{name} holds no valid elevation{'' if whole else ' in the calibration window'}")
@@ -896,13 +903,13 @@ def volumes(before: Any, after: Any, sites: Any, *, site_id_col: str | None = No
                            "measure without it (--no-coregister --threshold-m T) and without 1-sigma errors")
         log.warning("%s, so there is no stable terrain to measure the DEM error on: the 1-sigma errors are unknown "
                     "(NaN)", short)
-    late_values = late.values
+    late_values = late_raw
     coreg: dict[str, Any] = {"applied": False}
     correct, depth = None, (0, 0)
     if coregister:
         result = nuth_kaab(e_win, l_win, stable, spacing, tilt=tilt)
         l_win = apply_coregistration(l_win, result, spacing)
-        late_values = corrected(late.values, result, spacing, (rows.start, cols.start))
+        late_values = corrected(late_raw, result, spacing, (rows.start, cols.start))
         depth = correction_depth(result, spacing)
 
         def correct(window: np.ndarray, first_row: int, first_col: int,
@@ -935,14 +942,14 @@ def volumes(before: Any, after: Any, sites: Any, *, site_id_col: str | None = No
     stats = np.full((len(site_frame), len(_SUM_FIELDS)), np.nan)
     polygons, site_ids = site_frame.geometry.to_numpy(), site_frame["site_id"].to_numpy()
     groups = site_groups(site_frame, early.transform, early.shape)
-    batches = group_batches(groups, early.values.chunks[0], depth, early.shape)
+    batches = group_batches(groups, early_values.chunks[0], depth, early.shape)
     tasks = []
     with dask.annotate(**gpu_annotations(opts.device)):
         for members, e_window, l_window in batches:
             windows = [(polygons[groups[g][0]], site_ids[groups[g][0]], groups[g][1],
                         margin_window(groups[g][1], depth, early.shape)) for g in members]
             origins = ((e_window[0].start, e_window[1].start), (l_window[0].start, l_window[1].start))
-            tasks.append(dask.delayed(measure_groups)(early.values[e_window], late.values[l_window], origins, windows,
+            tasks.append(dask.delayed(measure_groups)(early_values[e_window], late_raw[l_window], origins, windows,
                                                       early.transform, correct, threshold, cell_area, void_policy,
                                                       min_deposit_m2, opts.device))
     log.info("integrating %d sites in %d windows as %d dask tasks", len(site_frame), len(groups), len(tasks))
@@ -989,11 +996,11 @@ def volumes(before: Any, after: Any, sites: Any, *, site_id_col: str | None = No
         "threshold_m": threshold, "threshold_rule": "metres" if threshold_m is not None else f"{threshold_nmad} x NMAD",
         "void_policy": void_policy, "vertical_datums": datums, "integration_tasks": devices,
     }
-    dh = dh_array(late_values - early.values, early, {"mtg:coregistration": json.dumps(coreg, default=float),
+    dh = dh_array(late_values - early_values, early, {"mtg:coregistration": json.dumps(coreg, default=float),
                                                       "mtg:threshold_m": threshold})
 
     def dh_bands() -> Iterator[tuple[int, np.ndarray]]:
-        for r0, e_band, l_band in epoch_bands(early.values, late.values, correct, depth[0]):
+        for r0, e_band, l_band in epoch_bands(early_values, late_raw, correct, depth[0]):
             np.subtract(l_band, e_band, out=l_band)  # the band's own arrays: dh takes the later rows' place
             del e_band
             yield r0, l_band.astype(np.float32, copy=False)

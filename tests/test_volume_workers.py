@@ -155,3 +155,39 @@ def test_local_cuda_scheduler_without_dask_cuda_or_a_gpu_is_one_line(tmp_path):
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "local-cuda" in lines[0] and ("dask-cuda" in lines[0] or "no CUDA GPU" in lines[0])
+
+
+class _CountedReads:
+    """An array that counts how often each of its cells is read (the DEM file under a lazy epoch)."""
+
+    def __init__(self, values: np.ndarray) -> None:
+        self.values, self.shape, self.dtype, self.ndim = values, values.shape, values.dtype, values.ndim
+        self.reads = np.zeros(values.shape, dtype=np.int64)
+
+    def __getitem__(self, key):
+        self.reads[key] += 1
+        return self.values[key]
+
+
+def _counted(arr: xr.DataArray) -> tuple[xr.DataArray, _CountedReads]:
+    import dask.array as da
+
+    source = _CountedReads(arr.values)
+    return arr.copy(data=da.from_array(source, chunks=arr.data.chunks, lock=False)), source
+
+
+@pytest.mark.parametrize("calibration_size, fewest, most", [(2048, 1, 1), (64, 2, 3)])
+def test_each_dem_cell_is_read_once_when_the_grid_is_the_calibration_window(pair, calibration_size, fewest, most,
+                                                                           tmp_path):
+    """Grids up to the calibration window's size (every planned tile) are read once, then measured from memory.
+    Larger grids are streamed: every cell for the stable-terrain counts and for dh, and the calibration window's
+    cells and the site windows' cells once more (the window avoids the sites, so no cell is read four times)."""
+    from mtg.pipeline.io import write_volumes
+
+    before, after, sites = pair
+    (before, early), (after, late) = _counted(before), _counted(after)
+    measured = volumes(before, after, sites, min_deposit_m2=1_000.0, stable_buffer_m=120.0,
+                       calibration_size=calibration_size)
+    write_volumes(measured, tmp_path / "volumes")
+    for source in (early, late):
+        assert source.reads.min() == fewest and source.reads.max() <= most
