@@ -390,6 +390,40 @@ def test_mines_grow_over_the_series() -> None:
 # --- Truth ------------------------------------------------------------------------------------------------------
 
 
+def test_a_site_opens_mid_series_and_one_is_abandoned_and_revegetates() -> None:
+    scene = build_scene(seed=0, size_km=SIZE_KM, n_dates=N_DATES)
+    opener, abandoned = scene.sites[1], scene.sites[2]
+    first, last = scene.acquisitions[0].date, scene.acquisitions[-1].date
+    assert opener.opens is not None and first < opener.opens < last
+    before, after = scene.cover(first), scene.cover(last)
+    x, y = scene.grid.coords(10.0)
+
+    def in_site(site) -> np.ndarray:
+        return np.hypot(x[None, :] - site.cx, y[:, None] - site.cy) <= site.radius
+
+    mine_before, mine_after = before.classes >= Cover.PIT, after.classes >= Cover.PIT
+    assert not (mine_before & in_site(opener)).any() and (mine_after & in_site(opener)).sum() > 100
+    lost = mine_before & ~mine_after & in_site(abandoned)
+    assert lost.sum() > 0.3 * (mine_after & in_site(abandoned)).sum(), "the abandoned site's margin revegetated"
+    assert (after.veg[lost] == scene.veg[lost]).all(), "back to the natural cover"
+
+
+def test_yearly_footprints_end_in_the_final_ones(region: SampleRegion) -> None:
+    yearly = gpd.read_parquet(region.truth / "yearly_footprints.parquet")
+    final = gpd.read_parquet(region.truth / "mine_polygons.parquet")
+    assert list(yearly.columns) == ["site_id", "feature_id", "feature_type", "year", "date", "area_m2", "geometry"]
+    area = yearly.dissolve(by=["site_id", "year"]).area.unstack()
+    assert list(area.columns) == [2021, 2022, 2023]
+    np.testing.assert_allclose(area[2023], final.dissolve(by="site_id").area.loc[area.index], rtol=1e-9)
+    assert np.isnan(area.loc["S02", 2021]) and area.loc["S02", 2022] > 0, "S02 opens in 2022"
+    assert area.loc["S03", 2021] > area.loc["S03", 2022] > area.loc["S03", 2023], "S03 revegetates"
+    assert area.loc["S01", 2021] < area.loc["S01", 2022] < area.loc["S01", 2023], "S01 grows"
+    with rasterio.open(region.truth / "landcover.tif") as ds:  # the last year's footprint is on the ground
+        lc, transform = ds.read(1), ds.transform
+    last = rasterize(yearly[yearly.year == 2023].geometry, out_shape=lc.shape, transform=transform) > 0
+    assert (lc[last] >= Cover.PIT).mean() > 0.97
+
+
 def test_mine_polygons(region: SampleRegion) -> None:
     polys = gpd.read_parquet(region.truth / "mine_polygons.parquet")
     assert polys.crs.to_epsg() == region.epsg

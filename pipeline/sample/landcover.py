@@ -12,7 +12,7 @@ from shapely.geometry import LineString, MultiLineString, Point, Polygon, box
 from shapely.ops import nearest_points, unary_union
 
 from mtg.pipeline.sample.region import RegionGrid
-from mtg.pipeline.sample.sites import Feature, Site
+from mtg.pipeline.sample.sites import DISTURBED_SCALE, Feature, Site
 from mtg.pipeline.sample.terrain import FINE_RES, Terrain
 
 
@@ -136,12 +136,14 @@ def static_cover(grid: RegionGrid, terrain: Terrain, town: Town, sites: tuple[Si
 
 
 def feature_rasters(grid: RegionGrid, sites: tuple[Site, ...]) -> tuple[FeatureRaster, ...]:
-    """Normalised-radius fields of all star-shaped features on the 10 m grid, each within its window."""
+    """Normalised-radius fields of all star-shaped features on the 10 m grid, each within its window (wide enough
+    for the disturbed area of an abandoned site)."""
     x, y = grid.coords(FINE_RES)
     rasters = []
     for site in sites:
         for feat in site.features:
-            window = feat.window(x, y, 2 * FINE_RES)
+            spread = (DISTURBED_SCALE - 1.0) * feat.max_radius if site.abandoned is not None else 0.0
+            window = feat.window(x, y, 2 * FINE_RES + spread)
             if window is not None:
                 rasters.append(FeatureRaster(feat, *window))
     return tuple(rasters)
@@ -169,7 +171,8 @@ def date_cover(
     rasters : tuple of FeatureRaster
         From :func:`feature_rasters`.
     scales : dict
-        Growth scale of each site on the date, by ``site_id``.
+        Scale of the ground each site's pits and dumps cover on the date, by ``site_id``; a site at 0 is not open
+        yet and has no features on the ground.
     pond_fraction : float
         Normalised radius within which tailings are ponded (wet) on the date.
 
@@ -181,7 +184,7 @@ def date_cover(
     bg = background.copy()
     fv = veg.copy()
     bench = np.ones(shape, dtype=np.float32)
-    road_polys = [road.polygon for site in sites for road in site.roads]
+    road_polys = [road.polygon for site in sites if scales[site.site_id] > 0 for road in site.roads]
     if road_polys:
         on_road = rasterize([(p, 1) for p in road_polys], out_shape=shape, transform=grid.transform(FINE_RES), dtype="uint8") > 0
         bg[on_road] = Cover.MINE_OTHER
@@ -189,7 +192,10 @@ def date_cover(
     site_of = {f.feature_id: s.site_id for s in sites for f in s.features}
     for fr in rasters:
         feat = fr.feature
-        scale = scales[site_of[feat.feature_id]] if feat.grows() else 1.0
+        site_scale = scales[site_of[feat.feature_id]]
+        if site_scale <= 0:
+            continue
+        scale = site_scale if feat.grows() else 1.0
         inside = fr.r <= scale
         win_bg = bg[fr.rows, fr.cols]
         win_bg[inside] = _MATERIAL_OF_FEATURE[feat.feature_type]
@@ -197,7 +203,7 @@ def date_cover(
         if feat.feature_type == "tailings":
             win_bg[fr.r <= pond_fraction] = Cover.TAILINGS_POND
         elif feat.feature_type == "pit":
-            rings = max(2, round(feat.relief_m / 12.0))
+            rings = max(2, round(feat.relief_m * scale / 12.0))  # benches of a fixed height: fewer in a young pit
             pattern = 1.0 + 0.22 * np.cos(2 * np.pi * rings * fr.r / scale)
             bench[fr.rows, fr.cols][inside] = pattern[inside]
     natural = (bg == Cover.BARE_SOIL) | (bg == Cover.ROCK)

@@ -94,14 +94,19 @@ class Scene:
         return EARLY_DEM_DATE, self.acquisitions[-1].date
 
     def scales(self, day: date) -> dict[str, float]:
-        """Growth scale of each site on ``day``, by ``site_id``."""
+        """Growth scale of each site's pits and dumps (their relief) on ``day``, by ``site_id``."""
         start, end = self.growth_period
         return {s.site_id: s.scale_at(day, start, end) for s in self.sites}
+
+    def cover_scales(self, day: date) -> dict[str, float]:
+        """Scale of the ground each site's pits and dumps cover on ``day``, by ``site_id`` (0: not yet open)."""
+        start, end = self.growth_period
+        return {s.site_id: s.cover_scale_at(day, start, end) for s in self.sites}
 
     def cover(self, day: date) -> DateCover:
         """Land cover on ``day`` (10 m): tailings ponds are fuller after the wet season."""
         pond = 0.3 + 0.3 * greenness(day)
-        return date_cover(self.grid, self.background, self.veg, self.sites, self.rasters, self.scales(day), pond)
+        return date_cover(self.grid, self.background, self.veg, self.sites, self.rasters, self.cover_scales(day), pond)
 
 
 def district_stream(seed: int, district: District, *keys: str | int) -> np.random.Generator:

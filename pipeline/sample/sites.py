@@ -4,6 +4,12 @@ Pits, dumps, tailings and plant pads are star-shaped around their centre: the bo
 super-ellipse perturbed by a few low harmonics. A pixel's *normalised radius* ``r`` (distance from the centre over
 the boundary radius in that direction) is below 1 inside the final footprint, and the footprint at growth scale
 ``s`` is ``r <= s``, so polygons, rasters and relief all follow from the same function.
+
+Sites have a life over the series (:meth:`Site.scale_at`, :meth:`Site.cover_scale_at`): most grow from their start
+scale to their final footprint; the second site of a region opens mid-series (:data:`OPENING_DATE`), nothing before,
+a box cut of :data:`OPENING_SCALE` then; the third is abandoned (:data:`ABANDONED_DATE`): it was worked before the
+series over a disturbed area :data:`DISTURBED_SCALE` times its final footprint, whose margin is rehabilitated and
+revegetates back to the final footprint by the last date. On the last date every site covers its final footprint.
 """
 
 from __future__ import annotations
@@ -36,6 +42,13 @@ SITE_KINDS = {
 ROLE_TYPES = {"pit": "pit", "strip": "pit", "alluvial": "pit", "quarry": "pit", "dump": "dump", "spoil": "dump",
               "tailings": "tailings", "pond": "tailings", "plant": "other"}
 HAUL_ROAD_WIDTH_M = 24.0
+#: When the region's second site opens, and its pits' and dumps' scale then (a box cut).
+OPENING_DATE = date(2022, 1, 15)
+OPENING_SCALE = 0.35
+#: When the region's third site stops working, and the scale of the area it had disturbed until then; the margin
+#: beyond its final footprint revegetates linearly from then to the last date.
+ABANDONED_DATE = date(2021, 12, 1)
+DISTURBED_SCALE = 1.35
 _BENCH_HEIGHT_M = 12.0
 
 
@@ -116,6 +129,8 @@ class Feature:
         Pits are benched cones with a flat floor, deepening as they widen; dumps are benched, flat-topped mesas
         rising as they spread; tailings are flat fills within a fixed outline, thickening over time.
         """
+        if scale <= 0:
+            return np.zeros_like(r)
         if self.feature_type == "pit":
             u = np.clip((1.0 - r / scale) / 0.65, 0.0, 1.0)
             return -self.relief_m * scale * benches(u, max(2, round(self.relief_m / _BENCH_HEIGHT_M)))
@@ -167,6 +182,10 @@ class Site:
         Footprint scale of pits and dumps at the start of the record (the early DEM epoch).
     features : tuple of Feature
     roads : tuple of HaulRoad
+    opens : datetime.date or None
+        When a site that opens mid-series starts; None for a site already worked at the start.
+    abandoned : datetime.date or None
+        When a site stops working (its disturbed margin then revegetates); None for a working site.
     """
 
     site_id: str
@@ -177,15 +196,40 @@ class Site:
     start_scale: float
     features: tuple[Feature, ...]
     roads: tuple[HaulRoad, ...]
+    opens: date | None = None
+    abandoned: date | None = None
 
     def scale_at(self, when: date, start: date, end: date) -> float:
-        """Growth scale on ``when``: ``start_scale`` up to ``start``, 1 from ``end``, linear between."""
-        f = min(1.0, max(0.0, (when - start).days / max(1, (end - start).days)))
-        return self.start_scale + (1.0 - self.start_scale) * f
+        """Growth scale of the pits and dumps (their relief) on ``when``: ``start_scale`` up to ``start``, 1 from
+        ``end`` (from :attr:`abandoned` for an abandoned site), linear between; for a site that :attr:`opens`
+        mid-series 0 before it opens, then from :data:`OPENING_SCALE` to 1 at ``end``."""
+        if self.opens is not None:
+            return 0.0 if when < self.opens else _between(OPENING_SCALE, 1.0, _fraction(when, self.opens, end))
+        stop = self.abandoned if self.abandoned is not None else end
+        return self.start_scale + (1.0 - self.start_scale) * _fraction(when, start, stop)
+
+    def cover_scale_at(self, when: date, start: date, end: date) -> float:
+        """Scale of the ground the pits and dumps cover on ``when``: their growth scale (:meth:`scale_at`), except
+        on an abandoned site, which covers :data:`DISTURBED_SCALE` times its final footprint until
+        :attr:`abandoned`, revegetating linearly to its final footprint at ``end``. 0 before a site opens (none of
+        its features, roads included, is on the ground then)."""
+        if self.abandoned is None:
+            return self.scale_at(when, start, end)
+        return _between(DISTURBED_SCALE, 1.0, _fraction(when, self.abandoned, end))
 
     def outline(self) -> Polygon:
         """Union of the final footprints of all features."""
         return unary_union([f.polygon() for f in self.features] + [r.polygon for r in self.roads])
+
+
+def _fraction(when: date, start: date, end: date) -> float:
+    """How far ``when`` lies from ``start`` (0) to ``end`` (1), clipped to 0..1."""
+    return min(1.0, max(0.0, (when - start).days / max(1, (end - start).days)))
+
+
+def _between(a: float, b: float, f: float) -> float:
+    """Linear interpolation from ``a`` (f = 0) to ``b`` (f = 1), exact at both ends."""
+    return (1.0 - f) * a + f * b
 
 
 def _feature(rng: np.random.Generator, fid: str, role: str, cx: float, cy: float, site_radius: float, shrink: float) -> Feature:
@@ -295,6 +339,7 @@ def layout_sites(rng: np.random.Generator, grid: RegionGrid, keep_out: Polygon |
     tuple of Site
         Sites ``S01``... (with the district prefix); the first are of the district's ``lead_kinds`` (for the
         single region: a full complex, a pit-only site and a pit with a dump), the rest drawn from its ``kinds``.
+        The second site opens on :data:`OPENING_DATE`, the third is abandoned on :data:`ABANDONED_DATE`.
     """
     n = site_count(grid)
     left, bottom, right, top = grid.bounds
@@ -318,5 +363,8 @@ def layout_sites(rng: np.random.Generator, grid: RegionGrid, keep_out: Polygon |
         radius *= 0.9
     else:
         raise RuntimeError(f"could not place {n} mine sites in a {grid.size_m:.0f} m region")
-    return tuple(_site(rng, district.prefixed(f"S{i + 1:02d}"), str(kind), x, y, radius)
-                 for i, (kind, (x, y)) in enumerate(zip(kinds, centres)))
+    sites = [_site(rng, district.prefixed(f"S{i + 1:02d}"), str(kind), x, y, radius)
+             for i, (kind, (x, y)) in enumerate(zip(kinds, centres))]
+    sites[1] = replace(sites[1], opens=OPENING_DATE)
+    sites[2] = replace(sites[2], abandoned=ABANDONED_DATE)
+    return tuple(sites)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import geopandas as gpd
 import pandas as pd
-from shapely.geometry import Point
+from shapely.geometry import Point, box
 
 from mtg.pipeline.sample.cog import write_cog
 from mtg.pipeline.sample.dem import site_volumes
@@ -28,6 +28,40 @@ def mine_polygons(scene: Scene) -> gpd.GeoDataFrame:
             rows.append((site.site_id, road.feature_id, road.feature_type, road.polygon))
     frame = gpd.GeoDataFrame(rows, columns=["site_id", "feature_id", "feature_type", "geometry"], crs=f"EPSG:{scene.grid.epsg}")
     frame.insert(3, "area_m2", frame.geometry.area)
+    return frame
+
+
+def yearly_footprints(scene: Scene) -> gpd.GeoDataFrame:
+    """Footprints of all mine features in each calendar year of the series, in the UTM CRS.
+
+    A year's footprint is the ground covered on the year's last acquisition date (what a latest-clear-view
+    composite of the year shows): pits and dumps at their cover scale, tailings, plant pads and haul roads whole
+    once their site is open, clipped to the region. A site not yet open has no rows in that year; an abandoned
+    site's rows shrink as its disturbed margin revegetates. The last year's footprints are
+    :func:`mine_polygons`.
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        ``site_id``, ``feature_id``, ``feature_type``, ``year``, ``date`` (ISO), ``area_m2``, ``geometry``.
+    """
+    region = box(*scene.grid.bounds)
+    last_of_year = {a.date.year: a.date for a in scene.acquisitions}
+    rows = []
+    for year, day in sorted(last_of_year.items()):
+        scales = scene.cover_scales(day)
+        for site in scene.sites:
+            scale = scales[site.site_id]
+            if scale <= 0:
+                continue
+            shapes = [(f.feature_id, f.feature_type, f.polygon(scale if f.grows() else 1.0)) for f in site.features]
+            shapes += [(r.feature_id, r.feature_type, r.polygon) for r in site.roads]
+            for feature_id, feature_type, polygon in shapes:
+                rows.append((site.site_id, feature_id, feature_type, year, day.isoformat(),
+                             polygon.intersection(region)))
+    frame = gpd.GeoDataFrame(rows, columns=["site_id", "feature_id", "feature_type", "year", "date", "geometry"],
+                             crs=f"EPSG:{scene.grid.epsg}")
+    frame.insert(5, "area_m2", frame.geometry.area)
     return frame
 
 
@@ -124,13 +158,15 @@ def acquisition_log(written: list[WrittenScene]) -> list[dict[str, object]]:
 def write_truth(scene: Scene, folder: Path, written: list[WrittenScene]) -> Path:
     """Write all truth files into ``folder``; returns ``folder``.
 
-    Files: ``mine_polygons.parquet``, ``site_volumes.parquet``, ``mine_points.parquet``, ``landcover.tif`` (10 m
+    Files: ``mine_polygons.parquet``, ``yearly_footprints.parquet`` (:func:`yearly_footprints`),
+    ``site_volumes.parquet``, ``mine_points.parquet``, ``landcover.tif`` (10 m
     classes on the last acquisition date; the code table is in its tags), ``dem_registration.json``,
     ``acquisitions.json`` and :data:`REPORTED_FIGURES` (:func:`reported_figures`).
     """
     folder.mkdir(parents=True, exist_ok=True)
     polygons, volumes = mine_polygons(scene), volume_table(scene)
     polygons.to_parquet(folder / "mine_polygons.parquet", index=False)
+    yearly_footprints(scene).to_parquet(folder / "yearly_footprints.parquet", index=False)
     volumes.to_parquet(folder / "site_volumes.parquet", index=False)
     reported_figures(polygons, volumes).to_csv(folder / REPORTED_FIGURES, index=False)
     point_table(scene).to_parquet(folder / "mine_points.parquet", index=False)
