@@ -26,7 +26,8 @@ faster than ``total / (total - that part)``, however fast the GPU.
       matrices, assembly (the call's total less the timed parts).
 
   Each row runs in a fresh process (``spawn``), after a warm-up call on 2,000 points (numba compilation); the
-  seconds are medians of ``--repeats`` calls. The edge list's bytes (int64 ``i``, ``j``, float64 ``d`` as
+  seconds are medians of ``--repeats`` calls, phase by phase, and "total" is the sum of those medians (the
+  measured totals of the calls are listed beside it). The edge list's bytes (int64 ``i``, ``j``, float64 ``d`` as
   ``tile_edges`` returns them) are what would cross PCIe from the GPU back to the host; the points (2 float64) go
   up. Their transfer time is computed at an *assumed* rate (``--pcie-gbps``, default 64 GB/s: the nominal one-way
   rate of PCIe Gen5 x16 of an H100 PCIe card; real rates are lower, ~50 GB/s from pinned memory and far less
@@ -35,7 +36,7 @@ faster than ``total / (total - that part)``, however fast the GPU.
   ``maus_tang_combined_demo``, their first 10 again as EPSG:3857 GeoParquet, the 8,508 ICMM points, the
   commodity table, ``--h-max 5km``), i.e. :func:`mtg.pipeline.link.link_sites` as the CLI calls it, with its
   phases timed: file reading, feature table, polygon atoms, the geometry radius graph (a), HAC, site assembly,
-  writing. Median of ``--repeats`` calls after one warm-up call.
+  writing. Medians of ``--repeats`` calls after one warm-up call, total as above.
 """
 
 from __future__ import annotations
@@ -121,6 +122,13 @@ def _instrument_clustering(clock: Clock) -> None:
     sl.distance_callback = distance_callback
 
 
+def _medians(runs: list[dict]) -> dict:
+    """Median seconds of each phase over the runs; ``total`` is their sum, so the shares add up to 100 %."""
+    row = {k: statistics.median(r[k] for r in runs) for k in runs[0] if k != "total"}
+    row["total"] = sum(row.values())
+    return row
+
+
 def _run_cluster_row(n: int, method: str, repeats: int, out: str) -> None:
     """One (n, method) row in a fresh process; writes its medians as JSON under ``out``."""
     sys.path.insert(0, str(HERE))
@@ -146,7 +154,7 @@ def _run_cluster_row(n: int, method: str, repeats: int, out: str) -> None:
         s["rest of the call (Python glue, concatenation, labels)"] = total - timed
         s["total"] = total
         runs.append(s)
-    row = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    row = _medians(runs)
     row["all runs total"] = [r["total"] for r in runs]
     # the edge list that would come back from a GPU graph, and the forests single linkage needs of it
     tiles = sl.spatial_tiles(sl.unit_vectors(lon, lat), sl.chord_radius(H_MAX), sl.TILE_POINTS)
@@ -227,7 +235,7 @@ def _run_link(repeats: int, out: str) -> None:
         s["rest (labels, checks, glue)"] = total - sum(s.values())
         s["total"] = total
         runs.append(s)
-    row = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    row = _medians(runs)
     row.update(all_totals=[r["total"] for r in runs], n_polygons=result.n_polygons, n_points=result.n_points,
                n_sites=result.n_sites, repeats=repeats)
     (tmp / "link.json").write_text(json.dumps(row))
@@ -248,7 +256,7 @@ def _cluster_table(row: dict, gbps: float) -> None:
     total = row["total"]
     print(f"\n### n = {row['n']:,}, {row['method']} linkage: {row['n_edges']:,} edges in {row['n_tiles']} tiles"
           + (f", {row['n_fetched']:,} distances fetched" if row["n_fetched"] else "")
-          + f"; total {total:.2f} s (median of {row['repeats']}: "
+          + f"; total {total:.2f} s (sum of the phases' medians of {row['repeats']} calls; calls took "
           + ", ".join(f"{t:.2f}" for t in row["all runs total"]) + " s)\n")
     print("| phase | class | seconds | share of total |")
     print("|---|---|---:|---:|")
@@ -285,7 +293,8 @@ def _link_table(row: dict) -> None:
     total = row["total"]
     print(f"\n### Real `mtg link` (sites mode of tests/test_link.py): {row['n_polygons']} polygons, "
           f"{row['n_points']:,} points, cut 5 km, single linkage, {row['n_sites']:,} sites; total {total:.2f} s "
-          f"(median of {row['repeats']}: " + ", ".join(f"{t:.2f}" for t in row["all_totals"]) + " s)\n")
+          f"(sum of the phases' medians of {row['repeats']} calls; calls took "
+          + ", ".join(f"{t:.2f}" for t in row["all_totals"]) + " s)\n")
     print("| phase | seconds | share of total |")
     print("|---|---:|---:|")
     for label in [*LINK_PHASES, "rest (labels, checks, glue)"]:
@@ -317,11 +326,15 @@ def main() -> None:
                 if not _spawn(_run_cluster_row, n, method, args.repeats, tmp):
                     print(f"\n### n = {n:,}, {method}: failed (out of memory?)", flush=True)
                     continue
-                _cluster_table(json.loads((Path(tmp) / f"{n}-{method}.json").read_text()), args.pcie_gbps)
+                row = json.loads((Path(tmp) / f"{n}-{method}.json").read_text())
+                print(f"\n<!-- raw: {json.dumps(row)} -->")
+                _cluster_table(row, args.pcie_gbps)
                 sys.stdout.flush()
         if link:
             if _spawn(_run_link, args.repeats, tmp):
-                _link_table(json.loads((Path(tmp) / "link.json").read_text()))
+                row = json.loads((Path(tmp) / "link.json").read_text())
+                print(f"\n<!-- raw: {json.dumps(row)} -->")
+                _link_table(row)
             else:
                 print("\n### real mtg link: failed")
 
