@@ -693,6 +693,53 @@ def segment(
 
 @app.command()
 @_user_errors
+def timeline(
+    cube: Annotated[str, typer.Option(help="Reflectance cube with a time axis (Zarr path or URL from mtg ingest).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: timeline.zarr, site_series.parquet, "
+                                                           "site_timeline.parquet, period_footprints.parquet, "
+                                                           "change.parquet.")],
+    model: Annotated[Optional[str], typer.Option(
+        help="Model folder from mtg train (segment.model; default the model shipped in the package).")] = None,
+    period: Annotated[Optional[str], typer.Option(help="year or quarter: one footprint map per period (year).")] = None,
+    sites: Annotated[Optional[Path], typer.Option(
+        help="Sites layer (sites.parquet of mtg link, or polygons with site_id); default: sites from the maps.")] = None,
+    threshold: Annotated[Optional[float], typer.Option(help="Mining probability threshold (0.5).")] = None,
+    start: Annotated[Optional[float], typer.Option(help="Weight of a pixel starting to mine between periods (0.3).")] = None,
+    stop: Annotated[Optional[float], typer.Option(help="Weight of a mining pixel stopping between periods (0.1).")] = None,
+    chunk: Annotated[Optional[int], typer.Option(help="Side of the dask inference blocks in pixels.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto (CUDA where available), cpu or cuda.")] = None,
+    storage_options: Annotated[Optional[str], typer.Option(help="fsspec storage options (JSON) for a remote cube.")] = None,
+    scheduler: SchedulerOpt = None,
+    workers: WorkersOpt = None,
+    memory_limit: MemoryOpt = None,
+    config: ConfigOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """When mining happened: one footprint map per period, made temporally consistent, and per-site series of area
+    (with uncertainty), onset, expansion, new and revegetated area."""
+    from mtg.pipeline.dask_cluster import dask_scheduler
+    from mtg.pipeline.timeline import run_timeline
+
+    _setup_logging(quiet)
+    cfg = with_overrides(load_config(config), {
+        "segment.model": model, "segment.threshold": threshold, "segment.chunk": chunk, "segment.device": device,
+        "timeline.period": period, "timeline.start": start, "timeline.stop": stop, "dask.scheduler": scheduler,
+        "dask.workers": workers, "dask.memory_limit": memory_limit,
+    })
+    with output_lock(out), dask_scheduler(cfg.dask.scheduler, cfg.dask.workers,
+                                          cfg.dask.memory_limit) as client:
+        result = run_timeline(
+            cube, out, sites=sites, storage_options=parse_storage_options(storage_options) if storage_options else None,
+            client=client, progress=not quiet, segment_options=cfg.segment, options=cfg.timeline)
+    report.print(
+        f"periods: {', '.join(result.periods)}; {result.n_sites} sites\nper-period maps: [bold]{result.store}[/]\n"
+        f"per-site series: [bold]{result.series}[/]\nper-site summary: [bold]{result.summary}[/]\n"
+        f"change in {result.periods[-1]}: [bold]{result.change}[/] ({result.seconds:.1f} s)"
+    )
+
+
+@app.command()
+@_user_errors
 def landuse(
     sites: Annotated[Path, typer.Argument(help="Sites GeoParquet from `mtg link --polygons ...` (members beside it).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],

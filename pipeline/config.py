@@ -195,6 +195,17 @@ class SegmentOptions(_Section):
 
 
 
+class TimelineOptions(_Section):
+    """Yearly (or quarterly) footprints and per-site series from the cube's time axis (:mod:`mtg.pipeline.timeline`,
+    ``mtg timeline``, the timeline stage of ``mtg run``); the segmentation itself takes :class:`SegmentOptions`."""
+
+    period: Literal["year", "quarter"] = "year"
+    start: float = Field(default=0.3, gt=0, lt=1)
+    stop: float = Field(default=0.1, gt=0, lt=1)
+    band: float = Field(default=0.2, gt=0, lt=0.5)
+    zone_m: float = Field(default=250.0, ge=0)
+
+
 class TrainConfig(_Section):
     """Training a segmentation model (``mtg train``)."""
 
@@ -249,6 +260,7 @@ class RunConfig(_Section):
     sample: SampleConfig = SampleConfig()
     ingest: IngestConfig = IngestConfig()
     segment: SegmentOptions = SegmentOptions()
+    timeline: TimelineOptions = TimelineOptions()
     train: TrainConfig = TrainConfig()
     # the run forms each site at its own cut h <= link.cut (balancing area without a commodity against area
     # with several), among these levels

@@ -1,0 +1,127 @@
+"""`mtg timeline` on the 3 km sample (6 dates, 2021-2023): yearly areas against the yearly truth, the onset of the
+site that opens in 2022, the revegetation of the abandoned site, and a year seen only through cloud."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pytest
+import rioxarray  # noqa: F401 - the .rio accessor
+import xarray as xr
+from odc.geo.geom import box
+
+from mtg.pipeline.errors import MtgError
+from mtg.pipeline.timeline import UNSEEN, periods_of, run_timeline
+from mtg.pipeline.zarr_store import open_cube
+
+MTG = str(Path(sys.executable).parent / "mtg")
+
+
+@pytest.fixture(scope="module")
+def cube(sample_region, tmp_path_factory) -> str:
+    """The session's 3 km sample region ingested into a reflectance cube with 128-pixel chunks."""
+    from mtg.pipeline.catalogs import resolve_source
+    from mtg.pipeline.ingest import Chunking, build_cubes, write_cubes
+
+    chunking = Chunking(time=6, space=128)
+    cubes = build_cubes(resolve_source(str(sample_region.catalog)),
+                        box(*sample_region.bounds, f"EPSG:{sample_region.epsg}"),
+                        "/".join(sample_region.time_range), chunking=chunking)
+    return write_cubes(cubes, str(tmp_path_factory.mktemp("timeline") / "cubes"), chunking=chunking).reflectance_url
+
+
+@pytest.fixture(scope="module")
+def truth_sites(sample_region, tmp_path_factory) -> Path:
+    """The truth's sites: each site's final footprints dissolved, as a sites layer."""
+    polygons = gpd.read_parquet(sample_region.truth / "mine_polygons.parquet")
+    path = tmp_path_factory.mktemp("timeline-sites") / "sites.parquet"
+    polygons.dissolve(by="site_id").reset_index()[["site_id", "geometry"]].to_parquet(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def timeline(cube, truth_sites, tmp_path_factory):
+    return run_timeline(cube, tmp_path_factory.mktemp("timeline-out"), sites=truth_sites, progress=False)
+
+
+def test_yearly_areas_onset_and_revegetation_follow_the_truth(timeline, sample_region):
+    """Measured on this sample (area / truth): S01 0.80, 0.75, 0.83 (the shipped model misses part of its haul
+    roads and dump margins: 0.90 of it on the last clear view without any temporal rule, and its 2022 view is the
+    March scene only); S02 -, 0.50 (a young box cut the model maps half of), 0.96; S03 0.88, 1.05, 1.09."""
+    series = pd.read_parquet(timeline.series).set_index(["site_id", "period"])
+    truth = gpd.read_parquet(sample_region.truth / "yearly_footprints.parquet")
+    truth_area = truth.dissolve(by=["site_id", "year"]).area.unstack().fillna(0.0)
+    ratio = {(s, str(y)): series.loc[(s, str(y)), "area_m2"] / truth_area.loc[s, y]
+             for s in truth_area.index for y in truth_area.columns if truth_area.loc[s, y] > 0}
+    print({k: round(v, 3) for k, v in ratio.items()})
+    for (site, year), r in ratio.items():
+        low = 0.4 if (site, year) == ("S02", "2022") else 0.7
+        assert low <= r <= 1.15, (site, year, r)
+    assert np.mean([abs(r - 1) for r in ratio.values()]) < 0.2
+    summary = gpd.read_parquet(timeline.summary).set_index("site_id")
+    assert summary.loc["S02", "onset"] == "2022" and not summary.loc["S02", "onset_censored"]
+    assert series.loc[("S02", "2021"), "area_m2"] == 0.0 and series.loc[("S02", "2021"), "missing_share"] == 0.0
+    assert (summary.loc[["S01", "S03"], "onset"] == "2021").all()
+    assert summary.loc[["S01", "S03"], "onset_censored"].all()
+    assert summary.loc["S01", "expansion_m2_per_year"] > 0 > summary.loc["S03", "expansion_m2_per_year"]
+    revegetated = truth_area.loc["S03", 2021] - truth_area.loc["S03", 2023]
+    assert summary.loc["S03", "revegetated_m2"] > 0.5 * revegetated, "the abandoned site's revegetation is seen"
+    assert summary.loc[["S01", "S02"], "revegetated_m2"].max() < 0.05 * summary["area_last_m2"].min()
+    assert (series["area_sigma_m2"] > 0).all() == (series["area_m2"] > 0).all()
+    change = gpd.read_parquet(timeline.change)
+    assert set(change.loc[change.site_id == "S03", "change"]) == {"revegetated"}
+    assert set(change.loc[change.site_id == "S02", "change"]) == {"new"}
+    last = gpd.read_parquet(timeline.footprints).query("period == '2023'").set_index("site_id")
+    np.testing.assert_allclose(last["area_m2"], series.xs("2023", level="period").loc[last.index, "area_m2"])
+
+
+def test_the_store_has_each_period_with_its_crs(timeline, cube):
+    ds = xr.open_zarr(timeline.store)
+    refl = open_cube(cube)
+    assert ds.rio.crs == refl.rio.crs and ds.rio.transform() == refl.rio.transform()
+    assert [str(t)[:10] for t in ds["time"].values] == ["2021-01-01", "2022-01-01", "2023-01-01"]
+    assert list(ds.attrs["periods"]) == timeline.periods == ["2021", "2022", "2023"]
+    p, mining = ds["probability"].values, ds["mining"].values
+    assert ((mining == UNSEEN) == np.isnan(p)).all() and set(np.unique(mining)) <= {0, 1, UNSEEN}
+
+
+def test_a_year_seen_only_through_cloud_is_missing_not_zero(cube, sample_region, tmp_path):
+    """Every 2022 acquisition is masked over S02 (as clouds would be): its 2022 area is missing, the years around
+    it are measured, and its onset moves to the next year it is seen."""
+    truth = gpd.read_parquet(sample_region.truth / "mine_polygons.parquet")
+    xmin, ymin, xmax, ymax = truth[truth.site_id == "S02"].total_bounds + np.array([-300, -300, 300, 300])
+    ds = open_cube(cube).load()
+    inside = ((ds.x >= xmin) & (ds.x <= xmax) & (ds.y >= ymin) & (ds.y <= ymax))
+    cloudy = ds.time.dt.year == 2022
+    masked = ds.map(lambda v: v.where(~(inside & cloudy)) if {"y", "x", "time"} <= set(v.dims) else v)
+    masked.attrs = ds.attrs
+    url = str(tmp_path / "cloudy.zarr")
+    for v in masked.data_vars.values():
+        v.encoding = {}
+    masked.chunk({"time": -1, "y": 128, "x": 128}).to_zarr(url, mode="w", consolidated=True, zarr_format=3)
+    proc = subprocess.run([MTG, "timeline", "--cube", url, "-o", str(tmp_path / "out"), "--quiet"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    series = pd.read_parquet(tmp_path / "out" / "site_series.parquet")
+    centre = truth[truth.site_id == "S02"].union_all().representative_point()
+    summary = gpd.read_parquet(tmp_path / "out" / "site_timeline.parquet")
+    site = summary[summary.intersects(centre)].site_id.item()
+    rows = series[series.site_id == site].set_index("period")
+    assert np.isnan(rows.loc["2022", "area_m2"]) and rows.loc["2022", "missing_share"] == 1.0
+    assert rows.loc["2021", "area_m2"] == 0.0 and rows.loc["2023", "area_m2"] > 40_000
+    assert summary.set_index("site_id").loc[site, "onset"] == "2023"
+    store = xr.open_zarr(tmp_path / "out" / "timeline.zarr")
+    assert (store["mining"].sel(time="2022-01-01").values == UNSEEN).sum() > 0
+
+
+def test_periods_and_bad_input():
+    times = pd.to_datetime(["2021-06-15", "2021-11-02", "2022-03-27", "2023-05-26"]).values
+    assert [p.label for p in periods_of(times, "year")] == ["2021", "2022", "2023"]
+    assert [list(p.index) for p in periods_of(times, "quarter")] == [[0], [1], [2], [3]]
+    with pytest.raises(MtgError, match="--period 'month'"):
+        periods_of(times, "month")
