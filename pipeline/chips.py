@@ -102,11 +102,18 @@ def grid_windows(split: np.ndarray, which: int, chip: int) -> list[tuple[int, in
             if _window_inside(table, r, c, chip)]
 
 
-#: Relative strength of haze (path radiance) per band, for bands B02, B03, B04, B08, B11, B12: strongest in blue.
-HAZE = np.array([1.0, 0.75, 0.55, 0.3, 0.1, 0.05], dtype=np.float32)[:, None, None]
+#: Relative strength of haze (path radiance) per band: strongest in blue, falling with wavelength.
+HAZE = {"B02": 1.0, "B03": 0.75, "B04": 0.55, "B05": 0.48, "B06": 0.4, "B07": 0.35, "B08": 0.3, "B8A": 0.28,
+        "B11": 0.1, "B12": 0.05}
 
 
-def augment(bands: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def haze_weights(bands: tuple[str, ...] | list[str]) -> np.ndarray:
+    """:data:`HAZE` of ``bands`` as a ``(band, 1, 1)`` float32 array, for :func:`augment`."""
+    return np.array([HAZE[b] for b in bands], dtype=np.float32)[:, None, None]
+
+
+def augment(bands: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
+            haze: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A random symmetry of the square, a random radiometry, and sensor noise.
 
     Radiometry, the same for all pixels of a chip so that contrasts within it survive: on 80 % of the chips an
@@ -120,10 +127,12 @@ def augment(bands: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> 
     Parameters
     ----------
     bands : numpy.ndarray
-        ``(6, chip, chip)`` reflectance of B02, B03, B04, B08, B11, B12.
+        ``(band, chip, chip)`` reflectance.
     labels : numpy.ndarray
         ``(chip, chip)`` class codes.
     rng : numpy.random.Generator
+    haze : numpy.ndarray
+        ``(band, 1, 1)`` haze strength per band (:func:`haze_weights`).
 
     Returns
     -------
@@ -142,6 +151,6 @@ def augment(bands: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> 
         bands = level * (1.0 + rng.uniform(0.3, 1.2) * (bands / np.maximum(mean, 1e-3) - 1.0))
     if rng.random() < 0.8:
         gain = rng.uniform(0.8, 1.2) * rng.uniform(0.9, 1.1, size=(n, 1, 1))
-        bands = bands * gain + rng.uniform(0.0, 0.04) * HAZE
+        bands = bands * gain + rng.uniform(0.0, 0.04) * haze
     noise = rng.normal(0.0, 0.005, size=bands.shape)
     return (bands + noise).astype(np.float32), np.ascontiguousarray(labels)

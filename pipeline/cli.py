@@ -592,9 +592,14 @@ def publish(
 @app.command()
 @_user_errors
 def train(
-    cube: Annotated[str, typer.Option(help="Reflectance cube (Zarr path or URL from mtg ingest).")],
-    labels: Annotated[Path, typer.Option(help="Mine polygons (GeoParquet, GPKG, ...; any CRS), with feature types.")],
+    cube: Annotated[list[str], typer.Option(
+        help="Reflectance cube (Zarr path or URL from mtg ingest); repeat for several regions.")],
+    labels: Annotated[list[Path], typer.Option(
+        help="Mine polygons (GeoParquet, GPKG, ...; any CRS), with feature types; one per --cube, in order.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Model folder to write (weights.pt, model_card.json).")],
+    bands: Annotated[Optional[str], typer.Option(
+        help="Input bands the model declares, e.g. B02,B03,B04 (RGB) or B02,B03,B04,B08,B11,B12 (the default); "
+             "the indices they allow (NDVI, NDWI, BSI) are added.")] = None,
     holdout: Annotated[Optional[str], typer.Option(
         help="XMIN,YMIN,XMAX,YMAX in the cube's CRS: never sampled; the model is scored there at the end.")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Most epochs (train.epochs).")] = None,
@@ -611,9 +616,11 @@ def train(
     """Train the mine-footprint U-Net on a cube and mine polygons: chips, per-epoch metrics, early stopping."""
     import sys
 
+    from mtg.pipeline.features import MODEL_BANDS, parse_bands
     from mtg.pipeline.train import train_model
 
     _setup_logging(quiet)
+    model_bands = parse_bands(bands) if bands else MODEL_BANDS
     box = None
     if holdout is not None:
         try:
@@ -629,7 +636,7 @@ def train(
     })
     t, s = cfg.train, cfg.segment
     result = train_model(
-        cube, labels, out, holdout=t.holdout, epochs=t.epochs, patience=t.patience, chip=t.chip,
+        cube, labels, out, bands=model_bands, holdout=t.holdout, epochs=t.epochs, patience=t.patience, chip=t.chip,
         chips_per_epoch=t.chips_per_epoch, batch=t.batch, positive_fraction=t.positive_fraction,
         val_fraction=t.val_fraction, block=t.block, learning_rate=t.learning_rate, widths=t.widths, seed=t.seed,
         threads=t.threads, class_column=t.class_column, threshold=s.threshold, tile=s.tile, overlap=s.overlap,
@@ -736,6 +743,44 @@ def timeline(
         f"per-site series: [bold]{result.series}[/]\nper-site summary: [bold]{result.summary}[/]\n"
         f"change in {result.periods[-1]}: [bold]{result.change}[/] ({result.seconds:.1f} s)"
     )
+
+
+@app.command()
+@_user_errors
+def evaluate(
+    imagery: Annotated[str, typer.Option(help="Reflectance cube (Zarr from mtg ingest) or comma-separated GeoTIFFs.")],
+    labels: Annotated[str, typer.Option(help="Mine polygons (any vector file, any CRS) or a GeoTIFF mask of class "
+                                             "codes in the model's class order.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for evaluation.json, .png and .html.")],
+    model: Annotated[Optional[str], typer.Option(help="Model folder (default the shipped model).")] = None,
+    labels_cover: Annotated[str, typer.Option(
+        help="full: the labels mark all mine ground; partial: only some of it (recall on labels and area mapped "
+             "outside them are reported, not IoU).")] = "full",
+    imagery_bands: Annotated[Optional[str], typer.Option(
+        help="Names of the GeoTIFF bands in order (e.g. B02,B03,B04,B08), where their descriptions are not "
+             "Sentinel-2 band names.")] = None,
+    threshold: Annotated[Optional[float], typer.Option(help="Mining probability threshold (segment.threshold).")] = None,
+    min_area_m2: Annotated[Optional[float], typer.Option(help="Minimum mapping unit of mapped objects, m^2.")] = None,
+    config: ConfigOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Score a model on labelled imagery: IoU, F1, precision, recall, per class, per site, calibration."""
+    from mtg.pipeline.evaluate import evaluate_model
+
+    _setup_logging(quiet)
+    if labels_cover not in ("full", "partial"):
+        raise MtgError(f"--labels-cover {labels_cover!r} must be full or partial")
+    cfg = with_overrides(load_config(config), {"segment.threshold": threshold, "segment.min_area_m2": min_area_m2})
+    s = cfg.segment
+    result = evaluate_model(model, imagery, labels, out, cover=labels_cover,
+                            band_names=imagery_bands.split(",") if imagery_bands else None, threshold=s.threshold,
+                            min_area_m2=s.min_area_m2, tile=s.tile, overlap=s.overlap)
+    main = (f"IoU {result['iou']:.3f}  F1 {result['f1']:.3f}  precision {result['precision']:.3f}  recall "
+            f"{result['recall']:.3f}" if labels_cover == "full" else
+            f"recall on labels {result['recall']:.3f}  mapped outside labels "
+            f"{result['mapped_outside_labels_m2'] / 1e6:.3f} km^2")
+    report.print(f"{main}  false-positive objects {result['objects']['false_positive_area_share']:.1%} of mapped "
+                 f"area\nevaluation: [bold]{out / 'evaluation.json'}[/], {out / 'evaluation.html'}")
 
 
 @app.command()

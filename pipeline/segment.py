@@ -31,7 +31,7 @@ from mtg.kernels.blending import Lattice, accumulate, blended, tile_window
 from mtg.pipeline.config import SegmentOptions, stage_options
 from mtg.pipeline.dask_cluster import DaskProgress, gpu_annotations
 from mtg.pipeline.errors import MtgError
-from mtg.pipeline.features import CHANNELS, model_channels
+from mtg.pipeline.features import model_channels
 from mtg.pipeline.footprints import footprint_polygons
 from mtg.pipeline.model_store import ModelCard, default_device, load_model, read_card
 from mtg.pipeline.run_paths import portable_path
@@ -240,10 +240,8 @@ def segment(cube: xr.Dataset, *, name: str = "the cube", options: SegmentOptions
     if not np.isclose(abs(transform.a), card.inputs.resolution_m, rtol=1e-3):
         raise MtgError(f"{name} has {abs(transform.a):g} m pixels; model {card.name} expects "
                        f"{card.inputs.resolution_m:g} m")
-    channels = model_channels(ds, source=name)
-    if list(channels["channel"].values) != list(card.inputs.bands) + list(card.inputs.indices):
-        raise MtgError(f"model {card.name} expects channels {card.inputs.bands + card.inputs.indices}; this "
-                       f"version computes {list(CHANNELS)}")
+    channels = model_channels(ds, source=name, bands=card.inputs.bands, indices=card.inputs.indices,
+                              model=f"model {card.name}")
     probs = class_probabilities(channels.data, card, model=opts.model, tile=opts.tile, overlap=opts.overlap,
                                 batch=opts.batch, chunk=opts.chunk, device=opts.device)
     valid = da.isfinite(channels.data).all(axis=0)

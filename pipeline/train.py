@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 
 from mtg.kernels.pixel_scores import confusion_counts, scores
-from mtg.pipeline.chips import (HOLDOUT, SPLIT_NAMES, TRAIN, VALIDATION, augment, grid_windows, sample_windows,
-                                split_map)
+from mtg.pipeline.chips import (HOLDOUT, SPLIT_NAMES, TRAIN, VALIDATION, augment, grid_windows, haze_weights,
+                                sample_windows, split_map)
 from mtg.pipeline.errors import MtgError
-from mtg.pipeline.features import COMPOSITE, INDICES, MODEL_BANDS, composite, input_channels
+from mtg.pipeline.features import COMPOSITE, MODEL_BANDS, composite, indices_for, input_channels
 from mtg.pipeline.labels import rasterise_labels, read_labels
 from mtg.pipeline.model_store import Architecture, Inputs, ModelCard, save_model
 
@@ -135,11 +135,74 @@ def _central_logits(net, context, windows: list[tuple[int, int]], chip: int, mar
     return net(x.contiguous(memory_format=torch.channels_last))[:, :, margin:margin + chip, margin:margin + chip]
 
 
+@dataclass
+class _Region:
+    """One training cube in memory: composite bands, class raster, held-out pixels, and what the card records."""
+
+    cube: str
+    labels: str | Path
+    bands: np.ndarray
+    truth: np.ndarray
+    held: np.ndarray
+    classes: list[str]
+    n_polygons: int
+    crs: str
+    transform: list[float]
+    resolution_m: float
+
+
+def _load_region(cube: str, labels: str | Path, bands: tuple[str, ...], holdout: tuple[float, ...] | None,
+                 class_column: str | None, storage_options: dict[str, Any] | None) -> _Region:
+    """The composite of ``bands`` of ``cube`` and its labels burnt on its grid (:class:`_Region`)."""
+    from mtg.pipeline.zarr_store import open_cube
+
+    ds = open_cube(cube, storage_options)
+    crs = ds.rio.crs
+    if crs is None or not crs.is_projected:
+        raise MtgError(f"{cube} needs a projected CRS for training; it has {crs}")
+    transform = ds.rio.transform()
+    log.info("building the latest-clear-view composite of %s (%d x %d pixels)", cube, ds.sizes["y"], ds.sizes["x"])
+    image = composite(ds, bands=bands, source=cube).compute().values
+    shape = image.shape[1:]
+    frame, classes = read_labels(labels, crs, class_column)
+    truth = rasterise_labels(frame, shape, transform)
+    if not (truth > 0).any():
+        raise MtgError(f"no polygon of {labels} covers a pixel centre of {cube}")
+    held = np.zeros(shape, dtype=bool)
+    if holdout is not None:
+        xmin, ymin, xmax, ymax = holdout
+        xs, ys = ds["x"].values, ds["y"].values
+        held = ((ys >= ymin) & (ys <= ymax))[:, None] & ((xs >= xmin) & (xs <= xmax))[None, :]
+        if not held.any() or held.all():
+            raise MtgError(f"--holdout {list(holdout)} must cover part, not none or all, of the cube "
+                           f"(bounds {[round(v, 1) for v in ds.rio.bounds()]} in {crs})")
+    return _Region(cube=cube, labels=labels, bands=image, truth=truth, held=held, classes=classes,
+                   n_polygons=len(frame), crs=str(crs), transform=list(transform)[:6],
+                   resolution_m=abs(transform.a))
+
+
+def _side_by_side(arrays: list[np.ndarray], gap: int, fill: Any) -> np.ndarray:
+    """Arrays ``(..., y, x)`` laid out left to right, ``gap`` columns of ``fill`` between them, bottoms padded with it.
+
+    Several training cubes become one canvas; the gaps and pads are held out (never sampled) and at least as wide as
+    the context of a validation chip, so no chip or context mixes two cubes.
+    """
+    if len(arrays) == 1:
+        return arrays[0]
+    height = max(a.shape[-2] for a in arrays)
+    parts = []
+    for i, a in enumerate(arrays):
+        pad = [(0, 0)] * (a.ndim - 2) + [(0, height - a.shape[-2]), (0, gap if i < len(arrays) - 1 else 0)]
+        parts.append(np.pad(a, pad, constant_values=fill))
+    return np.concatenate(parts, axis=-1)
+
+
 def train_model(
-    cube: str,
-    labels: str | Path,
+    cube: str | list[str],
+    labels: str | Path | list[str | Path],
     out: str | Path,
     *,
+    bands: tuple[str, ...] | list[str] = MODEL_BANDS,
     holdout: tuple[float, float, float, float] | None = None,
     epochs: int = 40,
     patience: int = 6,
@@ -164,15 +227,19 @@ def train_model(
 
     Parameters
     ----------
-    cube : str
-        Reflectance cube (``mtg ingest``) with bands B02, B03, B04, B08, B11, B12; its composite is held in
-        memory (6 x 4 bytes per pixel).
-    labels : str or Path
-        Mine polygons (any CRS) with a ``class_column`` of feature types, or without it for one class.
+    cube : str or list of str
+        Reflectance cube(s) (``mtg ingest``) with ``bands``; their composites are held in memory (4 bytes per band
+        and pixel), side by side.
+    labels : str, Path or list of them
+        Mine polygons (any CRS) with a ``class_column`` of feature types, or without it for one class; one file per
+        cube.
     out : str or Path
         Model folder to write.
+    bands : sequence of str
+        Input bands the model declares (:data:`mtg.pipeline.features.KNOWN_BANDS`); the indices computable from
+        them (:func:`mtg.pipeline.features.indices_for`) are added as channels.
     holdout : (xmin, ymin, xmax, ymax), optional
-        Box in the cube's CRS never sampled for training or validation; the model is scored on it at the end.
+        Box in the cube's CRS (one cube only) never sampled for training or validation; the model is scored on it at the end.
     epochs, patience : int
         Most epochs; stop when the validation IoU has not improved for ``patience`` epochs (the best epoch's
         weights are kept).
@@ -201,7 +268,6 @@ def train_model(
     """
     import torch
     from mtg.pipeline.unet import UNet
-    from mtg.pipeline.zarr_store import open_cube
 
     start = time.perf_counter()
     _set_determinism(seed, threads)
@@ -211,34 +277,34 @@ def train_model(
     multiple = 2 ** (len(widths) - 1)
     if chip % multiple:
         raise MtgError(f"train.chip {chip} must be a multiple of {multiple} (the poolings of widths {list(widths)})")
-    ds = open_cube(cube, storage_options)
-    crs = ds.rio.crs
-    if crs is None or not crs.is_projected:
-        raise MtgError(f"{cube} needs a projected CRS for training; it has {crs}")
-    transform = ds.rio.transform()
-    log.info("building the latest-clear-view composite of %s (%d x %d pixels)", cube, ds.sizes["y"], ds.sizes["x"])
-    bands = composite(ds, source=cube).compute().values
-    shape = bands.shape[1:]
-    frame, classes = read_labels(labels, crs, class_column)
-    truth = rasterise_labels(frame, shape, transform)
+    cubes, labels = [cube] if isinstance(cube, str) else list(cube), (
+        [labels] if isinstance(labels, (str, Path)) else list(labels))
+    if len(cubes) != len(labels) or not cubes:
+        raise MtgError(f"give one --labels file per --cube: {len(cubes)} cube(s), {len(labels)} labels file(s)")
+    if holdout is not None and len(cubes) > 1:
+        raise MtgError("--holdout is a box of one cube; with several cubes hold out whole cubes instead (score them "
+                       "with mtg evaluate)")
+    bands = tuple(bands)
+    indices = indices_for(bands)
+    regions = [_load_region(c, lab, bands, holdout, class_column, storage_options) for c, lab in zip(cubes, labels)]
+    classes = regions[0].classes
+    for region in regions[1:]:
+        if region.classes != classes:
+            raise MtgError(f"labels {region.labels} have classes {region.classes}; {regions[0].labels} has {classes}")
+    margin = chip // 2  # validation and hard-negative chips are predicted with this much context around them
+    splits = [split_map(r.held, r.truth > 0, block, val_fraction, rng) for r in regions]
+    image = _side_by_side([r.bands for r in regions], margin, np.nan)
+    truth = _side_by_side([r.truth for r in regions], margin, 0)
+    split = _side_by_side(splits, margin, HOLDOUT)
+    held = _side_by_side([r.held for r in regions], margin, False)
     mining = truth > 0
-    if not mining.any():
-        raise MtgError(f"no polygon of {labels} covers a pixel centre of {cube}")
-    held = np.zeros(shape, dtype=bool)
-    if holdout is not None:
-        xmin, ymin, xmax, ymax = holdout
-        xs, ys = ds["x"].values, ds["y"].values
-        held = ((ys >= ymin) & (ys <= ymax))[:, None] & ((xs >= xmin) & (xs <= xmax))[None, :]
-        if not held.any() or held.all():
-            raise MtgError(f"--holdout {list(holdout)} must cover part, not none or all, of the cube "
-                           f"(bounds {[round(v, 1) for v in ds.rio.bounds()]} in {crs})")
-    split = split_map(held, mining, block, val_fraction, rng)
     counts = {SPLIT_NAMES[s]: {"pixels": int((split == s).sum()), "mine_pixels": int((mining & (split == s)).sum())}
               for s in (TRAIN, VALIDATION, HOLDOUT)}
     log.info("split by %d-pixel blocks: %s", block,
              ", ".join(f"{k} {v['pixels']} pixels ({v['mine_pixels']} mine)" for k, v in counts.items()))
+    haze = haze_weights(bands)
 
-    channels = input_channels(bands)
+    channels = input_channels(image, bands, indices)
     train_px = channels[:, split == TRAIN]
     mean = np.nanmean(train_px, axis=1).astype(np.float32)[:, None, None]
     std = np.maximum(np.nanstd(train_px, axis=1), 1e-6).astype(np.float32)[:, None, None]
@@ -247,7 +313,6 @@ def train_model(
     if not val_windows:
         raise MtgError(f"no {chip}-pixel validation chip fits in the validation blocks; lower --chip or raise "
                        "train.block / train.val_fraction")
-    margin = chip // 2  # validation and hard-negative chips are predicted with this much context around them
     context = _tensor(np.pad(channels, ((0, 0), (margin, margin), (margin, margin)), mode="reflect")[None], mean,
                       std)[0]
     val_y = torch.from_numpy(np.stack([truth[r:r + chip, c:c + chip] for r, c in val_windows]).astype(np.int64))
@@ -270,9 +335,9 @@ def train_model(
         net.train()
         losses, recent = [], []
         for first in range(0, len(windows), batch):
-            pairs = [augment(bands[:, r:r + chip, c:c + chip], truth[r:r + chip, c:c + chip], rng)
+            pairs = [augment(image[:, r:r + chip, c:c + chip], truth[r:r + chip, c:c + chip], rng, haze)
                      for r, c in windows[first:first + batch]]
-            x = _tensor(np.stack([input_channels(b) for b, _ in pairs]), mean, std)
+            x = _tensor(np.stack([input_channels(b, bands, indices) for b, _ in pairs]), mean, std)
             y = torch.from_numpy(np.stack([lab for _, lab in pairs]).astype(np.int64))
             optimiser.zero_grad(set_to_none=True)
             loss = _loss(net(x), y)
@@ -316,8 +381,12 @@ def train_model(
     net.load_state_dict(best[2])
     seconds = time.perf_counter() - start
     training = {
-        "cube": cube, "labels": str(labels), "n_polygons": len(frame), "class_column": class_column,
-        "crs": str(crs), "shape": list(shape), "transform": list(transform)[:6],
+        **({"cube": cubes[0], "labels": str(labels[0]), "n_polygons": regions[0].n_polygons,
+            "crs": regions[0].crs, "shape": list(regions[0].truth.shape), "transform": regions[0].transform}
+           if len(regions) == 1 else
+           {"regions": [{"cube": r.cube, "labels": str(r.labels), "n_polygons": r.n_polygons, "crs": r.crs,
+                         "shape": list(r.truth.shape)} for r in regions]}),
+        "class_column": class_column,
         "holdout_bbox": list(holdout) if holdout is not None else None,
         "split": {"block_px": block, "val_fraction": val_fraction, **counts},
         "chip": chip, "chips_per_epoch": chips_per_epoch, "positive_fraction": positive_fraction, "batch": batch,
@@ -337,8 +406,8 @@ def train_model(
         name=Path(out).name,
         architecture=Architecture(in_channels=channels.shape[0], n_classes=len(classes), widths=list(widths),
                                   parameters=sum(p.numel() for p in net.parameters())),
-        inputs=Inputs(bands=list(MODEL_BANDS), indices=list(INDICES), composite=COMPOSITE,
-                      resolution_m=abs(transform.a), mean=mean.ravel().tolist(), std=std.ravel().tolist()),
+        inputs=Inputs(bands=list(bands), indices=list(indices), composite=COMPOSITE,
+                      resolution_m=regions[0].resolution_m, mean=mean.ravel().tolist(), std=std.ravel().tolist()),
         classes=classes, training=training,
         metrics={"threshold": threshold, "epochs": history, "validation": history[best[1] - 1]},
         limitations=LIMITATIONS,
