@@ -32,7 +32,7 @@ depend on the summation order (scipy accumulates Lance-Williams updates, this mo
 No GPU (issue 16; CPU measurements and Amdahl's bound, ``benchmarks/hac_gpu_question.py``, benchmarks/RESULTS.md).
 The merges are sequential (each pop or union depends on the previous ones), so a GPU could only take the radius
 graph, whose pairs within a tile are data-parallel (CuPy). In a real ``mtg link`` of the link tests' inventories
-that graph is about 3.5 % of the call (reading, site assembly and writing dominate): at most 1.04x. For average
+that graph is 3.5-5 % of the call (reading, site assembly and writing dominate): at most 1.05x. For average
 linkage of mine-like points it is 7-9 % (at most 1.09x; about 1.15x with the engine's exact-distance fetches,
 which come one batch at a time from the sequential engine). Only single linkage of 10^5-10^6 synthetic points
 spends most of its time there (56-74 %, bound 2.3-3.8x), and it already meets its targets on 2 CPU cores, with
