@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/hac_gpu_question.py                                   # every table (about 8 minutes on 2 cores)
+    python benchmarks/hac_gpu_question.py                                   # every table (12-16 minutes on 2 shared cores)
     python benchmarks/hac_gpu_question.py --sizes 261000 --methods single --no-link   # one row
     python benchmarks/hac_gpu_question.py --link                            # only the real mtg link
 
