@@ -16,6 +16,10 @@ Columns (:data:`INDICATOR_COLUMNS`):
   (its name is a member source) gives its polygons to their sites through the members; another is assigned by
   overlap: each polygon to the site it overlaps most (equal-area EPSG:6933), none when it overlaps no site. A site
   with footprints in neither epoch has nulls; one with footprints in one epoch only has area 0 in the other.
+* ``onset`` (the first period whose mapped area reaches the minimum area), ``onset_censored`` (no period before
+  the onset was seen, so mining may be older), ``expansion_km2_per_year`` (least-squares slope of the site's area
+  over the periods) and ``revegetated_km2`` (area that stopped being mining, summed over the periods), from the
+  site summary of :mod:`mtg.pipeline.timeline` (``site_timeline.parquet``); null without it.
 * ``excavated_m3``, ``deposited_m3``, ``net_m3`` and their 1-sigma errors, from ``site_volumes.parquet``.
 * ``waste_deposit_count``, ``waste_deposit_area_m2``, ``waste_deposit_volume_m3``: the site's deposits in
   ``waste_deposits.parquet`` (0 for a site with none; null without that file, and for sites of points only).
@@ -53,11 +57,12 @@ log = logging.getLogger(__name__)
 SITE_COLUMNS = ("site_id", "area_km2", "commodities", "primary_commodities", "sources", "country", "n_polygons",
                 "n_points")
 AREA_CHANGE_COLUMNS = ("area_before_km2", "area_after_km2", "area_change_km2")
+TIMELINE_COLUMNS = ("onset", "onset_censored", "expansion_km2_per_year", "revegetated_km2")
 VOLUME_COLUMNS = ("excavated_m3", "excavated_sigma_m3", "deposited_m3", "deposited_sigma_m3", "net_m3",
                   "net_sigma_m3")
 WASTE_COLUMNS = ("waste_deposit_count", "waste_deposit_area_m2", "waste_deposit_volume_m3")
 #: What the other stages measured: null where they did not run.
-MEASURED_COLUMNS = (*AREA_CHANGE_COLUMNS, *VOLUME_COLUMNS, *WASTE_COLUMNS, "mean_probability")
+MEASURED_COLUMNS = (*AREA_CHANGE_COLUMNS, *TIMELINE_COLUMNS, *VOLUME_COLUMNS, *WASTE_COLUMNS, "mean_probability")
 #: The columns of the indicators: the geometry is the site's footprint as in every sites layer (a MultiPolygon,
 #: null for a site of points only) and ``lon``/``lat`` locate every site
 #: (:func:`mtg.pipeline.site_assembly.site_layer`).
@@ -155,7 +160,7 @@ def mean_probability(members: pd.DataFrame) -> pd.Series:
 
 def indicators(sites: Any, members: Any = None, *, site_volumes: Any = None, waste_deposits: Any = None,
                footprints_before: dict[str, Any] | None = None, footprints_after: dict[str, Any] | None = None,
-               countries: Any = None, country_col: str | None = None):
+               timeline: Any = None, countries: Any = None, country_col: str | None = None):
     """The indicators of every site (:data:`INDICATOR_COLUMNS`), as a GeoDataFrame in EPSG:4326, in memory.
 
     Parameters
@@ -169,6 +174,9 @@ def indicators(sites: Any, members: Any = None, *, site_volumes: Any = None, was
     footprints_before, footprints_after : dict of str to GeoDataFrame, optional
         Footprint layers of two epochs by name (a name that is a member source is assigned through the
         members); both or neither.
+    timeline : DataFrame, optional
+        The per-site summary of :func:`mtg.pipeline.timeline.run_timeline` (``site_timeline.parquet``), by
+        ``site_id``.
     countries : geopandas.GeoDataFrame, optional
         Country boundary polygons (:func:`mtg.pipeline.landuse.countries_from_boundaries`), ``country_col`` their
         name column.
@@ -227,6 +235,21 @@ def indicators(sites: Any, members: Any = None, *, site_volumes: Any = None, was
         out["area_before_km2"] = np.where(seen, b, np.nan)
         out["area_after_km2"] = np.where(seen, a, np.nan)
         out["area_change_km2"] = np.where(seen, a - b, np.nan)
+
+    if timeline is not None:
+        needed = ["site_id", "onset", "onset_censored", "expansion_m2_per_year", "revegetated_m2"]
+        missing = [c for c in needed if c not in timeline.columns]
+        if missing:
+            raise MtgError(f"the site timeline lacks the column(s) {missing}; its columns are {list(timeline.columns)}")
+        joined = out[["site_id"]].merge(pd.DataFrame(timeline[needed]).assign(
+            site_id=timeline["site_id"].astype(str).to_numpy()), on="site_id", how="left")
+        out["onset"] = joined["onset"].astype(object).where(joined["onset"].notna(), None).to_numpy()
+        out["onset_censored"] = pd.array(joined["onset_censored"], dtype="boolean")
+        out["expansion_km2_per_year"] = joined["expansion_m2_per_year"].to_numpy(dtype=np.float64) / 1e6
+        out["revegetated_km2"] = joined["revegetated_m2"].to_numpy(dtype=np.float64) / 1e6
+    else:
+        out["onset"] = None
+        out["onset_censored"] = pd.array([pd.NA] * len(out), dtype="boolean")
 
     if site_volumes is not None:
         missing = [c for c in ["site_id", *VOLUME_COLUMNS] if c not in site_volumes.columns]
@@ -291,10 +314,11 @@ def footprint_layers(paths: Sequence[str | Path], members: pd.DataFrame | None,
 
 def site_indicators(sites: str | Path, *, members: str | Path | None = None, volumes: str | Path | None = None,
                     waste_deposits: str | Path | None = None, footprints_before: Sequence[str | Path] = (),
-                    footprints_after: Sequence[str | Path] = (), countries: str | Path | None = None,
-                    country_col: str | None = None):
+                    footprints_after: Sequence[str | Path] = (), timeline: str | Path | None = None,
+                    countries: str | Path | None = None, country_col: str | None = None):
     """:func:`indicators` of files: a sites file (its members file beside it, or ``members``), the volume stage's
-    ``site_volumes.parquet`` and ``waste_deposits.parquet``, footprint files and a country boundary file."""
+    ``site_volumes.parquet`` and ``waste_deposits.parquet``, footprint files, the timeline's
+    ``site_timeline.parquet`` and a country boundary file."""
     from mtg.pipeline.io import members_path, read_polygons, read_sites
 
     sites_path = Path(sites)
@@ -309,11 +333,12 @@ def site_indicators(sites: str | Path, *, members: str | Path | None = None, vol
         boundaries.attrs["source"] = str(countries)
     volumes_table = read_table(volumes, "site volumes") if volumes is not None else None
     deposits = read_table(waste_deposits, "waste deposits") if waste_deposits is not None else None
+    site_timeline = read_table(timeline, "site timeline") if timeline is not None else None
     try:
         return indicators(frame, member_table, site_volumes=volumes_table, waste_deposits=deposits,
                           footprints_before=footprint_layers(footprints_before, member_table, sites_path.parent),
                           footprints_after=footprint_layers(footprints_after, member_table, sites_path.parent),
-                          countries=boundaries, country_col=country_col)
+                          timeline=site_timeline, countries=boundaries, country_col=country_col)
     except MtgError as err:
         raise MtgError(f"{sites_path}: {err}") from None
 
@@ -337,9 +362,11 @@ def write_site_indicators(indicators, out: str | Path) -> tuple[Path, Path]:
 def run_indicators(run: str | Path, out: str | Path | None = None, *, sites: str | Path | None = None,
                    volumes: str | Path | None = None, waste_deposits: str | Path | None = None,
                    footprints_before: Sequence[str | Path] = (), footprints_after: Sequence[str | Path] = (),
-                   countries: str | Path | None = None, country_col: str | None = None) -> IndicatorsResult:
-    """Indicators of a run folder: ``RUN/sites/sites.parquet`` and ``RUN/volumes/*`` (when present) into
-    ``RUN/indicators`` (or ``out``); explicit paths win over the run folder's."""
+                   timeline: str | Path | None = None, countries: str | Path | None = None,
+                   country_col: str | None = None) -> IndicatorsResult:
+    """Indicators of a run folder: ``RUN/sites/sites.parquet``, ``RUN/volumes/*`` and
+    ``RUN/timeline/site_timeline.parquet`` (when present) into ``RUN/indicators`` (or ``out``); explicit paths win
+    over the run folder's."""
     start = time.perf_counter()
     run = Path(run)
     sites = Path(sites) if sites is not None else run / "sites" / "sites.parquet"
@@ -347,8 +374,10 @@ def run_indicators(run: str | Path, out: str | Path | None = None, *, sites: str
         volumes = run / "volumes" / "site_volumes.parquet"
     if waste_deposits is None and (run / "volumes" / "waste_deposits.parquet").is_file():
         waste_deposits = run / "volumes" / "waste_deposits.parquet"
+    if timeline is None and (run / "timeline" / "site_timeline.parquet").is_file():
+        timeline = run / "timeline" / "site_timeline.parquet"
     table = site_indicators(sites, volumes=volumes, waste_deposits=waste_deposits,
                             footprints_before=footprints_before, footprints_after=footprints_after,
-                            countries=countries, country_col=country_col)
+                            timeline=timeline, countries=countries, country_col=country_col)
     parquet, csv = write_site_indicators(table, Path(out) if out is not None else run / "indicators")
     return IndicatorsResult(parquet=parquet, csv=csv, n_sites=len(table), seconds=time.perf_counter() - start)

@@ -76,6 +76,10 @@ SITE_FIELDS: tuple[tuple[str, str, str, float, int, str | None], ...] = (
     ("area_before_km2", "Mining area, first date", "km²", 1, 3, None),
     ("area_after_km2", "Mining area, last date", "km²", 1, 3, None),
     ("area_change_km2", "Change in mining area", "km²", 1, 3, None),
+    ("onset", "First mapped (period)", "", 1, 0, None),
+    ("onset_censored", "Mined before the first period", "", 1, 0, None),
+    ("expansion_km2_per_year", "Expansion rate", "km²/year", 1, 4, None),
+    ("revegetated_km2", "Revegetated area", "km²", 1, 3, None),
     ("excavated_m3", "Excavated volume", "million m³", 1e-6, 2, "excavated_sigma_m3"),
     ("deposited_m3", "Deposited volume", "million m³", 1e-6, 2, "deposited_sigma_m3"),
     ("net_m3", "Net volume change", "million m³", 1e-6, 2, "net_sigma_m3"),
@@ -156,6 +160,7 @@ def collect(run: Path) -> dict[str, Any]:
         "sites": _records(sites, [f[0] for f in SITE_FIELDS] + [f[5] for f in SITE_FIELDS if f[5]] + ["primary"]),
         "landuse": landuse,
         "volumes": _volume_chart(sites),
+        "timeline": _timeline(run, notes),
         "thumbnails": _thumbnails(run, sites, notes),
         "tables": _tables(run, notes),
         "provenance": provenance(run),
@@ -354,6 +359,22 @@ def _volume_chart(sites) -> dict[str, Any] | None:  # noqa: ANN001 - GeoDataFram
         return None
     rows = sites[sites["excavated_m3"].notna()]
     return {"rows": _records(rows, columns)} if len(rows) else None
+
+
+def _timeline(run: Path, notes: dict[str, str]) -> dict[str, Any] | None:
+    """Per-site mining area by period with its 1-sigma band, and the new and revegetated areas of the last period
+    as Web Mercator SVG paths (the map's "change this year" layer), from ``timeline/``."""
+    series = _read(run / "timeline" / "site_series.parquet", notes, "timeline")
+    if series is None:
+        notes.setdefault("timeline", "Not computed in this run (timeline/site_series.parquet is missing).")
+        return None
+    change = _read(run / "timeline" / "change.parquet", notes, "timeline_change")
+    paths = [] if change is None or change.crs is None else [
+        {"site": str(s), "change": str(c), "path": _svg_path(g.simplify(5.0))}
+        for s, c, g in zip(change["site_id"], change["change"], change.to_crs(3857).geometry)]
+    periods = list(dict.fromkeys(series["period"].astype(str)))
+    return {"periods": periods, "last": periods[-1] if periods else None, "change": paths,
+            "rows": _records(series, ["site_id", "period", "area_m2", "area_sigma_m2", "missing_share"])}
 
 
 def _thumbnails(run: Path, sites, notes: dict[str, str]) -> list[dict[str, Any]]:  # noqa: ANN001

@@ -22,6 +22,7 @@ from mtg.pipeline.grid import aoi_geometry, bbox_geometry
 from mtg.pipeline.indicators import IndicatorsResult, footprint_layers, indicators, write_site_indicators
 from mtg.pipeline.ingest import Chunking, IngestResult, build_cubes, write_cubes
 from mtg.pipeline.io import read_points, read_polygons, write_land_use_tables, write_sites, write_volumes
+from mtg.pipeline.io.vectors import read_table
 from mtg.pipeline.landuse import UNKNOWN, LandUseResult, land_use
 from mtg.pipeline.link import SitesResult, link, sites_result
 from mtg.pipeline.linker import parse_distance
@@ -30,6 +31,7 @@ from mtg.pipeline.results_catalog import write_results_catalog
 from mtg.pipeline.run_paths import portable_path
 from mtg.pipeline.segment import SegmentResult, segment_cube
 from mtg.pipeline.table_io import atomic_folder
+from mtg.pipeline.timeline import TimelineResult, period_layers, run_timeline
 from mtg.pipeline.verify import VerifyResult, write_verification
 from mtg.pipeline.volume import VolumeResult, volumes
 
@@ -135,6 +137,7 @@ class RunResult:
     sample: SampleRegion | None
     ingest: IngestResult
     segment: SegmentResult
+    timeline: TimelineResult
     sites: SitesResult
     volumes: VolumeResult | None
     landuse: LandUseResult
@@ -221,8 +224,9 @@ def run_countries(path: str | None, out: Path) -> Any:
 
 
 def run_pipeline(config: RunConfig, progress: bool = True) -> RunResult:
-    """Run every stage over the configured catalog and area: ingest, segmentation, site linking, DEM-change
-    volumes, commodity land use, site indicators, verification (with a table of reported figures), the HTML report
+    """Run every stage over the configured catalog and area: ingest, segmentation, site linking, the yearly
+    timeline of the sites, DEM-change volumes, commodity land use, site indicators (area before and after from the
+    timeline's first and last periods unless footprint files are given), verification (with a table of reported figures), the HTML report
     and the STAC catalog of the results.
 
     Each stage is the dataset-level function of :mod:`mtg.api`, read from and written to the run folder with
@@ -247,6 +251,9 @@ def run_pipeline(config: RunConfig, progress: bool = True) -> RunResult:
                              seconds=time.perf_counter() - start)
         log.info("linked %d mine polygons and %d mine points into %d sites", sites.n_polygons, sites.n_points,
                  sites.n_sites)
+        timeline = run_timeline(result.reflectance_url, out / "timeline", sites=sites.out, storage_options=options,
+                                client=client, progress=progress, segment_options=config.segment,
+                                options=config.timeline)
         volume_result, measured = None, None
         pair = dem_pair(config, source, aoi, result, options)
         if pair is not None:
@@ -273,11 +280,16 @@ def run_pipeline(config: RunConfig, progress: bool = True) -> RunResult:
              100 * (landuse.summary["linked_share"] or 0.0))
     ind = config.indicators
     start = time.perf_counter()
+    if ind.footprints_before or ind.footprints_after:
+        before = footprint_layers(ind.footprints_before, linked.members, out)
+        after = footprint_layers(ind.footprints_after, linked.members, out)
+    else:
+        before, after = period_layers(timeline, out)
     table = indicators(linked, site_volumes=None if measured is None else measured.site_volumes,
                        waste_deposits=None if measured is None else measured.deposits,
-                       footprints_before=footprint_layers(ind.footprints_before, linked.members, out),
-                       footprints_after=footprint_layers(ind.footprints_after, linked.members, out),
-                       countries=countries, country_col=lu.country_col)
+                       footprints_before=before, footprints_after=after,
+                       timeline=read_table(timeline.summary, "site timeline"), countries=countries,
+                       country_col=lu.country_col)
     parquet, csv = write_site_indicators(table, out / "indicators")
     indicator_result = IndicatorsResult(parquet=parquet, csv=csv, n_sites=len(table),
                                         seconds=time.perf_counter() - start)
@@ -292,6 +304,7 @@ def run_pipeline(config: RunConfig, progress: bool = True) -> RunResult:
     report = write_report(out)  # before the catalog, which records the report's checksum
     catalog = write_results_catalog(out)
     log.info("report %s and STAC catalog of the results %s", report, catalog)
-    return RunResult(out=out, sample=region, ingest=result, segment=footprints, sites=sites, volumes=volume_result,
+    return RunResult(out=out, sample=region, ingest=result, segment=footprints, timeline=timeline, sites=sites,
+                     volumes=volume_result,
                      landuse=landuse, indicators=indicator_result, verification=verification, report=report,
                      catalog=catalog)

@@ -32,7 +32,6 @@ periods' footprints), ``OUT/period_footprints.parquet`` (GeoParquet, one row per
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -50,7 +49,7 @@ from mtg.pipeline.config import SegmentOptions, TimelineOptions, stage_options
 from mtg.pipeline.dask_cluster import DaskProgress
 from mtg.pipeline.errors import MtgError
 from mtg.pipeline.segment import segment
-from mtg.pipeline.table_io import atomic_folder, atomic_write_all, to_geoparquet
+from mtg.pipeline.table_io import atomic_folder, atomic_write_all, to_geoparquet, write_json
 from mtg.pipeline.zarr_store import consolidated_on_purpose, crs_coordinate
 
 log = logging.getLogger(__name__)
@@ -327,36 +326,83 @@ def run_timeline(cube: str, out: str | Path, *, sites: str | Path | None = None,
         coded["mining"].encoding.update({"grid_mapping": "spatial_ref", "chunks": probabilities["probability"]
                                          .data.chunksize})
         crs_coordinate(coded).drop_vars("spatial_ref").to_zarr(tmp, mode="a", consolidated=True, zarr_format=3)
-    resolution = abs(transform.a)
-    pixel_area = abs(transform.a * transform.e - transform.b * transform.d)
-    if given is not None:
-        seeds, ids = _rasterise_sites(given, probability.shape[1:], transform, crs)
-    else:
-        seeds, ids = sites_from_states(states, resolution, opts.zone_m, seg.min_area_m2)
-    zones = site_zones(seeds, resolution, opts.zone_m)
-    series = series_table(probability, states, zones, ids, periods, pixel_area, seg.threshold, opts.band)
-    summary = summary_table(series, periods, seg.min_area_m2)
-    frames = _layers(states, zones, ids, periods, transform, crs)
-    import geopandas as gpd
-
-    outlines = mask_polygons(np.where(states.any(axis=0), zones, 0), ids, transform)
-    summary = gpd.GeoDataFrame(summary, geometry=[outlines.get(s) for s in summary["site_id"]], crs=crs)
-    meta = {"period": opts.period, "rule": rule, "threshold": seg.threshold,
-            "band": opts.band, "zone_m": opts.zone_m, "cube": str(cube)}
-    paths = {out / "site_series.parquet": lambda tmp: series.to_parquet(tmp, index=False),
-             out / "site_timeline.parquet": lambda tmp: to_geoparquet(summary, tmp, meta),
-             out / "period_footprints.parquet": lambda tmp: to_geoparquet(frames[0], tmp, meta),
-             out / "change.parquet": lambda tmp: to_geoparquet(frames[1], tmp, meta)}
-    atomic_write_all(paths)
+    meta = {"period": opts.period, "rule": rule, "threshold": seg.threshold, "band": opts.band,
+            "zone_m": opts.zone_m, "cube": str(cube)}
+    n_sites = write_site_tables(probability, states, periods, transform, crs, out, sites=given,
+                                threshold=seg.threshold, min_area_m2=seg.min_area_m2, options=opts, metadata=meta)
     seconds = time.perf_counter() - start_clock
-    (out / "timeline.json").write_text(json.dumps({**meta, "periods": [p.label for p in periods],
-                                                   "n_sites": len(ids), "seconds": seconds}, indent=2) + "\n")
-    log.info("%d sites over %d periods; per-site series in %s (%.1f s)", len(ids), len(periods),
+    write_json({**meta, "periods": [p.label for p in periods], "n_sites": n_sites, "seconds": seconds},
+               out / "timeline.json")
+    log.info("%d sites over %d periods; per-site series in %s (%.1f s)", n_sites, len(periods),
              out / "site_series.parquet", seconds)
     return TimelineResult(out=out, store=store, series=out / "site_series.parquet",
                           summary=out / "site_timeline.parquet", footprints=out / "period_footprints.parquet",
-                          change=out / "change.parquet", periods=[p.label for p in periods], n_sites=len(ids),
+                          change=out / "change.parquet", periods=[p.label for p in periods], n_sites=n_sites,
                           n_pixels=int(probability[0].size), seconds=seconds)
+
+
+def write_site_tables(probability: np.ndarray, states: np.ndarray, periods: list[Period], transform: Affine,
+                      crs: Any, out: Path, *, sites: Any = None, threshold: float, min_area_m2: float,
+                      options: TimelineOptions, metadata: dict[str, Any]) -> int:
+    """Write the per-site tables and layers of a timeline into ``out`` (module docstring) from its per-period
+    probabilities and decoded states; returns the number of sites.
+
+    Parameters
+    ----------
+    probability : numpy.ndarray
+        ``(period, y, x)`` probability of mining, NaN where not seen.
+    states : numpy.ndarray
+        ``(period, y, x)`` bool decoded states (:func:`mtg.kernels.temporal.viterbi_mining`).
+    periods : list of Period
+        The periods, in order.
+    transform, crs
+        The pixel grid.
+    out : Path
+        Output folder.
+    sites : geopandas.GeoDataFrame, optional
+        Sites with ``site_id`` and footprints; default: sites from the states (:func:`sites_from_states`).
+    threshold, min_area_m2 : float
+        The segmentation's threshold and minimum area (the onset's area).
+    options : TimelineOptions
+        ``band`` and ``zone_m``.
+    metadata : dict
+        What the GeoParquet files record of how they were made.
+    """
+    import geopandas as gpd
+
+    resolution = abs(transform.a)
+    pixel_area = abs(transform.a * transform.e - transform.b * transform.d)
+    if sites is not None:
+        seeds, ids = _rasterise_sites(sites, probability.shape[1:], transform, crs)
+    else:
+        seeds, ids = sites_from_states(states, resolution, options.zone_m, min_area_m2)
+    zones = site_zones(seeds, resolution, options.zone_m)
+    series = series_table(probability, states, zones, ids, periods, pixel_area, threshold, options.band)
+    summary = summary_table(series, periods, min_area_m2)
+    footprints, change = _layers(states, zones, ids, periods, transform, crs)
+    outlines = mask_polygons(np.where(states.any(axis=0), zones, 0), ids, transform)
+    summary = gpd.GeoDataFrame(summary, geometry=[outlines.get(s) for s in summary["site_id"]], crs=crs)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_all({out / "site_series.parquet": lambda tmp: series.to_parquet(tmp, index=False),
+                      out / "site_timeline.parquet": lambda tmp: to_geoparquet(summary, tmp, metadata),
+                      out / "period_footprints.parquet": lambda tmp: to_geoparquet(footprints, tmp, metadata),
+                      out / "change.parquet": lambda tmp: to_geoparquet(change, tmp, metadata)})
+    return len(ids)
+
+
+def period_layers(result: TimelineResult, relative_to: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The first and last periods' footprints as footprint layers by name (for the indicators' area before and
+    after; ``period_footprints.parquet#PERIOD``, the path relative to ``relative_to``); both empty with fewer than
+    two periods."""
+    import geopandas as gpd
+
+    if len(result.periods) < 2:
+        return {}, {}
+    frame = gpd.read_parquet(result.footprints)
+    name = Path(result.footprints).resolve().relative_to(Path(relative_to).resolve())
+    first, last = result.periods[0], result.periods[-1]
+    return ({f"{name}#{first}": frame[frame["period"] == first].reset_index(drop=True)},
+            {f"{name}#{last}": frame[frame["period"] == last].reset_index(drop=True)})
 
 
 def _layers(states: np.ndarray, zones: np.ndarray, ids: list[str], periods: list[Period], transform: Affine,

@@ -3,7 +3,8 @@
 The sample region (6 km), its sites (linked as ``mtg run`` links them: 1 km, cut chosen per site among 250 m,
 500 m and 750 m), their volumes, land use, site indicators and the verification of a few reported figures come
 from the real stages. Only the segmentation is stood in for: its probability raster is 0.9 inside the site
-polygons and 0.05 elsewhere.
+polygons and 0.05 elsewhere, and the timeline's yearly probabilities are 0.9 inside the truth's yearly footprints
+and 0.05 elsewhere (decoded and tabulated by the timeline's own code).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import rioxarray  # noqa: F401 - the .rio accessor
 import xarray as xr
 from rasterio.features import rasterize
 
-from mtg.pipeline.config import SampleConfig
+from mtg.kernels.temporal import viterbi_mining
+from mtg.pipeline.config import SampleConfig, SegmentOptions, TimelineOptions
 from mtg.pipeline.dem_epochs import dem_epoch
 from mtg.pipeline.indicators import run_indicators
 from mtg.pipeline.io import read_sites, write_volumes
@@ -28,11 +30,13 @@ from mtg.pipeline.link import link_sites
 from mtg.pipeline.run import ensure_sample
 from mtg.pipeline.verify import write_verification
 from mtg.pipeline.run_paths import portable_path
+from mtg.pipeline.timeline import periods_of, write_site_tables
 from mtg.pipeline.volume import volumes
 
 
 def write_run_folder(run: Path) -> Path:
-    """Write the run folder ``run`` (sample, sites, volumes, landuse, indicators, segment, verification)."""
+    """Write the run folder ``run`` (sample, sites, volumes, landuse, timeline, indicators, segment,
+    verification)."""
     region = ensure_sample(run / "sample", SampleConfig(seed=0, size_km=6.0, n_dates=6), progress=False)
     sites = link_sites([region.truth / "mine_polygons.parquet"], region.truth / "mine_points.parquet",
                        run / "sites" / "sites.parquet", root=run, cut=1000.0, levels=[250.0, 500.0, 750.0],
@@ -43,6 +47,8 @@ def write_run_folder(run: Path) -> Path:
     write_volumes(volumes(*epochs, read_sites(sites.out)), run / "volumes")
     write_probability(gpd.read_parquet(sites.out), run / "volumes" / "dh.zarr", run / "segment" / "probability.zarr")
     write_land_use(sites.out, run / "landuse")
+    write_timeline(region.truth / "yearly_footprints.parquet", read_sites(sites.out), run / "volumes" / "dh.zarr",
+                   run / "timeline")
     indicators = run_indicators(run)
     reported = reported_figures(gpd.read_parquet(indicators.parquet))
     reported.to_csv(run.parent / "reported.csv", index=False)
@@ -61,6 +67,22 @@ def reported_figures(indicators: gpd.GeoDataFrame) -> pd.DataFrame:
             ("R4", None, 121.5, -25.0, "area_km2", 2.0, "km2")]
     return pd.DataFrame(rows, columns=["record_id", "site_id", "lon", "lat", "field", "value", "unit"]).assign(
         company="Example Mining (fictional)", year=2023, source="test fixture")
+
+
+def write_timeline(yearly: Path, sites: gpd.GeoDataFrame, dh_path: Path, out: Path) -> None:
+    """The timeline's tables from stand-in yearly probabilities on the dh grid: 0.9 inside each year's truth
+    footprints, 0.05 elsewhere."""
+    dh = xr.open_zarr(dh_path, decode_coords="all")["dh"]
+    truth = gpd.read_parquet(yearly).to_crs(dh.rio.crs)
+    years = sorted(truth["year"].unique())
+    probability = np.stack([np.where(rasterize(truth[truth["year"] == y].geometry, out_shape=dh.shape,
+                                               transform=dh.rio.transform()) > 0, 0.9, 0.05) for y in years])
+    options, segment = TimelineOptions(), SegmentOptions()
+    periods = periods_of(np.array([f"{y}-07-01" for y in years], dtype="datetime64[ns]"), options.period)
+    write_site_tables(probability.astype(np.float32), viterbi_mining(probability, options.start, options.stop),
+                      periods, dh.rio.transform(), dh.rio.crs, out, sites=sites, threshold=segment.threshold,
+                      min_area_m2=segment.min_area_m2, options=options,
+                      metadata={"probability": "stand-in: the truth's yearly footprints (test fixture)"})
 
 
 def write_probability(sites: gpd.GeoDataFrame, dh_path: Path, out: Path) -> None:

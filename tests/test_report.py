@@ -495,3 +495,20 @@ def test_site_table_fits_the_page_and_chooses_its_columns(browser, run_dir):
     assert cell.inner_text() == f"{row['deposited_m3'] / 1e6:.2f} ± {row['deposited_sigma_m3'] / 1e6:.2f}"
     assert log["errors"] == []
     page.close()
+
+
+def test_timeline_chart_and_change_layer_in_chromium(browser, small_run, tmp_path):
+    """`mtg run` maps its sites per year: the report draws each site's area by period (a point per measured period,
+    a gap where clouds hid a site) and the last period's new and revegetated land on the map."""
+    path = write_report(small_run, tmp_path / "report.html")
+    data = page_data(path)
+    timeline = data["timeline"]
+    assert timeline["periods"] == ["2021", "2022", "2023"] and timeline["last"] == "2023"
+    page, log = open_report(browser, path)
+    page.wait_for_selector("#timeline-chart svg")
+    measured = [r for r in timeline["rows"] if r["area_m2"] is not None]
+    assert page.locator("#timeline-chart circle").count() == len(measured) > 0
+    assert sized(page.locator("#timeline-chart circle"))
+    changes = page.locator("#map path.change-new, #map path.change-revegetated")
+    assert changes.count() == len(timeline["change"]) > 0
+    assert not log["errors"] and not log["blocked"]

@@ -125,3 +125,16 @@ def test_periods_and_bad_input():
     assert [list(p.index) for p in periods_of(times, "quarter")] == [[0], [1], [2], [3]]
     with pytest.raises(MtgError, match="--period 'month'"):
         periods_of(times, "month")
+
+
+def test_mtg_run_fills_area_before_after_and_onset_from_the_timeline(small_run):
+    indicators = gpd.read_parquet(small_run / "indicators" / "site_indicators.parquet").set_index("site_id")
+    summary = gpd.read_parquet(small_run / "timeline" / "site_timeline.parquet").set_index("site_id")
+    polygonal = indicators[indicators["area_km2"].notna()]
+    assert len(polygonal) > 0 and set(polygonal.index) == set(summary.index)
+    rows = summary.loc[polygonal.index]
+    # geodesic areas of the first and last periods' footprints against the timeline's planar UTM areas
+    np.testing.assert_allclose(polygonal["area_before_km2"], rows["area_first_m2"] / 1e6, rtol=5e-3)
+    np.testing.assert_allclose(polygonal["area_after_km2"], rows["area_last_m2"] / 1e6, rtol=5e-3)
+    assert (polygonal["onset"] == rows["onset"]).all()
+    np.testing.assert_allclose(polygonal["expansion_km2_per_year"], rows["expansion_m2_per_year"] / 1e6)

@@ -100,7 +100,8 @@
   const mapSvg = document.getElementById("map");
   const M = D.map;
   const layers = { graticule: svg("g", { class: "graticule", "aria-hidden": "true" }, mapSvg),
-                   sites: svg("g", {}, mapSvg), deposits: svg("g", {}, mapSvg), bubbles: svg("g", {}, mapSvg),
+                   sites: svg("g", {}, mapSvg), change: svg("g", {}, mapSvg), deposits: svg("g", {}, mapSvg),
+                   bubbles: svg("g", {}, mapSvg),
                    labels: svg("g", { class: "labels" }, mapSvg) };
   const shapes = {}; // site id -> the SVG elements that draw it
   let view = M.view.slice(), dragged = false;
@@ -206,6 +207,13 @@
   });
   M.deposits.forEach(function (d) {
     if (d.path) svg("path", { d: d.path, class: "deposit" }, layers.deposits);
+  });
+  // "change this year": land that became mining (red) or stopped being mining (green) in the last period
+  (D.timeline ? D.timeline.change : []).forEach(function (c) {
+    if (!c.path) return;
+    const p = svg("path", { d: c.path, class: "change-" + c.change }, layers.change);
+    svg("title", {}, p, siteLabel(c.site) + ": " + (c.change === "new" ? "new mining" : "revegetated") + " in " +
+        D.timeline.last);
   });
   // regions (mining districts far apart): a name on the map when zoomed out, and a button that zooms to each
   const regionLabels = M.regions.map(function (r) {
@@ -357,6 +365,60 @@
           num(r.area_km2 || 0, 2) + " km²" + (missing(r.share) ? "" : " (" + num(r.share, 0, 100) + " %)"));
     });
     svg("text", { x: x(axisMax) + 16, y: H - 8 }, chart, "km²");
+  })();
+
+  // one line per site: mining area by period with a ±1 sigma band; the 12 sites largest in the last period
+  (function timeline() {
+    const box = document.getElementById("timeline-chart"), most = 12;
+    if (!D.timeline || !D.timeline.rows.length) { note(box, "timeline", "Mining area over time"); return; }
+    const T = D.timeline, bySite = {};
+    T.rows.forEach(function (r) { (bySite[r.site_id] = bySite[r.site_id] || {})[r.period] = r; });
+    const last = function (id) { const r = bySite[id][T.last]; return r && !missing(r.area_m2) ? r.area_m2 : 0; };
+    const ids = Object.keys(bySite).sort(function (a, b) { return last(b) - last(a); }).slice(0, most);
+    if (Object.keys(bySite).length > most)
+      html("p", { class: "explain" }, box, "The " + most + " sites with the largest area in " + T.last + ", of " +
+           Object.keys(bySite).length + " (all are in timeline/site_series.parquet).");
+    let maxA = 1e-9;
+    T.rows.forEach(function (r) { if (!missing(r.area_m2)) maxA = Math.max(maxA, (r.area_m2 + (r.area_sigma_m2 || 0)) / 1e6); });
+    const W = 760, H = 320, left = 64, right = 150, top = 16, bottom = 40, plotW = W - left - right, plotH = H - top - bottom;
+    const chart = svg("svg", { viewBox: "0 0 " + W + " " + H, role: "img", "aria-label": "Mining area over time per site" }, box);
+    const step = niceStep(maxA, 5), axisMax = Math.ceil(maxA / step) * step;
+    const x = function (i) { return left + (T.periods.length > 1 ? plotW * i / (T.periods.length - 1) : plotW / 2); };
+    const y = function (v) { return top + plotH * (1 - v / axisMax); };
+    for (let t = 0; t <= axisMax + 1e-12; t += step) {
+      const g = svg("g", { class: "grid" }, chart);
+      svg("line", { x1: left, x2: left + plotW, y1: y(t), y2: y(t) }, g);
+      svg("text", { class: "tick", x: left - 6, y: y(t) + 4, "text-anchor": "end" }, chart, num(t, stepDigits(step)));
+    }
+    T.periods.forEach(function (p, i) {
+      svg("text", { class: "tick", x: x(i), y: H - bottom + 18, "text-anchor": "middle" }, chart, p);
+    });
+    svg("text", { x: 12, y: top + plotH / 2, transform: "rotate(-90 12 " + (top + plotH / 2) + ")", "text-anchor": "middle" },
+        chart, "km²");
+    const palette = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666",
+                     "#1f78b4", "#b2df8a", "#fb9a99", "#cab2d6"];
+    ids.forEach(function (id, k) {
+      const colour = palette[k % palette.length];
+      let segment = [], upper = [], lower = [];
+      const flush = function () {
+        if (segment.length > 1) {
+          svg("path", { d: "M" + upper.concat(lower.reverse()).join("L") + "Z", fill: colour, "fill-opacity": 0.15 }, chart);
+          svg("path", { d: "M" + segment.join("L"), fill: "none", stroke: colour, "stroke-width": 2 }, chart);
+        }
+        segment = []; upper = []; lower = [];
+      };
+      T.periods.forEach(function (p, i) {
+        const r = bySite[id][p];
+        if (!r || missing(r.area_m2)) { flush(); return; }  // a period hidden by clouds: a gap, not zero
+        const a = r.area_m2 / 1e6, s = (r.area_sigma_m2 || 0) / 1e6;
+        segment.push(x(i) + "," + y(a)); upper.push(x(i) + "," + y(a + s)); lower.push(x(i) + "," + y(Math.max(a - s, 0)));
+        const dot = svg("circle", { cx: x(i), cy: y(a), r: 3.5, fill: colour }, chart);
+        svg("title", {}, dot, siteLabel(id) + " in " + p + ": " + num(a, 3) + " ± " + num(s, 3) + " km²" +
+            (r.missing_share > 0 ? " (" + num(r.missing_share, 0, 100) + " % not seen)" : ""));
+      });
+      flush();
+      svg("text", { x: left + plotW + 12, y: top + 14 + k * 18, fill: colour }, chart, siteLabel(id));
+    });
   })();
 
   // one row per site, two horizontal bars (excavated, deposited) with their ±1 sigma; the largest 30 by excavation
