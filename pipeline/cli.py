@@ -841,19 +841,28 @@ def indicators(
         help="Footprint polygons of the earlier epoch; repeat for several files.")] = None,
     footprints_after: Annotated[Optional[list[Path]], typer.Option(
         help="Footprint polygons of the later epoch; repeat for several files.")] = None,
+    footprints_period: Annotated[Optional[list[str]], typer.Option(
+        help="PERIOD=FILE: footprint polygons of a year (2021) or quarter (2025Q3); repeat for several periods "
+             "and files. Writes site_area_series.parquet; onset and area before/after come from them.")] = None,
+    cumulative: Annotated[bool, typer.Option(
+        help="The period files hold only each period's new footprints (as Amazon Mining Watch's yearly layers): "
+             "a period's footprint is the union of its files and all earlier ones.")] = False,
     countries: Annotated[Optional[Path], typer.Option(help="Country boundary polygons.")] = None,
     country_col: Annotated[Optional[str], typer.Option(help="Country-name column of --countries.")] = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Site indicators: area, commodities, sources, area change, volumes, waste deposits, segmentation probability."""
+    """Site indicators: area, commodities, sources, area change, onset, volumes, waste deposits, segmentation
+    probability."""
     from mtg.pipeline.indicators import run_indicators
+    from mtg.pipeline.layer_series import parse_periods
 
     _setup_logging(quiet)
     if run_dir is None and (sites is None or out is None):
         raise MtgError("give a RUN_DIR, or --sites and --out")
     result = run_indicators(run_dir or Path("."), out, sites=sites, volumes=volumes, waste_deposits=waste_deposits,
                             footprints_before=footprints_before or (), footprints_after=footprints_after or (),
-                            countries=countries, country_col=country_col)
+                            footprint_periods=parse_periods(footprints_period) if footprints_period else None,
+                            cumulative=cumulative, countries=countries, country_col=country_col)
     report.print(f"site indicators: [bold]{result.parquet}[/] and {result.csv} ({result.n_sites} sites); "
                  f"{result.seconds:.1f} s")
 

@@ -49,7 +49,7 @@ from mtg.pipeline.inventory import polygon_inventory
 from mtg.pipeline.landuse import SITES_NEED, UNKNOWN, apply_countries, largest_overlap
 from mtg.pipeline.site_assembly import FootprintAreas, geodesic_area_km2, site_layer
 from mtg.pipeline.io.vectors import read_table
-from mtg.pipeline.table_io import write_table
+from mtg.pipeline.table_io import atomic_write, write_table
 
 log = logging.getLogger(__name__)
 
@@ -315,10 +315,16 @@ def footprint_layers(paths: Sequence[str | Path], members: pd.DataFrame | None,
 def site_indicators(sites: str | Path, *, members: str | Path | None = None, volumes: str | Path | None = None,
                     waste_deposits: str | Path | None = None, footprints_before: Sequence[str | Path] = (),
                     footprints_after: Sequence[str | Path] = (), timeline: str | Path | None = None,
+                    footprint_periods: dict[str, list[Path]] | None = None, cumulative: bool = False,
                     countries: str | Path | None = None, country_col: str | None = None):
     """:func:`indicators` of files: a sites file (its members file beside it, or ``members``), the volume stage's
     ``site_volumes.parquet`` and ``waste_deposits.parquet``, footprint files, the timeline's
-    ``site_timeline.parquet`` and a country boundary file."""
+    ``site_timeline.parquet`` and a country boundary file.
+
+    With ``footprint_periods`` (footprint files by period label, :func:`mtg.pipeline.layer_series.layer_series`,
+    ``cumulative`` when they hold only each period's new footprints) the area before and after are those of the
+    first and last period, the onset and expansion come from the layers instead of ``timeline``, and the
+    per-site series is in ``attrs["area_series"]`` of the returned table."""
     from mtg.pipeline.io import members_path, read_polygons, read_sites
 
     sites_path = Path(sites)
@@ -334,13 +340,27 @@ def site_indicators(sites: str | Path, *, members: str | Path | None = None, vol
     volumes_table = read_table(volumes, "site volumes") if volumes is not None else None
     deposits = read_table(waste_deposits, "waste deposits") if waste_deposits is not None else None
     site_timeline = read_table(timeline, "site timeline") if timeline is not None else None
+    series = None
     try:
-        return indicators(frame, member_table, site_volumes=volumes_table, waste_deposits=deposits,
-                          footprints_before=footprint_layers(footprints_before, member_table, sites_path.parent),
-                          footprints_after=footprint_layers(footprints_after, member_table, sites_path.parent),
-                          timeline=site_timeline, countries=boundaries, country_col=country_col)
+        before = footprint_layers(footprints_before, member_table, sites_path.parent)
+        after = footprint_layers(footprints_after, member_table, sites_path.parent)
+        if footprint_periods:
+            if footprints_before or footprints_after:
+                raise MtgError("give footprints by period or footprints before and after, not both")
+            from mtg.pipeline.layer_series import layer_series
+
+            layers = {label: footprint_layers(paths, member_table, sites_path.parent)
+                      for label, paths in footprint_periods.items()}
+            series, site_timeline, measured = layer_series(frame, member_table, layers, cumulative=cumulative)
+            before, after = (measured[0], measured[-1]) if len(measured) > 1 else ({}, {})
+        table = indicators(frame, member_table, site_volumes=volumes_table, waste_deposits=deposits,
+                           footprints_before=before, footprints_after=after, timeline=site_timeline,
+                           countries=boundaries, country_col=country_col)
     except MtgError as err:
         raise MtgError(f"{sites_path}: {err}") from None
+    if series is not None:
+        table.attrs["area_series"] = series
+    return table
 
 
 @dataclass
@@ -362,11 +382,13 @@ def write_site_indicators(indicators, out: str | Path) -> tuple[Path, Path]:
 def run_indicators(run: str | Path, out: str | Path | None = None, *, sites: str | Path | None = None,
                    volumes: str | Path | None = None, waste_deposits: str | Path | None = None,
                    footprints_before: Sequence[str | Path] = (), footprints_after: Sequence[str | Path] = (),
-                   timeline: str | Path | None = None, countries: str | Path | None = None,
+                   timeline: str | Path | None = None, footprint_periods: dict[str, list[Path]] | None = None,
+                   cumulative: bool = False, countries: str | Path | None = None,
                    country_col: str | None = None) -> IndicatorsResult:
     """Indicators of a run folder: ``RUN/sites/sites.parquet``, ``RUN/volumes/*`` and
     ``RUN/timeline/site_timeline.parquet`` (when present) into ``RUN/indicators`` (or ``out``); explicit paths win
-    over the run folder's."""
+    over the run folder's. With ``footprint_periods`` the per-site series of the layers
+    (:func:`site_indicators`) is written as ``site_area_series.parquet`` beside the indicators."""
     start = time.perf_counter()
     run = Path(run)
     sites = Path(sites) if sites is not None else run / "sites" / "sites.parquet"
@@ -374,10 +396,15 @@ def run_indicators(run: str | Path, out: str | Path | None = None, *, sites: str
         volumes = run / "volumes" / "site_volumes.parquet"
     if waste_deposits is None and (run / "volumes" / "waste_deposits.parquet").is_file():
         waste_deposits = run / "volumes" / "waste_deposits.parquet"
-    if timeline is None and (run / "timeline" / "site_timeline.parquet").is_file():
+    if timeline is None and not footprint_periods and (run / "timeline" / "site_timeline.parquet").is_file():
         timeline = run / "timeline" / "site_timeline.parquet"
     table = site_indicators(sites, volumes=volumes, waste_deposits=waste_deposits,
                             footprints_before=footprints_before, footprints_after=footprints_after,
-                            timeline=timeline, countries=countries, country_col=country_col)
-    parquet, csv = write_site_indicators(table, Path(out) if out is not None else run / "indicators")
+                            timeline=timeline, footprint_periods=footprint_periods, cumulative=cumulative,
+                            countries=countries, country_col=country_col)
+    folder = Path(out) if out is not None else run / "indicators"
+    series = table.attrs.pop("area_series", None)
+    parquet, csv = write_site_indicators(table, folder)
+    if series is not None:
+        atomic_write(folder / "site_area_series.parquet", lambda tmp: series.to_parquet(tmp, index=False))
     return IndicatorsResult(parquet=parquet, csv=csv, n_sites=len(table), seconds=time.perf_counter() - start)

@@ -1,5 +1,6 @@
 """`mtg timeline` on the 3 km sample (6 dates, 2021-2023): yearly areas against the yearly truth, the onset of the
-site that opens in 2022, the revegetation of the abandoned site, and a year seen only through cloud."""
+site that opens in 2022, the revegetation of the abandoned site, and a year seen only through cloud; `mtg run`'s
+indicators from its timeline; per-site series of the real Amazon Mining Watch yearly layers."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import pytest
 import rioxarray  # noqa: F401 - the .rio accessor
 import xarray as xr
 from odc.geo.geom import box
+
+from conftest import shared_file
 
 from mtg.pipeline.errors import MtgError
 from mtg.pipeline.timeline import UNSEEN, periods_of, run_timeline
@@ -138,3 +141,45 @@ def test_mtg_run_fills_area_before_after_and_onset_from_the_timeline(small_run):
     np.testing.assert_allclose(polygonal["area_after_km2"], rows["area_last_m2"] / 1e6, rtol=5e-3)
     assert (polygonal["onset"] == rows["onset"]).all()
     np.testing.assert_allclose(polygonal["expansion_km2_per_year"], rows["expansion_m2_per_year"] / 1e6)
+
+
+AMW = "amazon_mining_watch"
+AMW_LAYERS = {"2018": "mining_201800_simplified.geojson", "2021": "mining_202100_simplified.geojson",
+              "2024": "mining_202400_simplified.geojson", "2025Q3": "mining_202503_simplified.geojson"}
+
+
+def test_amazon_mining_watch_yearly_layers_give_per_site_series(tmp_path):
+    """Real yearly layers (the 2018 baseline, then each period's new detections) over the Tapajós region, linked
+    into sites and measured per period: the sites' areas add up to the union of the layers so far, measured
+    independently in the equal-area EPSG:6933, and each site's onset is its first period with any area."""
+    from mtg.pipeline.link import link_sites
+
+    folder = shared_file(AMW)
+    region = gpd.read_file(folder / "boundaries" / "known_positive_regions.geojson").union_all()
+    files = {}
+    for label, name in AMW_LAYERS.items():
+        layer = gpd.read_file(folder / "yearly_website_layers" / name)
+        files[label] = tmp_path / f"tapajos_{label}.parquet"
+        layer[layer.intersects(region)].to_parquet(files[label])
+    sites = link_sites(list(files.values()), None, tmp_path / "sites.parquet", cut=1000.0).out
+    args = [a for label, path in files.items() for a in ("--footprints-period", f"{label}={path}")]
+    proc = subprocess.run([MTG, "indicators", "--sites", str(sites), "-o", str(tmp_path / "ind"), *args,
+                           "--cumulative", "--quiet"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    series = pd.read_parquet(tmp_path / "ind" / "site_area_series.parquet")
+    totals = series.groupby("period", sort=False)["area_m2"].sum()
+    union, so_far = [], None
+    for label in AMW_LAYERS:
+        layer = gpd.read_parquet(files[label]).to_crs("EPSG:6933").union_all()
+        so_far = layer if so_far is None else so_far.union(layer)
+        union.append(so_far.area)
+    np.testing.assert_allclose(totals.to_numpy(), union, rtol=5e-3)
+    print({k: round(v / 1e6, 1) for k, v in totals.items()})  # km^2: 2018 2536, 2021 3202, 2024 3475, 2025Q3 3564
+    area = series.pivot(index="site_id", columns="period", values="area_m2")[list(AMW_LAYERS)]
+    assert (area.diff(axis=1).iloc[:, 1:] >= -1e-6 * area.iloc[:, 1:]).all().all(), "cumulative areas never shrink"
+    table = gpd.read_parquet(tmp_path / "ind" / "site_indicators.parquet").set_index("site_id").loc[area.index]
+    first = area.gt(0).idxmax(axis=1)
+    assert (table["onset"] == first).all() and (table["onset_censored"] == (first == "2018")).all()
+    assert {"2021", "2024", "2025Q3"} <= set(first)  # sites that opened after 2018
+    np.testing.assert_allclose(table["area_before_km2"], area["2018"] / 1e6)
+    np.testing.assert_allclose(table["area_after_km2"], area["2025Q3"] / 1e6)
