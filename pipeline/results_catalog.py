@@ -86,6 +86,15 @@ ITEMS = (
              (("segment/probability.zarr", "probability", ("data",)),
               ("segment/mine_polygons.parquet", "polygons", ("data",)),
               ("segment/segment.json", "summary", ("metadata",)))),
+    ItemSpec("timeline", "Mining over time", "Yearly (or quarterly) mining probability and decoded footprints, "
+             "per-site series of area with its uncertainty, onset, expansion, new and revegetated area, and the last "
+             "period's change.",
+             (("timeline/timeline.zarr", "timeline", ("data",)),
+              ("timeline/site_series.parquet", "series", ("data",)),
+              ("timeline/site_timeline.parquet", "sites", ("data",)),
+              ("timeline/period_footprints.parquet", "footprints", ("data",)),
+              ("timeline/change.parquet", "change", ("data",)),
+              ("timeline/timeline.json", "summary", ("metadata",)))),
     ItemSpec("verification", "Verification", "Checks of the results against reference data, with flags.",
              (("verification/verification.parquet", "verification", ("data",)),
               ("verification/verification.csv", "verification-csv", ("data",)))),

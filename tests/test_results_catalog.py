@@ -48,7 +48,7 @@ def test_catalog_loads_and_every_asset_resolves_with_its_checksum(catalog_path, 
     catalog = pystac.Catalog.from_file(str(catalog_path))
     items = {item.id: item for item in catalog.get_items()}
     assert set(items) == {"sites", "site-indicators", "land-use", "site-volumes", "waste-deposits", "elevation-change",
-                          "segmentation", "verification", "report"}  # no cubes: the fixture run has no ingest
+                          "segmentation", "timeline", "verification", "report"}  # no cubes: the fixture run has no ingest
     coreg = json.loads((run_dir / "volumes" / "coregistration.json").read_text())
     sample_bbox = json.loads((run_dir / "sample" / "sample.json").read_text())["region"]["bbox_lonlat"]
     hrefs = set()
