@@ -269,6 +269,8 @@ def run(
         f"{result.segment.model})",
         f"  sites                {result.sites.out} ({result.sites.n_sites} sites)",
         f"  site members         {result.sites.members}",
+        f"  timeline             {result.timeline.series} ({', '.join(result.timeline.periods)}; onset, "
+        f"expansion and change per site in {result.timeline.summary.name})",
     ]
     if result.volumes is not None:
         lines += [
