@@ -604,7 +604,10 @@ def train(
              "the indices they allow (NDVI, NDWI, BSI) are added.")] = None,
     holdout: Annotated[Optional[str], typer.Option(
         help="XMIN,YMIN,XMAX,YMAX in the cube's CRS: never sampled; the model is scored there at the end.")] = None,
+    init: Annotated[Optional[Path], typer.Option(
+        help="Model folder to start from (fine-tuning; its normalisation is kept, bands must match).")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Most epochs (train.epochs).")] = None,
+    learning_rate: Annotated[Optional[float], typer.Option(help="Initial learning rate (train.learning_rate).")] = None,
     patience: Annotated[Optional[int], typer.Option(help="Epochs without a better validation IoU before stopping.")] = None,
     chip: Annotated[Optional[int], typer.Option(help="Chip side in pixels.")] = None,
     chips_per_epoch: Annotated[Optional[int], typer.Option(help="Chips drawn per epoch.")] = None,
@@ -633,12 +636,13 @@ def train(
             raise MtgError(f"--holdout {holdout!r} must be four numbers XMIN,YMIN,XMAX,YMAX with XMIN < XMAX, "
                            "YMIN < YMAX (the cube's CRS)")
     cfg = with_overrides(load_config(config), {
-        "train.holdout": box, "train.epochs": epochs, "train.patience": patience, "train.chip": chip,
+        "train.holdout": box, "train.epochs": epochs, "train.learning_rate": learning_rate,
+        "train.patience": patience, "train.chip": chip,
         "train.chips_per_epoch": chips_per_epoch, "train.batch": batch, "train.seed": seed, "train.threads": threads,
     })
     t, s = cfg.train, cfg.segment
     result = train_model(
-        cube, labels, out, bands=model_bands, holdout=t.holdout, epochs=t.epochs, patience=t.patience, chip=t.chip,
+        cube, labels, out, bands=model_bands, init=init, holdout=t.holdout, epochs=t.epochs, patience=t.patience, chip=t.chip,
         chips_per_epoch=t.chips_per_epoch, batch=t.batch, positive_fraction=t.positive_fraction,
         val_fraction=t.val_fraction, block=t.block, learning_rate=t.learning_rate, widths=t.widths, seed=t.seed,
         threads=t.threads, class_column=t.class_column, threshold=s.threshold, tile=s.tile, overlap=s.overlap,

@@ -146,7 +146,7 @@ def score_maps(probability: np.ndarray, feature_class: np.ndarray, truth: np.nda
             continue
         mine = model_classes.index(name)
         a, b, c, _ = confusion_counts(predicted & (feature_class == mine), truth == code, valid)
-        per_class[name] = ({**scores(a, b, c), "truth_pixels": a + c, "predicted_pixels": a + b} if cover == "full"
+        per_class[name] = ({**scores(a, b, c), "tp": a, "fp": b, "fn": c, "truth_pixels": a + c} if cover == "full"
                            else {"recall": scores(a, b, c)["recall"], "truth_pixels": a + c})
     result["classes"] = per_class
     if sites is None:

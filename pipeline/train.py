@@ -25,7 +25,7 @@ from mtg.pipeline.chips import (HOLDOUT, SPLIT_NAMES, TRAIN, VALIDATION, augment
 from mtg.pipeline.errors import MtgError
 from mtg.pipeline.features import COMPOSITE, MODEL_BANDS, composite, indices_for, input_channels
 from mtg.pipeline.labels import rasterise_labels, read_labels
-from mtg.pipeline.model_store import Architecture, Inputs, ModelCard, save_model
+from mtg.pipeline.model_store import Architecture, Inputs, ModelCard, read_card, resolve_model_dir, save_model
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +203,7 @@ def train_model(
     out: str | Path,
     *,
     bands: tuple[str, ...] | list[str] = MODEL_BANDS,
+    init: str | Path | None = None,
     holdout: tuple[float, float, float, float] | None = None,
     epochs: int = 40,
     patience: int = 6,
@@ -238,6 +239,9 @@ def train_model(
     bands : sequence of str
         Input bands the model declares (:data:`mtg.pipeline.features.KNOWN_BANDS`); the indices computable from
         them (:func:`mtg.pipeline.features.indices_for`) are added as channels.
+    init : str or Path, optional
+        Model folder to start from (fine-tuning): its weights and its input normalisation are kept; its bands,
+        classes and widths must match.
     holdout : (xmin, ymin, xmax, ymax), optional
         Box in the cube's CRS (one cube only) never sampled for training or validation; the model is scored on it at the end.
     epochs, patience : int
@@ -305,10 +309,20 @@ def train_model(
     haze = haze_weights(bands)
 
     channels = input_channels(image, bands, indices)
-    train_px = channels[:, split == TRAIN]
-    mean = np.nanmean(train_px, axis=1).astype(np.float32)[:, None, None]
-    std = np.maximum(np.nanstd(train_px, axis=1), 1e-6).astype(np.float32)[:, None, None]
-    del train_px
+    start_card = read_card(init) if init is not None else None
+    if start_card is not None:
+        given = (list(bands), list(indices), classes, list(widths))
+        have = (start_card.inputs.bands, start_card.inputs.indices, start_card.classes, start_card.architecture.widths)
+        if given != have:
+            raise MtgError(f"--init {init}: its bands, indices, classes and widths {have} differ from this "
+                           f"training's {given}")
+        mean = np.asarray(start_card.inputs.mean, dtype=np.float32)[:, None, None]
+        std = np.asarray(start_card.inputs.std, dtype=np.float32)[:, None, None]
+    else:
+        train_px = channels[:, split == TRAIN]
+        mean = np.nanmean(train_px, axis=1).astype(np.float32)[:, None, None]
+        std = np.maximum(np.nanstd(train_px, axis=1), 1e-6).astype(np.float32)[:, None, None]
+        del train_px
     val_windows = grid_windows(split, VALIDATION, chip)
     if not val_windows:
         raise MtgError(f"no {chip}-pixel validation chip fits in the validation blocks; lower --chip or raise "
@@ -318,8 +332,12 @@ def train_model(
     val_y = torch.from_numpy(np.stack([truth[r:r + chip, c:c + chip] for r, c in val_windows]).astype(np.int64))
 
     net = UNet(channels.shape[0], len(classes), widths).to(memory_format=torch.channels_last)
-    with torch.no_grad():  # start from the prior "not mining" (about 1 % of a region is mine), not from 1/classes
-        net.head.bias[0] = float(np.log(99.0 * (len(classes) - 1)))
+    if start_card is not None:
+        net.load_state_dict(torch.load(resolve_model_dir(init) / start_card.weights, map_location="cpu",
+                                       weights_only=True))
+    else:
+        with torch.no_grad():  # start from the prior "not mining" (about 1 % of a region is mine), not 1/classes
+            net.head.bias[0] = float(np.log(99.0 * (len(classes) - 1)))
     optimiser = torch.optim.AdamW(net.parameters(), lr=learning_rate, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=epochs)
     history: list[dict[str, float]] = []
@@ -386,7 +404,7 @@ def train_model(
            if len(regions) == 1 else
            {"regions": [{"cube": r.cube, "labels": str(r.labels), "n_polygons": r.n_polygons, "crs": r.crs,
                          "shape": list(r.truth.shape)} for r in regions]}),
-        "class_column": class_column,
+        "class_column": class_column, "init": str(init) if init is not None else None,
         "holdout_bbox": list(holdout) if holdout is not None else None,
         "split": {"block_px": block, "val_fraction": val_fraction, **counts},
         "chip": chip, "chips_per_epoch": chips_per_epoch, "positive_fraction": positive_fraction, "batch": batch,
