@@ -781,12 +781,13 @@ def evaluate(
     result = evaluate_model(model, imagery, labels, out, cover=labels_cover,
                             band_names=imagery_bands.split(",") if imagery_bands else None, threshold=s.threshold,
                             min_area_m2=s.min_area_m2, tile=s.tile, overlap=s.overlap)
-    main = (f"IoU {result['iou']:.3f}  F1 {result['f1']:.3f}  precision {result['precision']:.3f}  recall "
+    main = ("no labelled mine: all mapped area is false positive" if result["truth_pixels"] == 0 else
+            f"IoU {result['iou']:.3f}  F1 {result['f1']:.3f}  precision {result['precision']:.3f}  recall "
             f"{result['recall']:.3f}" if labels_cover == "full" else
             f"recall on labels {result['recall']:.3f}  mapped outside labels "
             f"{result['mapped_outside_labels_m2'] / 1e6:.3f} km^2")
-    report.print(f"{main}  false-positive objects {result['objects']['false_positive_area_share']:.1%} of mapped "
-                 f"area\nevaluation: [bold]{out / 'evaluation.json'}[/], {out / 'evaluation.html'}")
+    report.print(f"{main}  mapped {result['mapped_area_m2'] / 1e6:.4f} km^2, false-positive objects "
+                 f"{result['objects']['false_positive_area_share']:.1%} of mapped objects\nevaluation: [bold]{out / 'evaluation.json'}[/], {out / 'evaluation.html'}")
 
 
 @app.command()

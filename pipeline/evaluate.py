@@ -390,7 +390,7 @@ def evaluate_model(model: str | None, imagery: str, labels: str | Path, out: str
     mapped = segment(ds, name=imagery, model=model, threshold=threshold, tile=tile, overlap=overlap).compute()
     probability = mapped["probability"].values
     truth, truth_classes, sites, names = rasterise_truth(labels, mapped["probability"], card.classes, class_column)
-    if not (truth > 0).any():
+    if cover == "partial" and not (truth > 0).any():  # with full cover, no label means a scene without mines
         raise MtgError(f"--labels {labels}: no label covers a pixel of {imagery}")
     transform = mapped.rio.transform()
     result = {"model": card.name, "imagery": imagery, "labels": str(labels),
