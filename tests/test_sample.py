@@ -406,6 +406,8 @@ def test_a_site_opens_mid_series_and_one_is_abandoned_and_revegetates() -> None:
     lost = mine_before & ~mine_after & in_site(abandoned)
     assert lost.sum() > 0.3 * (mine_after & in_site(abandoned)).sum(), "the abandoned site's margin revegetated"
     assert (after.veg[lost] == scene.veg[lost]).all(), "back to the natural cover"
+    ponds = [(scene.cover(a.date).classes == Cover.TAILINGS_POND).sum() for a in scene.acquisitions]
+    assert ponds[-1] > 1.5 * ponds[0] > 0, "the tailings ponds fill"
 
 
 def test_yearly_footprints_end_in_the_final_ones(region: SampleRegion) -> None:

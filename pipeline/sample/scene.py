@@ -29,6 +29,8 @@ from mtg.pipeline.sample.terrain import FINE_RES, Terrain, make_terrain
 #: Dates of the two DEM epochs (as Copernicus DEM item datetimes); mining grows between the first and the last S2 date.
 EARLY_DEM_DATE = date(2021, 4, 22)
 LATE_DEM_DATE = date(2023, 7, 14)
+#: Ponded share of a tailings storage on the first date, relative to the last date's (the ponds fill).
+POND_START = 0.5
 
 
 @dataclass(frozen=True)
@@ -104,8 +106,12 @@ class Scene:
         return {s.site_id: s.cover_scale_at(day, start, end) for s in self.sites}
 
     def cover(self, day: date) -> DateCover:
-        """Land cover on ``day`` (10 m): tailings ponds are fuller after the wet season."""
-        pond = 0.3 + 0.3 * greenness(day)
+        """Land cover on ``day`` (10 m): tailings ponds are fuller after the wet season, and fill over the series
+        (the ponded share of a tailings storage grows from :data:`POND_START` of its last-date extent to all of it
+        on the last date)."""
+        first, last = self.acquisitions[0].date, self.acquisitions[-1].date
+        filled = min(1.0, max(0.0, (day - first).days / max(1, (last - first).days)))
+        pond = (0.3 + 0.3 * greenness(day)) * ((1.0 - filled) * POND_START + filled)
         return date_cover(self.grid, self.background, self.veg, self.sites, self.rasters, self.cover_scales(day), pond)
 
 
