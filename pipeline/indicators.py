@@ -26,6 +26,10 @@ Columns (:data:`INDICATOR_COLUMNS`):
 * ``mean_probability``: the area-weighted mean of ``mean_probability`` over the site's member polygons that carry
   one (the segmentation's footprints), weights their ``area_m2`` (else their geodesic area); null when no member
   polygon has one.
+* ``uncertain``: the site's footprint has a low segmentation probability (``mean_probability`` below
+  :data:`UNCERTAIN_PROBABILITY`) and shows no elevation change (neither the excavated nor the deposited volume
+  reaches :data:`SIGNIFICANT_SIGMA` times its 1-sigma error): a mapped patch that nothing else confirms, such as
+  bare ground or a town mapped as mine. False where the probability or the volumes were not measured.
 * ``lon``, ``lat`` and the geometry, as in the sites file (:func:`mtg.pipeline.site_assembly.site_layer`): the
   footprint as a MultiPolygon (null for sites made of points only, so the layer has one geometry type) and a
   point locating every site (the centroid of its points for a site of points only).
@@ -66,7 +70,36 @@ MEASURED_COLUMNS = (*AREA_CHANGE_COLUMNS, *TIMELINE_COLUMNS, *VOLUME_COLUMNS, *W
 #: The columns of the indicators: the geometry is the site's footprint as in every sites layer (a MultiPolygon,
 #: null for a site of points only) and ``lon``/``lat`` locate every site
 #: (:func:`mtg.pipeline.site_assembly.site_layer`).
-INDICATOR_COLUMNS = [*SITE_COLUMNS, *MEASURED_COLUMNS, "lon", "lat", "geometry"]
+INDICATOR_COLUMNS = [*SITE_COLUMNS, *MEASURED_COLUMNS, "uncertain", "lon", "lat", "geometry"]
+#: Mean segmentation probability below which a site without elevation change is ``uncertain``: the pixels of a
+#: footprint are all at or above the segmentation threshold (0.5); true mines of the sample map at 0.9 and more.
+UNCERTAIN_PROBABILITY = 0.8
+#: Multiple of the 1-sigma volume error that an excavated or deposited volume must reach to count as elevation change.
+SIGNIFICANT_SIGMA = 2.0
+
+
+def uncertain_sites(table: pd.DataFrame) -> np.ndarray:
+    """Sites with a low ``mean_probability`` and no significant elevation change (the ``uncertain`` column).
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        ``mean_probability``, ``excavated_m3``, ``excavated_sigma_m3``, ``deposited_m3``, ``deposited_sigma_m3``.
+
+    Returns
+    -------
+    numpy.ndarray
+        bool per row; False where the probability or the volumes are null (not measured).
+    """
+    def values(column: str) -> np.ndarray:
+        return pd.to_numeric(table[column], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+
+    probability = values("mean_probability")
+    measured = np.isfinite(probability) & np.isfinite(values("excavated_m3")) & np.isfinite(values("deposited_m3"))
+    with np.errstate(invalid="ignore"):
+        changed = ((np.abs(values("excavated_m3")) >= SIGNIFICANT_SIGMA * values("excavated_sigma_m3"))
+                   | (np.abs(values("deposited_m3")) >= SIGNIFICANT_SIGMA * values("deposited_sigma_m3")))
+    return measured & (probability < UNCERTAIN_PROBABILITY) & ~changed
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -292,6 +325,7 @@ def indicators(sites: Any, members: Any = None, *, site_volumes: Any = None, was
         probability.index = probability.index.astype(str)
         out["mean_probability"] = out["site_id"].map(probability).astype(np.float64).to_numpy()
     out["waste_deposit_count"] = out["waste_deposit_count"].astype("Int64")
+    out["uncertain"] = uncertain_sites(out)
     out["lon"], out["lat"] = frame["lon"].to_numpy(), frame["lat"].to_numpy()
     result = gpd.GeoDataFrame(out, geometry=gpd.GeoSeries(frame.geometry.to_numpy(), crs="EPSG:4326"))
     return result[INDICATOR_COLUMNS]

@@ -87,6 +87,7 @@ SITE_FIELDS: tuple[tuple[str, str, str, float, int, str | None], ...] = (
     ("waste_deposit_area_m2", "Waste deposit area", "ha", 1e-4, 1, None),
     ("waste_deposit_volume_m3", "Waste deposit volume", "million m³", 1e-6, 2, None),
     ("mean_probability", "Mean mining probability", "", 1, 2, None),
+    ("uncertain", "Uncertain (low probability, no elevation change)", "", 1, 0, None),
     ("n_polygons", "Mapped footprints", "", 1, 0, None),
     ("n_points", "Inventory points", "", 1, 0, None),
     ("sources", "Sources", "", 1, 0, None),
@@ -324,7 +325,8 @@ def _svg_path(geom) -> str:  # noqa: ANN001 - shapely geometry
 def _summary(sites, run: Path) -> dict[str, Any]:  # noqa: ANN001 - GeoDataFrame
     """Headline numbers: sites with a footprint (``n_polygon_sites``) and those of them mapped from imagery, i.e.
     with a footprint of the run's segmentation among their members (``n_imagery_sites``, null when the run has
-    no segmentation); sums of the measured columns, null (not computed) where no site has a value."""
+    no segmentation); sums of the measured columns, null (not computed) where no site has a value; the uncertain
+    sites (``n_uncertain``) and their area (``area_km2_uncertain``), part of ``area_km2``."""
     mapped = sites.geometry.notna()
     summary: dict[str, Any] = {"n_sites": len(sites), "n_polygon_sites": int(mapped.sum()), "n_imagery_sites": None}
     if (run / SEGMENT_SOURCE).exists() and "member_sources" in sites:
@@ -333,6 +335,11 @@ def _summary(sites, run: Path) -> dict[str, Any]:  # noqa: ANN001 - GeoDataFrame
     for column in ("area_km2", "excavated_m3", "deposited_m3", "net_m3", "waste_deposit_count"):
         values = sites[column].to_numpy(dtype=float, na_value=np.nan) if column in sites else np.array([np.nan])
         summary[column] = float(np.nansum(values)) if np.isfinite(values).any() else None
+    if "uncertain" in sites:  # low probability and no elevation change (mtg.pipeline.indicators.uncertain_sites)
+        uncertain = sites["uncertain"].fillna(False).to_numpy(dtype=bool)
+        areas = sites["area_km2"].to_numpy(dtype=float, na_value=np.nan)[uncertain] if "area_km2" in sites else []
+        summary["n_uncertain"] = int(uncertain.sum())
+        summary["area_km2_uncertain"] = float(np.nansum(areas))
     landuse = run / "landuse" / "summary.json"
     if landuse.exists():
         summary["landuse"] = json.loads(landuse.read_text())

@@ -88,7 +88,9 @@
     const footprints = S.n_polygon_sites + " with a mapped footprint, " + (missing(S.n_imagery_sites)
       ? "segmentation not computed" : S.n_imagery_sites + " of them mapped from imagery");
     card(String(S.n_sites), "mining sites (" + footprints + ")");
-    measured(S.area_km2, function (v) { return num(v, 2) + " km²"; }, "mining land in the sites");
+    measured(S.area_km2, function (v) { return num(v, 2) + " km²"; }, "mining land in the sites" +
+      (S.n_uncertain ? " (" + num(S.area_km2_uncertain, 2) + " km² of it in " + S.n_uncertain +
+        " uncertain site" + (S.n_uncertain > 1 ? "s" : "") + ": low probability, no elevation change)" : ""));
     if (S.landuse && !missing(S.landuse.linked_share))
       card(num(S.landuse.linked_share, 0, 100) + " %", "of mining land linked to a commodity");
     measured(S.excavated_m3, function (v) { return num(v, 1, 1e-6) + " million m³"; }, "excavated between the surveys");
