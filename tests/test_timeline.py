@@ -183,3 +183,11 @@ def test_amazon_mining_watch_yearly_layers_give_per_site_series(tmp_path):
     assert {"2021", "2024", "2025Q3"} <= set(first)  # sites that opened after 2018
     np.testing.assert_allclose(table["area_before_km2"], area["2018"] / 1e6)
     np.testing.assert_allclose(table["area_after_km2"], area["2025Q3"] / 1e6)
+
+
+def test_a_sites_file_without_ids_is_one_clear_error(cube, truth_sites, tmp_path):
+    nameless = tmp_path / "nameless.parquet"
+    gpd.read_parquet(truth_sites).rename(columns={"site_id": "name"}).to_parquet(nameless)
+    with pytest.raises(MtgError, match=f"sites file {nameless} has no site_id column"):
+        run_timeline(cube, tmp_path / "out", sites=nameless, progress=False)
+    assert not (tmp_path / "out").exists()
