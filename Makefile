@@ -29,8 +29,9 @@ world: venv
 	$(BIN)/mtg run --plan $(WORLD)/plan.parquet --out $(WORLD)/run --points $(WORLD)/sample/truth/mine_points.parquet \
 		--country-col country --scheduler local --workers 2
 
+# One pytest worker per core, each test file on one worker (module fixtures such as the sample world are made once).
 test: venv
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n auto --dist loadfile $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) $(OUT) $(WORLD) .pytest_cache test-artifacts
