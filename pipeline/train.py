@@ -29,11 +29,11 @@ from mtg.pipeline.model_store import Architecture, Inputs, ModelCard, read_card,
 
 log = logging.getLogger(__name__)
 
-BN_BATCHES = 8  # training batches whose statistics become the batch-norm running statistics of an epoch
-LIMITATIONS = ("Trained on the synthetic sample region of mine-the-gap (a Pilbara-like iron-ore district rendered "
-               "with textbook spectra, clear latest views and crisp feature edges): the held-out scores measure "
-               "generalisation within that world, which is much easier than real Sentinel-2 scenes across the "
-               "world's mining regions. Retrain on real labels (e.g. Maus et al. 2022) before use on real data.")
+BN_BATCHES = 24  # training batches whose statistics become the batch-norm running statistics of an epoch
+LIMITATIONS = ("Trained on synthetic sample data of mine-the-gap (districts rendered with textbook spectra and crisp "
+               "feature edges): held-out scores measure generalisation within that synthetic world, which is much "
+               "easier than real Sentinel-2 scenes across the world's mining regions. Retrain on real labels (e.g. "
+               "Maus et al. 2022) before use on real data.")
 
 
 @dataclass
