@@ -334,7 +334,8 @@ def _html(result: dict[str, Any], png: str) -> str:
                         "mapped_outside_labels_share") if k in result]
     rows = [(k, result[k]) for k in keys] + [("false-positive area share of mapped objects",
                                               result["objects"]["false_positive_area_share"])]
-    rows += [(f"{name} {m}", v) for name, c in result["classes"].items() for m, v in c.items() if m in ("iou", "recall")]
+    rows += [(f"{name} {m}", v) for name, c in result["classes"].items() for m, v in c.items()
+             if m in ("iou", "recall")]
     cells = "".join(f"<tr><td>{k}</td><td>{v:.4g}</td></tr>" for k, v in rows)
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>mtg evaluate: {result['model']}</title></head>"
             f"<body><h1>Model {result['model']} on {result['imagery']}</h1><p>labels {result['labels']} "

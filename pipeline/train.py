@@ -243,7 +243,8 @@ def train_model(
         Model folder to start from (fine-tuning): its weights and its input normalisation are kept; its bands,
         classes and widths must match.
     holdout : (xmin, ymin, xmax, ymax), optional
-        Box in the cube's CRS (one cube only) never sampled for training or validation; the model is scored on it at the end.
+        Box in the cube's CRS (one cube only) never sampled for training or validation; the model is scored on it
+        at the end.
     epochs, patience : int
         Most epochs; stop when the validation IoU has not improved for ``patience`` epochs (the best epoch's
         weights are kept).
