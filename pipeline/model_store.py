@@ -2,8 +2,9 @@
 
 The card says what the model expects and how it was made: input bands and indices, their normalisation, the
 classes, the architecture, the training data and command, and the metrics per epoch and on held-out ground.
-A model trained on the sample region ships in the package (``mtg/pipeline/models/mine_unet_sample``) so that
-``mtg run`` and ``mtg segment`` work offline; :func:`load_model` keeps one loaded copy per process and device.
+A model trained on the sample region ships in the package as the default (``mtg/pipeline/models/mine_unet_sample``)
+so that ``mtg run`` and ``mtg segment`` work offline, and one trained on sample-world districts beside it
+(``--model mine_unet_world``); :func:`load_model` keeps one loaded copy per process and device.
 """
 
 from __future__ import annotations
@@ -74,8 +75,14 @@ def shipped_model_dir() -> Path:
 
 
 def resolve_model_dir(model: str | Path | None) -> Path:
-    """The model folder: ``model``, or the shipped model when None."""
-    return shipped_model_dir() if model in (None, "") else Path(model)
+    """The model folder: ``model``; the shipped default model when None; a model packaged beside it when ``model``
+    is its bare name (e.g. ``mine_unet_world``) and no such local folder exists."""
+    if model in (None, ""):
+        return shipped_model_dir()
+    packaged = shipped_model_dir().parent / str(model)
+    if Path(model).name == str(model) and not Path(model).exists() and (packaged / CARD).is_file():
+        return packaged
+    return Path(model)
 
 
 def read_card(model: str | Path | None) -> ModelCard:

@@ -152,3 +152,14 @@ def test_imagery_lacking_the_models_bands_is_refused_in_one_line(tmp_path):
     rgb_model = _constant_model(tmp_path / "rgb", ("B02", "B03", "B04"))  # an RGB model reads the same raster
     r = evaluate_model(str(rgb_model), str(image), tmp_path / "labels.parquet", min_area_m2=0.0)
     assert r["iou"] == pytest.approx(120 / 4096)
+
+
+def test_the_world_model_is_packaged_by_name_with_its_unseen_seed_scores():
+    from mtg.pipeline.model_store import read_card, resolve_model_dir, shipped_model_dir
+
+    assert resolve_model_dir("mine_unet_world") == shipped_model_dir().parent / "mine_unet_world"
+    card = read_card("mine_unet_world")
+    assert card.inputs.bands == ["B02", "B03", "B04", "B08", "B11", "B12"] and len(card.training["regions"]) == 15
+    unseen = card.metrics["unseen_seeds"]
+    assert unseen["seeds"] == [11, 12, 13, 14, 15] and unseen["iou_min"] <= unseen["iou_mean"]
+    assert unseen["iou_mean"] > read_card(None).metrics["unseen_seeds"]["iou_mean"]  # shipped only if better
