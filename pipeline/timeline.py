@@ -48,6 +48,7 @@ from mtg.kernels.temporal import viterbi_mining
 from mtg.pipeline.config import SegmentOptions, TimelineOptions, stage_options
 from mtg.pipeline.dask_cluster import DaskProgress
 from mtg.pipeline.errors import MtgError
+from mtg.pipeline.run_paths import portable_path
 from mtg.pipeline.segment import segment
 from mtg.pipeline.table_io import atomic_folder, atomic_write_all, to_geoparquet, write_json
 from mtg.pipeline.zarr_store import consolidated_on_purpose, crs_coordinate
@@ -310,7 +311,9 @@ def run_timeline(cube: str, out: str | Path, *, sites: str | Path | None = None,
     store = out / "timeline.zarr"
     log.info("mapping %d %s periods (%s) of %s", len(periods), opts.period, ", ".join(p.label for p in periods), cube)
     rule = f"two-state Markov model, Viterbi path; start {opts.start}, stop {opts.stop}"
-    probabilities = period_probabilities(ds, periods, name=str(cube), options=seg.model_copy(update={"time": None}))
+    # the cube relative to the folder above the output (the run folder of `mtg run`): a copied run stays valid
+    source = portable_path(cube, out.parent)
+    probabilities = period_probabilities(ds, periods, name=source, options=seg.model_copy(update={"time": None}))
     transform, crs = probabilities.rio.transform(), probabilities.rio.crs
     with atomic_folder(store) as tmp, consolidated_on_purpose():
         delayed = crs_coordinate(probabilities).to_zarr(tmp, mode="w", consolidated=True, zarr_format=3,
@@ -327,7 +330,7 @@ def run_timeline(cube: str, out: str | Path, *, sites: str | Path | None = None,
                                          .data.chunksize})
         crs_coordinate(coded).drop_vars("spatial_ref").to_zarr(tmp, mode="a", consolidated=True, zarr_format=3)
     meta = {"period": opts.period, "rule": rule, "threshold": seg.threshold, "band": opts.band,
-            "zone_m": opts.zone_m, "cube": str(cube)}
+            "zone_m": opts.zone_m, "cube": source}
     n_sites = write_site_tables(probability, states, periods, transform, crs, out, sites=given,
                                 threshold=seg.threshold, min_area_m2=seg.min_area_m2, options=opts, metadata=meta)
     seconds = time.perf_counter() - start_clock

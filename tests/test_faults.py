@@ -347,10 +347,10 @@ def test_a_run_is_refused_while_a_folder_above_or_below_its_output_is_locked(tmp
 
 def _outputs(run: Path) -> dict[str, str]:
     """sha256 of every file of a run folder, by relative path, except the files that record when or how fast the
-    run went: the summaries ``ingest.json`` and ``segment.json`` (seconds, MB/s, and whether the cubes were
-    written or skipped), the STAC catalog of the results (``created`` times, and checksums of those summaries) and
+    run went: the summaries ``ingest.json``, ``segment.json`` and ``timeline.json`` (seconds, MB/s, and whether the
+    cubes were written or skipped), the STAC catalog of the results (``created`` times, and checksums of those summaries) and
     the report (it shows the run's time)."""
-    timed = ("cubes/ingest.json", "segment/segment.json", "report.html")
+    timed = ("cubes/ingest.json", "segment/segment.json", "timeline/timeline.json", "report.html")
     return {str(p.relative_to(run)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(run.rglob("*"))
             if p.is_file() and str(p.relative_to(run)) not in timed and p.relative_to(run).parts[0] != "stac"}
 
