@@ -55,6 +55,9 @@ def test_run_writes_sample_catalog_and_cubes(tmp_path):
                  "indicators/site_indicators.csv", "report.html", "stac/catalog.json"):
         assert (out / path).is_file(), path
     assert proc.stdout.strip().splitlines()[-1] == f"report: {out / 'report.html'}"
+    # every output of the real run names its inputs relative to the run folder, timeline included
+    verified = mtg("publish", str(out), "--verify")
+    assert "assets match their files" in verified.stdout
     # a second run reuses the sample and finds the cubes complete
     again = mtg("run", "--out", str(out), "--seed", "7", "--config", str(config))
     summary = json.loads((out / "cubes" / "ingest.json").read_text())
