@@ -163,3 +163,14 @@ def test_the_world_model_is_packaged_by_name_with_its_unseen_seed_scores():
     unseen = card.metrics["unseen_seeds"]
     assert unseen["seeds"] == [11, 12, 13, 14, 15] and unseen["iou_min"] <= unseen["iou_mean"]
     assert unseen["iou_mean"] > read_card(None).metrics["unseen_seeds"]["iou_mean"]  # shipped only if better
+
+
+def test_train_bands_are_parsed_and_bad_ones_named():
+    from mtg.pipeline.errors import MtgError
+    from mtg.pipeline.features import parse_bands
+
+    assert parse_bands("b02, B03,B04") == ("B02", "B03", "B04") and indices_for(("B02", "B03", "B04")) == ()
+    with pytest.raises(MtgError, match=r"unknown \['B99'\]"):
+        parse_bands("B02,B99")
+    with pytest.raises(MtgError, match="distinct"):
+        parse_bands("B02,B02")
