@@ -288,28 +288,29 @@ def run_plan(plan_path: str | Path, config: RunConfig, progress: bool = True) ->
         return task_from_row(rows[tile_id], meta["catalog"], meta["time"])
 
     d = config.dask
-    with _TileProgress(len(plan), done_before, progress) as bar, \
-            dask_scheduler(d.scheduler, d.workers, d.memory_limit) as client:
-        bar.update(failed=0, running=0)
-        if client is None:
-            while todo:
-                tile_id = todo.popleft()
-                mark_running(tile_id)
-                bar.update(failed=int((manifest["state"] == "failed").sum()), running=1)
-                try:
-                    record, error = run_tile(task(tile_id), config, str(out), str(scratch)), None
-                except Exception as err:  # noqa: BLE001 - any failure of one tile is recorded, the run goes on
-                    record, error = None, err
-                if finish(tile_id, record, error):
-                    todo.append(tile_id)
-                bar.update(finished=record is not None or manifest.loc[index.get_loc(tile_id), "state"] == "failed",
-                           failed=int((manifest["state"] == "failed").sum()), running=0)
-        else:
-            _run_on_cluster(client, todo, task, config, out, scratch, finish, mark_running, bar, manifest)
-    failed = manifest[manifest["state"] == "failed"]
-    done = manifest.loc[manifest["state"] == "done", "tile_id"].tolist()
-    failures = dict(zip(failed["tile_id"], failed["error"]))
-    world = run_world_stage(out, done, config, len(plan), failures) if done else None
+    # the world stage (linking, land use) runs on the same scheduler as the tiles
+    with dask_scheduler(d.scheduler, d.workers, d.memory_limit) as client:
+        with _TileProgress(len(plan), done_before, progress) as bar:
+            bar.update(failed=0, running=0)
+            if client is None:
+                while todo:
+                    tile_id = todo.popleft()
+                    mark_running(tile_id)
+                    bar.update(failed=int((manifest["state"] == "failed").sum()), running=1)
+                    try:
+                        record, error = run_tile(task(tile_id), config, str(out), str(scratch)), None
+                    except Exception as err:  # noqa: BLE001 - any failure of one tile is recorded, the run goes on
+                        record, error = None, err
+                    if finish(tile_id, record, error):
+                        todo.append(tile_id)
+                    bar.update(finished=record is not None or manifest.loc[index.get_loc(tile_id), "state"] == "failed",
+                               failed=int((manifest["state"] == "failed").sum()), running=0)
+            else:
+                _run_on_cluster(client, todo, task, config, out, scratch, finish, mark_running, bar, manifest)
+        failed = manifest[manifest["state"] == "failed"]
+        done = manifest.loc[manifest["state"] == "done", "tile_id"].tolist()
+        failures = dict(zip(failed["tile_id"], failed["error"]))
+        world = run_world_stage(out, done, config, len(plan), failures) if done else None
     shutil.rmtree(scratch, ignore_errors=True)
     return PlanRunResult(out=out, tiles=len(plan), done=len(done), failed=len(failed),
                          skipped=int((manifest["state"] == "skipped").sum()), ran=ran, failures=failures, world=world,
