@@ -36,7 +36,8 @@ AREAS_KM2 = {
 }
 
 
-def _median_seconds(run, repeats: int) -> float:
+def median_seconds(run, repeats: int) -> float:
+    """Median wall time of ``repeats`` calls of ``run`` after one untimed warm-up call."""
     run()  # warm-up: model loads, thread pools, page cache
     times = []
     for _ in range(repeats):
@@ -92,7 +93,7 @@ def main() -> None:
             torch.cuda.synchronize()
 
     rows.append(("1. U-Net forward pass, batch 4 x 512^2, 2 torch threads", 4 * 512 * 512,
-                 _median_seconds(forward, args.repeats)))
+                 median_seconds(forward, args.repeats)))
 
     whole = da.from_array(channels, chunks=-1)
     tiled = da.from_array(channels, chunks=(-1, 1024, 1024))
@@ -104,9 +105,9 @@ def main() -> None:
         class_probabilities(tiled, card, chunk=1024, device=args.device).compute(scheduler="threads", num_workers=2)
 
     rows.append(("2a. tiled inference, in memory, 1 block, 2 torch threads", n_px,
-                 _median_seconds(one_block, args.repeats)))
+                 median_seconds(one_block, args.repeats)))
     rows.append(("2b. tiled inference, in memory, 1024-px blocks, 2 dask threads x 1 torch thread", n_px,
-                 _median_seconds(dask_threads, args.repeats)))
+                 median_seconds(dask_threads, args.repeats)))
 
     out = args.workdir / "segment-bench"
 
@@ -115,11 +116,11 @@ def main() -> None:
 
     with dask.config.set(scheduler="threads", num_workers=2):
         rows.append(("3a. mtg segment end to end, one process, 2 dask threads", n_px,
-                     _median_seconds(end_to_end, args.repeats)))
+                     median_seconds(end_to_end, args.repeats)))
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
             Client(cluster) as client:
         rows.append(("3b. mtg segment end to end, LocalCluster 2 workers x 1 thread", n_px,
-                     _median_seconds(lambda: end_to_end(client), args.repeats)))
+                     median_seconds(lambda: end_to_end(client), args.repeats)))
 
     print(f"model {card.name} ({card.architecture.parameters:,} parameters, widths {card.architecture.widths}); "
           f"cube {channels.shape[1]} x {channels.shape[2]} px at 10 m ({n_px * PIXEL_KM2:.1f} km^2); tiles 256 px, "

@@ -16,22 +16,11 @@ Usage: ``python benchmarks/timeline_throughput.py [--size-km 6] [--dates 8] [--w
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import dask
-
-
-def _median_seconds(run, repeats: int) -> float:
-    run()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from segment_throughput import median_seconds
 
 
 def _sample_cube(workdir: Path, size_km: float, n_dates: int) -> tuple[str, float]:
@@ -66,8 +55,8 @@ def main() -> None:
     cube, km2 = _sample_cube(work, args.size_km, args.dates)
     years = [p.label for p in periods_of(open_cube(cube)["time"].values, "year")]
     with dask.config.set(scheduler="threads", num_workers=2):
-        timeline_s = _median_seconds(lambda: run_timeline(cube, work / "timeline", progress=False), args.repeats)
-        per_year_s = _median_seconds(lambda: [segment_cube(cube, work / f"segment-{y}", progress=False,
+        timeline_s = median_seconds(lambda: run_timeline(cube, work / "timeline", progress=False), args.repeats)
+        per_year_s = median_seconds(lambda: [segment_cube(cube, work / f"segment-{y}", progress=False,
                                                            time=f"{y}-01-01/{y}-12-31") for y in years],
                                      args.repeats)
     n = len(years)

@@ -36,6 +36,21 @@ def sample_region(tmp_path_factory):
     return write_sample_region(tmp_path_factory.mktemp("sample") / "sample", seed=0, size_km=3.0, n_dates=6)
 
 
+@pytest.fixture(scope="session")
+def sample_cubes(sample_region, tmp_path_factory):
+    """The session's sample region ingested into reflectance.zarr and dem.zarr with 128-pixel chunks (read only)."""
+    from odc.geo.geom import box
+
+    from mtg.pipeline.catalogs import resolve_source
+    from mtg.pipeline.ingest import Chunking, build_cubes, write_cubes
+
+    chunking = Chunking(time=6, space=128)
+    built = build_cubes(resolve_source(str(sample_region.catalog)),
+                        box(*sample_region.bounds, f"EPSG:{sample_region.epsg}"),
+                        "/".join(sample_region.time_range), chunking=chunking)
+    return write_cubes(built, str(tmp_path_factory.mktemp("cubes") / "cubes"), chunking=chunking)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -14,7 +14,6 @@ import pytest
 import rioxarray  # noqa: F401 - the .rio accessor
 import torch
 import xarray as xr
-from odc.geo.geom import box
 
 from mtg.pipeline.errors import MtgError
 from mtg.pipeline.features import model_channels
@@ -33,16 +32,9 @@ def mtg(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def cube(sample_region, tmp_path_factory) -> str:
-    """The 3 km sample region (seed 0, 6 dates) ingested into a reflectance cube with 128-pixel chunks."""
-    from mtg.pipeline.catalogs import resolve_source
-    from mtg.pipeline.ingest import Chunking, build_cubes, write_cubes
-
-    chunking = Chunking(time=6, space=128)
-    cubes = build_cubes(resolve_source(str(sample_region.catalog)),
-                        box(*sample_region.bounds, f"EPSG:{sample_region.epsg}"),
-                        "/".join(sample_region.time_range), chunking=chunking)
-    return write_cubes(cubes, str(tmp_path_factory.mktemp("segment") / "cubes"), chunking=chunking).reflectance_url
+def cube(sample_cubes) -> str:
+    """The 3 km sample region's reflectance cube (seed 0, 6 dates, 128-pixel chunks)."""
+    return sample_cubes.reflectance_url
 
 
 def test_probabilities_do_not_depend_on_the_chunking(cube):

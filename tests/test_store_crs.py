@@ -3,23 +3,8 @@
 from __future__ import annotations
 
 import geopandas as gpd
-import pytest
 import rioxarray  # noqa: F401 - the .rio accessor
 import xarray as xr
-from odc.geo.geom import box
-
-
-@pytest.fixture(scope="module")
-def cubes(sample_region, tmp_path_factory):
-    """The 3 km sample region ingested (reflectance.zarr and dem.zarr)."""
-    from mtg.pipeline.catalogs import resolve_source
-    from mtg.pipeline.ingest import Chunking, build_cubes, write_cubes
-
-    chunking = Chunking(time=6, space=128)
-    built = build_cubes(resolve_source(str(sample_region.catalog)),
-                        box(*sample_region.bounds, f"EPSG:{sample_region.epsg}"),
-                        "/".join(sample_region.time_range), chunking=chunking)
-    return write_cubes(built, str(tmp_path_factory.mktemp("stores") / "cubes"), chunking=chunking)
 
 
 def plain_crs(store, variable: str) -> tuple[int | None, int | None]:
@@ -30,17 +15,17 @@ def plain_crs(store, variable: str) -> tuple[int | None, int | None]:
     return (crs.to_epsg() if crs else None), (var_crs.to_epsg() if var_crs else None)
 
 
-def test_ingest_cubes_open_with_their_crs(cubes, sample_region):
-    assert plain_crs(cubes.reflectance_url, "B04") == (sample_region.epsg, sample_region.epsg)
-    assert plain_crs(cubes.dem_url, "elevation") == (sample_region.epsg, sample_region.epsg)
+def test_ingest_cubes_open_with_their_crs(sample_cubes, sample_region):
+    assert plain_crs(sample_cubes.reflectance_url, "B04") == (sample_region.epsg, sample_region.epsg)
+    assert plain_crs(sample_cubes.dem_url, "elevation") == (sample_region.epsg, sample_region.epsg)
     # one step of the DEM cube keeps it too (what `mtg volume --before dem.zarr#0` reads)
-    assert xr.open_zarr(cubes.dem_url)["elevation"].isel(time=0).rio.crs.to_epsg() == sample_region.epsg
+    assert xr.open_zarr(sample_cubes.dem_url)["elevation"].isel(time=0).rio.crs.to_epsg() == sample_region.epsg
 
 
-def test_probability_store_opens_with_its_crs(cubes, sample_region, tmp_path):
+def test_probability_store_opens_with_its_crs(sample_cubes, sample_region, tmp_path):
     from mtg.pipeline.segment import segment_cube
 
-    result = segment_cube(cubes.reflectance_url, tmp_path / "segment", progress=False, chunk=128)
+    result = segment_cube(sample_cubes.reflectance_url, tmp_path / "segment", progress=False, chunk=128)
     for variable in ("probability", "feature_class"):
         assert plain_crs(result.probability, variable) == (sample_region.epsg, sample_region.epsg)
 

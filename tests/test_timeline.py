@@ -14,7 +14,6 @@ import pandas as pd
 import pytest
 import rioxarray  # noqa: F401 - the .rio accessor
 import xarray as xr
-from odc.geo.geom import box
 
 from conftest import shared_file
 
@@ -26,16 +25,9 @@ MTG = str(Path(sys.executable).parent / "mtg")
 
 
 @pytest.fixture(scope="module")
-def cube(sample_region, tmp_path_factory) -> str:
-    """The session's 3 km sample region ingested into a reflectance cube with 128-pixel chunks."""
-    from mtg.pipeline.catalogs import resolve_source
-    from mtg.pipeline.ingest import Chunking, build_cubes, write_cubes
-
-    chunking = Chunking(time=6, space=128)
-    cubes = build_cubes(resolve_source(str(sample_region.catalog)),
-                        box(*sample_region.bounds, f"EPSG:{sample_region.epsg}"),
-                        "/".join(sample_region.time_range), chunking=chunking)
-    return write_cubes(cubes, str(tmp_path_factory.mktemp("timeline") / "cubes"), chunking=chunking).reflectance_url
+def cube(sample_cubes) -> str:
+    """The session's 3 km sample region's reflectance cube (128-pixel chunks)."""
+    return sample_cubes.reflectance_url
 
 
 @pytest.fixture(scope="module")
