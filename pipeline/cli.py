@@ -32,6 +32,11 @@ SchedulerOpt = Annotated[Optional[str], typer.Option(
          "GPU), tcp://HOST:PORT, gateway, or kubernetes (a DaskCluster from DASK_KUBERNETES__CUSTOM_CLUSTER_SPEC).")]
 WorkersOpt = Annotated[Optional[int], typer.Option(help="Workers for --scheduler local or gateway.")]
 MemoryOpt = Annotated[Optional[str], typer.Option(help="Memory limit per LocalCluster worker, e.g. 2GiB.")]
+ModelOpt = Annotated[Optional[str], typer.Option(
+    help="Model folder from mtg train (segment.model; default the model shipped in the package).")]
+ChunkOpt = Annotated[Optional[int], typer.Option(help="Side of the dask inference blocks in pixels.")]
+DeviceOpt = Annotated[Optional[str], typer.Option(help="auto (CUDA where available), cpu or cuda.")]
+CubeStorageOpt = Annotated[Optional[str], typer.Option(help="fsspec storage options (JSON) for a remote cube.")]
 BboxOpt = Annotated[Optional[str], typer.Option(help="min_lon,min_lat,max_lon,max_lat (EPSG:4326).")]
 AoiOpt = Annotated[Optional[str], typer.Option(help="Vector file of the area of interest (any CRS).")]
 TimeOpt = Annotated[Optional[str], typer.Option(help="START/END of the Sentinel-2 acquisitions.")]
@@ -614,7 +619,7 @@ def train(
     batch: Annotated[Optional[int], typer.Option(help="Chips per training step.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
     threads: Annotated[Optional[int], typer.Option(help="Torch threads (fixed, for reproducible weights).")] = None,
-    storage_options: Annotated[Optional[str], typer.Option(help="fsspec storage options (JSON) for a remote cube.")] = None,
+    storage_options: CubeStorageOpt = None,
     config: ConfigOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -663,18 +668,17 @@ def train(
 def segment(
     cube: Annotated[str, typer.Option(help="Reflectance cube (Zarr path or URL from mtg ingest).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: probability.zarr, mine_polygons.parquet.")],
-    model: Annotated[Optional[str], typer.Option(
-        help="Model folder from mtg train (segment.model; default the model shipped in the package).")] = None,
+    model: ModelOpt = None,
     threshold: Annotated[Optional[float], typer.Option(help="Mining probability of the polygons (0.5).")] = None,
     min_area_m2: Annotated[Optional[float], typer.Option(help="Smallest polygon kept, m^2.")] = None,
     simplify_m: Annotated[Optional[float], typer.Option(help="Polygon simplification tolerance, m (0: none).")] = None,
     tile: Annotated[Optional[int], typer.Option(help="Tile side in pixels (a multiple of 8).")] = None,
     overlap: Annotated[Optional[int], typer.Option(help="Pixels shared by neighbouring tiles (up to tile/2).")] = None,
     batch: Annotated[Optional[int], typer.Option(help="Tiles per forward pass.")] = None,
-    chunk: Annotated[Optional[int], typer.Option(help="Side of the dask inference blocks in pixels.")] = None,
-    device: Annotated[Optional[str], typer.Option(help="auto (CUDA where available), cpu or cuda.")] = None,
+    chunk: ChunkOpt = None,
+    device: DeviceOpt = None,
     time: Annotated[Optional[str], typer.Option(help="START/END: composite only these acquisitions.")] = None,
-    storage_options: Annotated[Optional[str], typer.Option(help="fsspec storage options (JSON) for a remote cube.")] = None,
+    storage_options: CubeStorageOpt = None,
     scheduler: SchedulerOpt = None,
     workers: WorkersOpt = None,
     memory_limit: MemoryOpt = None,
@@ -711,17 +715,16 @@ def timeline(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: timeline.zarr, site_series.parquet, "
                                                            "site_timeline.parquet, period_footprints.parquet, "
                                                            "change.parquet.")],
-    model: Annotated[Optional[str], typer.Option(
-        help="Model folder from mtg train (segment.model; default the model shipped in the package).")] = None,
+    model: ModelOpt = None,
     period: Annotated[Optional[str], typer.Option(help="year or quarter: one footprint map per period (year).")] = None,
     sites: Annotated[Optional[Path], typer.Option(
         help="Sites layer (sites.parquet of mtg link, or polygons with site_id); default: sites from the maps.")] = None,
     threshold: Annotated[Optional[float], typer.Option(help="Mining probability threshold (0.5).")] = None,
     start: Annotated[Optional[float], typer.Option(help="Weight of a pixel starting to mine between periods (0.3).")] = None,
     stop: Annotated[Optional[float], typer.Option(help="Weight of a mining pixel stopping between periods (0.1).")] = None,
-    chunk: Annotated[Optional[int], typer.Option(help="Side of the dask inference blocks in pixels.")] = None,
-    device: Annotated[Optional[str], typer.Option(help="auto (CUDA where available), cpu or cuda.")] = None,
-    storage_options: Annotated[Optional[str], typer.Option(help="fsspec storage options (JSON) for a remote cube.")] = None,
+    chunk: ChunkOpt = None,
+    device: DeviceOpt = None,
+    storage_options: CubeStorageOpt = None,
     scheduler: SchedulerOpt = None,
     workers: WorkersOpt = None,
     memory_limit: MemoryOpt = None,
