@@ -45,11 +45,26 @@ def _venv_kernelspec(folder: Path) -> Path:
     return folder
 
 
+def _execute(notebook: Path, folder: Path) -> float:
+    """Run ``notebook`` top to bottom in the venv's kernel, in ``folder``; assert no cell failed; the seconds."""
+    import nbclient
+    import nbformat
+
+    nb = nbformat.read(notebook, as_version=4)
+    started = time.perf_counter()
+    nbclient.NotebookClient(nb, kernel_name="python3", timeout=CELL_TIMEOUT_S,
+                            resources={"metadata": {"path": str(folder)}}).execute()
+    seconds = time.perf_counter() - started
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert not errors
+    return seconds
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("points", ["icmm", "sample"])
 def test_walkthrough_notebook_executes(points, tmp_path, monkeypatch):
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("nbformat")
+    pytest.importorskip("nbclient")
     pytest.importorskip("ipykernel")
     pytest.importorskip("matplotlib")
     if points == "icmm" and not ICMM_CSV.is_file():
@@ -62,16 +77,8 @@ def test_walkthrough_notebook_executes(points, tmp_path, monkeypatch):
     monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.setenv("PYDEVD_DISABLE_FILE_VALIDATION", "1")  # quiet debugpy under the frozen-modules check
 
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    started = time.perf_counter()
-    client = nbclient.NotebookClient(nb, kernel_name="python3", timeout=CELL_TIMEOUT_S,
-                                     resources={"metadata": {"path": str(tmp_path)}})
-    client.execute()
-    seconds = time.perf_counter() - started
+    seconds = _execute(NOTEBOOK, tmp_path)
     print(f"notebook executed in {seconds:.1f} s ({points} points)")
-
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
-    assert not errors
     summary = json.loads((work / "walkthrough-summary.json").read_text())
 
     # the venv's kernel ran it
@@ -113,8 +120,8 @@ RUN_PARTS = ("segment/probability.zarr", "cubes/dem.zarr", "sites", "volumes", "
 @pytest.mark.slow
 @pytest.mark.parametrize("cluster", ["local", "gateway"])
 def test_gateway_walkthrough_notebook_executes(cluster, small_run, s3_server, tmp_path, monkeypatch, request):
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("nbformat")
+    pytest.importorskip("nbclient")
     pytest.importorskip("ipykernel")
     pytest.importorskip("matplotlib")
     import s3fs
@@ -140,16 +147,8 @@ def test_gateway_walkthrough_notebook_executes(cluster, small_run, s3_server, tm
     for key, value in env.items():
         monkeypatch.setenv(key, value)
 
-    nb = nbformat.read(GATEWAY_NOTEBOOK, as_version=4)
-    started = time.perf_counter()
-    client = nbclient.NotebookClient(nb, kernel_name="python3", timeout=CELL_TIMEOUT_S,
-                                     resources={"metadata": {"path": str(tmp_path)}})
-    client.execute()
-    seconds = time.perf_counter() - started
+    seconds = _execute(GATEWAY_NOTEBOOK, tmp_path)
     print(f"gateway walkthrough executed in {seconds:.1f} s ({cluster})")
-
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
-    assert not errors
     summary = json.loads((work / "gateway-walkthrough-summary.json").read_text())
     assert Path(summary["kernel_prefix"]).resolve() == Path(sys.prefix).resolve()
     assert summary["run"] == f"s3://{bucket}/{prefix}"
