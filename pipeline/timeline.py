@@ -252,6 +252,106 @@ def mask_polygons(labels: np.ndarray, ids: list[str], transform: Affine) -> dict
     return out
 
 
+def cube_periods(cube: xr.Dataset, name: str, time_range: str | None,
+                 period: str) -> tuple[xr.Dataset, list[Period]]:
+    """``cube``'s acquisitions within ``time_range`` (``START/END``) and their periods, for a timeline.
+
+    Raises
+    ------
+    MtgError
+        When the cube has no time axis or no acquisition in the range.
+    """
+    if "time" not in cube.dims:
+        raise MtgError(f"{name} has no time axis; a timeline needs a cube of several acquisitions")
+    if time_range:
+        first, _, last = time_range.partition("/")
+        cube = cube.sel(time=slice(first or None, last or None))
+    periods = periods_of(cube["time"].values, period)
+    if not periods:
+        raise MtgError(f"{name} has no acquisitions{f' in --time {time_range}' if time_range else ''}")
+    return cube, periods
+
+
+def decode(probability: np.ndarray, probabilities: xr.Dataset, options: TimelineOptions) -> tuple[np.ndarray, xr.Dataset]:
+    """The temporally consistent states of ``probability`` (``(period, y, x)``, NaN not seen) and the ``mining``
+    layer (1 mining, 0 not, :data:`UNSEEN`) on the grid of ``probabilities`` (:func:`period_probabilities`)."""
+    rule = f"two-state Markov model, Viterbi path; start {options.start}, stop {options.stop}"
+    states = np.asarray(viterbi_mining(probability, options.start, options.stop))
+    mining = np.where(np.isfinite(probability), states, UNSEEN).astype(np.uint8)
+    coded = xr.Dataset({"mining": (("time", "y", "x"), mining, {
+        "long_name": "mining after the temporal-consistency rule", "flag_values": [0, 1, UNSEEN],
+        "flag_meanings": "not_mining mining not_seen", "rule": rule})},
+        coords={"spatial_ref": probabilities["spatial_ref"], "time": probabilities["time"],
+                "y": probabilities["y"], "x": probabilities["x"]},
+        attrs={**probabilities.attrs, "rule": rule})
+    return states, coded
+
+
+@dataclass
+class Timeline:
+    """A timeline in memory (:func:`timeline`)."""
+
+    maps: xr.Dataset
+    sites: SiteTimeline
+    periods: list[str]
+
+
+def timeline(cube: xr.Dataset, *, sites: Any = None, name: str = "the cube", client: Any = None,
+             segment_options: SegmentOptions | None = None, options: TimelineOptions | None = None,
+             **overrides: Any) -> Timeline:
+    """Footprints per period and per-site series of a cube's time axis, in memory (module docstring).
+
+    Parameters
+    ----------
+    cube : xarray.Dataset
+        Reflectance with a time axis (:func:`mtg.pipeline.zarr_store.open_cube`), as for
+        :func:`mtg.pipeline.segment.segment`.
+    sites : geopandas.GeoDataFrame, optional
+        Site footprints with ``site_id`` (e.g. :func:`mtg.api.link`'s sites); default: sites from the footprints
+        themselves.
+    name : str
+        What to call the cube in errors.
+    client : distributed.Client, optional
+        Compute the segmentation on this cluster; default the active dask scheduler.
+    segment_options : SegmentOptions, optional
+        The segmentation's model, threshold, min_area_m2, tiling, device and ``time`` range.
+    options : TimelineOptions, optional
+        ``period``, ``start``, ``stop``, ``band``, ``zone_m``; keyword arguments override them.
+
+    Returns
+    -------
+    Timeline
+        ``maps``: ``probability`` and ``mining`` (``time, y, x``, computed; ``mining`` 1, 0 or :data:`UNSEEN`)
+        with the cube's CRS; ``sites``: the :class:`SiteTimeline` tables; ``periods``: the period labels.
+
+    Raises
+    ------
+    MtgError
+        On a cube without a time axis or acquisitions in the range, sites without ``site_id``, and as
+        :func:`mtg.pipeline.segment.segment`.
+
+    Examples
+    --------
+    >>> from mtg.api import open_cube, timeline  # doctest: +SKIP
+    >>> years = timeline(open_cube("mtg-run/cubes/reflectance.zarr"))  # doctest: +SKIP
+    >>> years.sites.series.pivot(index="site_id", columns="period", values="area_m2")  # doctest: +SKIP
+    """
+    opts = stage_options(TimelineOptions, options, **overrides)
+    seg = stage_options(SegmentOptions, segment_options)
+    if sites is not None and "site_id" not in sites.columns:
+        raise MtgError("the sites given to timeline have no site_id column")
+    ds, periods = cube_periods(cube, name, seg.time, opts.period)
+    probabilities = period_probabilities(ds, periods, name=name, options=seg.model_copy(update={"time": None}))
+    probabilities = client.compute(probabilities).result() if client is not None else probabilities.compute()
+    probability = probabilities["probability"].values
+    states, coded = decode(probability, probabilities, opts)
+    tables = site_timeline(probability, states, periods, probabilities.rio.transform(), probabilities.rio.crs,
+                           sites=sites, threshold=seg.threshold, min_area_m2=seg.min_area_m2, options=opts)
+    maps = probabilities.assign(mining=coded["mining"])
+    maps["mining"].encoding["grid_mapping"] = "spatial_ref"
+    return Timeline(maps=maps, sites=tables, periods=[p.label for p in periods])
+
+
 def run_timeline(cube: str, out: str | Path, *, sites: str | Path | None = None,
                  storage_options: dict[str, Any] | None = None, client: Any = None, progress: bool = True,
                  segment_options: SegmentOptions | None = None, options: TimelineOptions | None = None,
@@ -294,15 +394,7 @@ def run_timeline(cube: str, out: str | Path, *, sites: str | Path | None = None,
     start_clock = time.perf_counter()
     opts = stage_options(TimelineOptions, options, **overrides)
     seg = stage_options(SegmentOptions, segment_options)
-    ds = open_cube(cube, storage_options)
-    if "time" not in ds.dims:
-        raise MtgError(f"{cube} has no time axis; a timeline needs a cube of several acquisitions")
-    if seg.time:
-        first, _, last = seg.time.partition("/")
-        ds = ds.sel(time=slice(first or None, last or None))
-    periods = periods_of(ds["time"].values, opts.period)
-    if not periods:
-        raise MtgError(f"{cube} has no acquisitions{f' in --time {seg.time}' if seg.time else ''}")
+    ds, periods = cube_periods(open_cube(cube, storage_options), cube, seg.time, opts.period)
     given = read_sites(sites) if sites is not None else None
     if given is not None and "site_id" not in given.columns:
         raise MtgError(f"sites file {sites} has no site_id column")
@@ -310,7 +402,6 @@ def run_timeline(cube: str, out: str | Path, *, sites: str | Path | None = None,
     out.mkdir(parents=True, exist_ok=True)
     store = out / "timeline.zarr"
     log.info("mapping %d %s periods (%s) of %s", len(periods), opts.period, ", ".join(p.label for p in periods), cube)
-    rule = f"two-state Markov model, Viterbi path; start {opts.start}, stop {opts.stop}"
     # the cube relative to the folder above the output (the run folder of `mtg run`): a copied run stays valid
     source = portable_path(cube, out.parent)
     probabilities = period_probabilities(ds, periods, name=source, options=seg.model_copy(update={"time": None}))
@@ -320,19 +411,18 @@ def run_timeline(cube: str, out: str | Path, *, sites: str | Path | None = None,
                                                         compute=False)
         DaskProgress(client, enabled=progress)(delayed, f"segmenting {len(periods)} periods into {store.name}")
         probability = xr.open_zarr(tmp, consolidated=True)["probability"].values
-        states = np.asarray(viterbi_mining(probability, opts.start, opts.stop))
-        mining = np.where(np.isfinite(probability), states, UNSEEN).astype(np.uint8)
-        coded = xr.Dataset({"mining": (("time", "y", "x"), mining, {
-            "long_name": "mining after the temporal-consistency rule", "flag_values": [0, 1, UNSEEN],
-            "flag_meanings": "not_mining mining not_seen", "rule": rule})},
-            coords={"spatial_ref": probabilities["spatial_ref"]}, attrs={**probabilities.attrs, "rule": rule})
+        states, coded = decode(probability, probabilities, opts)
         coded["mining"].encoding.update({"grid_mapping": "spatial_ref", "chunks": probabilities["probability"]
                                          .data.chunksize})
-        crs_coordinate(coded).drop_vars("spatial_ref").to_zarr(tmp, mode="a", consolidated=True, zarr_format=3)
+        crs_coordinate(coded).drop_vars(["spatial_ref", "time", "y", "x"]).to_zarr(tmp, mode="a", consolidated=True,
+                                                                             zarr_format=3)
+    rule = coded.attrs["rule"]
     meta = {"period": opts.period, "rule": rule, "threshold": seg.threshold, "band": opts.band,
             "zone_m": opts.zone_m, "cube": source}
-    n_sites = write_site_tables(probability, states, periods, transform, crs, out, sites=given,
-                                threshold=seg.threshold, min_area_m2=seg.min_area_m2, options=opts, metadata=meta)
+    tables = site_timeline(probability, states, periods, transform, crs, sites=given, threshold=seg.threshold,
+                           min_area_m2=seg.min_area_m2, options=opts)
+    write_site_tables(tables, out, meta)
+    n_sites = tables.n_sites
     seconds = time.perf_counter() - start_clock
     write_json({**meta, "periods": [p.label for p in periods], "n_sites": n_sites, "seconds": seconds},
                out / "timeline.json")
@@ -344,11 +434,26 @@ def run_timeline(cube: str, out: str | Path, *, sites: str | Path | None = None,
                           n_pixels=int(probability[0].size), seconds=seconds)
 
 
-def write_site_tables(probability: np.ndarray, states: np.ndarray, periods: list[Period], transform: Affine,
-                      crs: Any, out: Path, *, sites: Any = None, threshold: float, min_area_m2: float,
-                      options: TimelineOptions, metadata: dict[str, Any]) -> int:
-    """Write the per-site tables and layers of a timeline into ``out`` (module docstring) from its per-period
-    probabilities and decoded states; returns the number of sites.
+@dataclass
+class SiteTimeline:
+    """The per-site tables and layers of a timeline (module docstring), in memory."""
+
+    series: pd.DataFrame
+    summary: Any
+    footprints: Any
+    change: Any
+
+    @property
+    def n_sites(self) -> int:
+        """How many sites the tables describe."""
+        return len(self.summary)
+
+
+def site_timeline(probability: np.ndarray, states: np.ndarray, periods: list[Period], transform: Affine, crs: Any,
+                  *, sites: Any = None, threshold: float, min_area_m2: float,
+                  options: TimelineOptions) -> SiteTimeline:
+    """The per-site tables and layers of a timeline (module docstring) from its per-period probabilities and
+    decoded states.
 
     Parameters
     ----------
@@ -360,16 +465,19 @@ def write_site_tables(probability: np.ndarray, states: np.ndarray, periods: list
         The periods, in order.
     transform, crs
         The pixel grid.
-    out : Path
-        Output folder.
     sites : geopandas.GeoDataFrame, optional
         Sites with ``site_id`` and footprints; default: sites from the states (:func:`sites_from_states`).
     threshold, min_area_m2 : float
         The segmentation's threshold and minimum area (the onset's area).
     options : TimelineOptions
         ``band`` and ``zone_m``.
-    metadata : dict
-        What the GeoParquet files record of how they were made.
+
+    Returns
+    -------
+    SiteTimeline
+        ``series`` (one row per site and period), ``summary`` (GeoDataFrame, one row per site with the outline of
+        all its periods' footprints), ``footprints`` (GeoDataFrame, one row per site and period) and ``change``
+        (GeoDataFrame, the new and revegetated areas of the last period).
     """
     import geopandas as gpd
 
@@ -385,12 +493,18 @@ def write_site_tables(probability: np.ndarray, states: np.ndarray, periods: list
     footprints, change = _layers(states, zones, ids, periods, transform, crs)
     outlines = mask_polygons(np.where(states.any(axis=0), zones, 0), ids, transform)
     summary = gpd.GeoDataFrame(summary, geometry=[outlines.get(s) for s in summary["site_id"]], crs=crs)
+    return SiteTimeline(series=series, summary=summary, footprints=footprints, change=change)
+
+
+def write_site_tables(tables: SiteTimeline, out: Path, metadata: dict[str, Any]) -> None:
+    """Write a timeline's tables into ``out`` together (``site_series.parquet``, ``site_timeline.parquet``,
+    ``period_footprints.parquet``, ``change.parquet``); ``metadata`` is what the GeoParquet files record of how
+    they were made."""
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_all({out / "site_series.parquet": lambda tmp: series.to_parquet(tmp, index=False),
-                      out / "site_timeline.parquet": lambda tmp: to_geoparquet(summary, tmp, metadata),
-                      out / "period_footprints.parquet": lambda tmp: to_geoparquet(footprints, tmp, metadata),
-                      out / "change.parquet": lambda tmp: to_geoparquet(change, tmp, metadata)})
-    return len(ids)
+    atomic_write_all({out / "site_series.parquet": lambda tmp: tables.series.to_parquet(tmp, index=False),
+                      out / "site_timeline.parquet": lambda tmp: to_geoparquet(tables.summary, tmp, metadata),
+                      out / "period_footprints.parquet": lambda tmp: to_geoparquet(tables.footprints, tmp, metadata),
+                      out / "change.parquet": lambda tmp: to_geoparquet(tables.change, tmp, metadata)})
 
 
 def period_layers(result: TimelineResult, relative_to: Path) -> tuple[dict[str, Any], dict[str, Any]]:

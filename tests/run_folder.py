@@ -30,7 +30,7 @@ from mtg.pipeline.link import link_sites
 from mtg.pipeline.run import ensure_sample
 from mtg.pipeline.verify import write_verification
 from mtg.pipeline.run_paths import portable_path
-from mtg.pipeline.timeline import periods_of, write_site_tables
+from mtg.pipeline.timeline import periods_of, site_timeline, write_site_tables
 from mtg.pipeline.volume import volumes
 
 
@@ -79,10 +79,10 @@ def write_timeline(yearly: Path, sites: gpd.GeoDataFrame, dh_path: Path, out: Pa
                                                transform=dh.rio.transform()) > 0, 0.9, 0.05) for y in years])
     options, segment = TimelineOptions(), SegmentOptions()
     periods = periods_of(np.array([f"{y}-07-01" for y in years], dtype="datetime64[ns]"), options.period)
-    write_site_tables(probability.astype(np.float32), viterbi_mining(probability, options.start, options.stop),
-                      periods, dh.rio.transform(), dh.rio.crs, out, sites=sites, threshold=segment.threshold,
-                      min_area_m2=segment.min_area_m2, options=options,
-                      metadata={"probability": "stand-in: the truth's yearly footprints (test fixture)"})
+    tables = site_timeline(probability.astype(np.float32), viterbi_mining(probability, options.start, options.stop),
+                           periods, dh.rio.transform(), dh.rio.crs, sites=sites, threshold=segment.threshold,
+                           min_area_m2=segment.min_area_m2, options=options)
+    write_site_tables(tables, out, {"probability": "stand-in: the truth's yearly footprints (test fixture)"})
 
 
 def write_probability(sites: gpd.GeoDataFrame, dh_path: Path, out: Path) -> None:

@@ -183,3 +183,24 @@ def test_a_sites_file_without_ids_is_one_clear_error(cube, truth_sites, tmp_path
     with pytest.raises(MtgError, match=f"sites file {nameless} has no site_id column"):
         run_timeline(cube, tmp_path / "out", sites=nameless, progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_the_api_timeline_equals_the_written_one(timeline, cube, truth_sites):
+    """``mtg.api.timeline`` on the opened cube gives the maps and tables that ``mtg timeline`` writes."""
+    from mtg.api import open_cube as api_open_cube, read_sites, timeline as api_timeline
+
+    result = api_timeline(api_open_cube(cube), sites=read_sites(truth_sites))
+    assert result.periods == timeline.periods
+    store = xr.open_zarr(timeline.store)
+    np.testing.assert_array_equal(result.maps["probability"].values, store["probability"].values)
+    np.testing.assert_array_equal(result.maps["mining"].values, store["mining"].values)
+    assert result.maps.rio.crs == store.rio.crs and result.maps.rio.transform() == store.rio.transform()
+    pd.testing.assert_frame_equal(result.sites.series, pd.read_parquet(timeline.series))
+    for table, path in ((result.sites.summary, timeline.summary), (result.sites.footprints, timeline.footprints),
+                        (result.sites.change, timeline.change)):
+        written = gpd.read_parquet(path)
+        pd.testing.assert_frame_equal(pd.DataFrame(table.drop(columns="geometry")),
+                                      pd.DataFrame(written.drop(columns="geometry")))
+        assert table.geometry.geom_equals_exact(written.geometry, 1e-6).all()
+    with pytest.raises(MtgError, match="no time axis"):
+        api_timeline(api_open_cube(cube).isel(time=0))

@@ -8,12 +8,14 @@ Stages
     :func:`segment` (reflectance cube -> lazy mine probabilities), :func:`footprints` (probabilities -> mine
     polygons), :func:`link` (polygons + mine points -> sites and members), :func:`volumes` (two DEM epochs +
     sites -> lazy dh, site volumes, waste deposits), :func:`land_use` (sites -> area by commodity and country),
-    :func:`indicators` (everything -> one row per site).
+    :func:`indicators` (everything -> one row per site), :func:`timeline` (a cube's time axis -> footprints
+    per year and per-site area series, onset, expansion and revegetation).
 Inputs
     :func:`open_cube` (a Zarr cube, local or ``s3://``), :func:`read_dem` (GeoTIFF/COG, Zarr ``#EPOCH``, STAC
     item, kerchunk references), :func:`read_points`, :func:`read_polygons`, :func:`read_sites`.
 Options
-    :class:`SegmentOptions`, :class:`LinkOptions`, :class:`VolumeOptions`, :class:`LandUseOptions`: each stage
+    :class:`SegmentOptions`, :class:`LinkOptions`, :class:`VolumeOptions`, :class:`LandUseOptions`,
+    :class:`TimelineOptions`: each stage
     takes ``options=`` or the same names as keyword arguments.
 
 Example
@@ -31,16 +33,18 @@ Example
 1.0
 """
 
-from mtg.pipeline.config import LandUseOptions, LinkOptions, SegmentOptions, VolumeOptions
+from mtg.pipeline.config import LandUseOptions, LinkOptions, SegmentOptions, TimelineOptions, VolumeOptions
 from mtg.pipeline.dem_inputs import Dem, read_dem
 from mtg.pipeline.indicators import indicators
 from mtg.pipeline.io import read_points, read_polygons, read_sites
 from mtg.pipeline.landuse import LandUseTables, land_use
 from mtg.pipeline.link import LinkedSites, link, point_clusters
 from mtg.pipeline.segment import footprints, segment
+from mtg.pipeline.timeline import SiteTimeline, Timeline, timeline
 from mtg.pipeline.volume import Volumes, volumes
 from mtg.pipeline.zarr_store import open_cube
 
-__all__ = ["Dem", "LandUseOptions", "LandUseTables", "LinkOptions", "LinkedSites", "SegmentOptions", "VolumeOptions",
-           "Volumes", "footprints", "indicators", "land_use", "link", "open_cube", "point_clusters", "read_dem",
-           "read_points", "read_polygons", "read_sites", "segment", "volumes"]
+__all__ = ["Dem", "LandUseOptions", "LandUseTables", "LinkOptions", "LinkedSites", "SegmentOptions", "SiteTimeline",
+           "Timeline", "TimelineOptions", "VolumeOptions", "Volumes", "footprints", "indicators", "land_use", "link",
+           "open_cube", "point_clusters", "read_dem", "read_points", "read_polygons", "read_sites", "segment",
+           "timeline", "volumes"]
