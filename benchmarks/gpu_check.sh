@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The device check of issue 16, prepared for one call of a lent GPU machine (see /work/.library/device): the
-# GPU tests, then the volume kernel's bandwidth, then segmentation throughput on the GPU against the CPU.
+# The device check of issues 16 and 14, prepared for one call of a lent GPU machine (see /work/.library/device): the
+# GPU tests (training included), then the volume kernel's bandwidth, then segmentation throughput on the GPU against the CPU.
 # Results go to $OUT (or ./gpu-check): copy the tables into benchmarks/RESULTS.md with the device's name.
 #
 # The machine must have the project's `gpu` extra (CuPy, dask-cuda) and the dev extra installed, e.g. from wheels
@@ -29,6 +29,8 @@ cat "$out/device.txt"
 # the CuPy cases of the array-API tests, the CUDA kernel, the stage on a GPU worker (real kernel, not the simulator)
 step tests "$python" -m pytest -q -rs tests/test_array_api.py tests/test_cut_fill.py tests/test_volume_workers.py \
   tests/test_segment_memory.py
+# training on the GPU (--device auto): the same call gives the same weights there too
+step train_tests "$python" -m pytest -q -rs tests/test_segment.py -k "reproducible or input_errors"
 step gpu_volume "$python" benchmarks/gpu_volume.py --size 20000 --sites 10000
 step segment_cpu "$python" benchmarks/segment_throughput.py --device cpu
 step segment_gpu "$python" benchmarks/segment_throughput.py --device cuda

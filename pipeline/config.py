@@ -222,6 +222,7 @@ class TrainConfig(_Section):
     widths: tuple[int, ...] = (16, 32, 64, 128)
     seed: int = 0
     threads: int = Field(default=2, ge=1)
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
     class_column: str | None = "feature_type"
 
 

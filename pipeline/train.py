@@ -76,11 +76,34 @@ def region_scores(probability: np.ndarray, feature_class: np.ndarray, truth: np.
 
 
 def _set_determinism(seed: int, threads: int) -> None:
+    import os
+
     import torch
 
+    # cuBLAS is deterministic only with a fixed workspace (read when CUDA starts; harmless on the CPU)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def training_device(device: str) -> Any:
+    """The torch device of ``device`` (``cpu``, ``cuda`` or ``auto``).
+
+    Raises
+    ------
+    MtgError
+        On another name, or ``cuda`` where torch sees no GPU.
+    """
+    import torch
+
+    from mtg.pipeline.model_store import default_device
+
+    if device not in ("auto", "cpu", "cuda"):
+        raise MtgError(f"train --device {device!r} must be auto, cpu or cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise MtgError("train --device cuda: torch sees no GPU on this machine (use --device cpu or auto)")
+    return torch.device(default_device() if device == "auto" else device)
 
 
 def _loss(logits, target):
@@ -94,11 +117,11 @@ def _loss(logits, target):
     return ce + dice
 
 
-def _tensor(channels: np.ndarray, mean: np.ndarray, std: np.ndarray):
+def _tensor(channels: np.ndarray, mean: np.ndarray, std: np.ndarray, device: Any):
     import torch
 
     x = np.nan_to_num((channels - mean) / std, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
-    return torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
+    return torch.from_numpy(x).to(device).contiguous(memory_format=torch.channels_last)
 
 
 def _recalibrate_batch_norm(net, batches: list) -> None:
@@ -217,6 +240,7 @@ def train_model(
     widths: tuple[int, ...] = (16, 32, 64, 128),
     seed: int = 0,
     threads: int = 2,
+    device: str = "cpu",
     class_column: str | None = "feature_type",
     threshold: float = 0.5,
     tile: int = 256,
@@ -262,6 +286,9 @@ def train_model(
         U-Net channels per level.
     seed, threads : int
         Random seed and torch threads (both fixed for reproducible weights).
+    device : str
+        ``cpu``, ``cuda`` or ``auto`` (CUDA where torch sees a GPU). The same command on the same device gives the
+        same weights; a CPU and a GPU run give different ones.
     class_column : str or None
         Feature-type column of ``labels``.
     threshold, tile, overlap : float, int, int
@@ -275,6 +302,7 @@ def train_model(
     from mtg.pipeline.unet import UNet
 
     start = time.perf_counter()
+    on = training_device(device)
     _set_determinism(seed, threads)
     rng = np.random.default_rng(seed)
     if len(widths) < 2:
@@ -329,10 +357,10 @@ def train_model(
         raise MtgError(f"no {chip}-pixel validation chip fits in the validation blocks; lower --chip or raise "
                        "train.block / train.val_fraction")
     context = _tensor(np.pad(channels, ((0, 0), (margin, margin), (margin, margin)), mode="reflect")[None], mean,
-                      std)[0]
+                      std, on)[0]
     val_y = torch.from_numpy(np.stack([truth[r:r + chip, c:c + chip] for r, c in val_windows]).astype(np.int64))
 
-    net = UNet(channels.shape[0], len(classes), widths).to(memory_format=torch.channels_last)
+    net = UNet(channels.shape[0], len(classes), widths).to(on, memory_format=torch.channels_last)
     if start_card is not None:
         net.load_state_dict(torch.load(resolve_model_dir(init) / start_card.weights, map_location="cpu",
                                        weights_only=True))
@@ -356,8 +384,8 @@ def train_model(
         for first in range(0, len(windows), batch):
             pairs = [augment(image[:, r:r + chip, c:c + chip], truth[r:r + chip, c:c + chip], rng, haze)
                      for r, c in windows[first:first + batch]]
-            x = _tensor(np.stack([input_channels(b, bands, indices) for b, _ in pairs]), mean, std)
-            y = torch.from_numpy(np.stack([lab for _, lab in pairs]).astype(np.int64))
+            x = _tensor(np.stack([input_channels(b, bands, indices) for b, _ in pairs]), mean, std, on)
+            y = torch.from_numpy(np.stack([lab for _, lab in pairs]).astype(np.int64)).to(on)
             optimiser.zero_grad(set_to_none=True)
             loss = _loss(net(x), y)
             loss.backward()
@@ -373,15 +401,15 @@ def train_model(
             for first in range(0, len(val_windows), batch):
                 logits = _central_logits(net, context, val_windows[first:first + batch], chip, margin)
                 target = val_y[first:first + batch]
-                val_losses.append(float(_loss(logits, target)) * len(target))
-                predicted = (1.0 - torch.softmax(logits, dim=1)[:, 0]).numpy() >= threshold
+                val_losses.append(float(_loss(logits, target.to(on))) * len(target))
+                predicted = (1.0 - torch.softmax(logits, dim=1)[:, 0]).cpu().numpy() >= threshold
                 a, b, c, _ = confusion_counts(predicted, target.numpy() > 0)
                 tp, fp, fn = tp + a, fp + b, fn + c
             picks = rng.choice(len(train_grid), size=min(len(train_grid), chips_per_epoch // 4), replace=False)
             for first in range(0, len(picks), batch):
                 group = [train_grid[i] for i in picks[first:first + batch]]
                 logits = _central_logits(net, context, group, chip, margin)
-                wrong = (1.0 - torch.softmax(logits, dim=1)[:, 0]).numpy() >= threshold
+                wrong = (1.0 - torch.softmax(logits, dim=1)[:, 0]).cpu().numpy() >= threshold
                 wrong &= np.stack([truth[r:r + chip, c:c + chip] == 0 for r, c in group])
                 false_positives.update(zip(group, wrong.sum(axis=(1, 2)).tolist()))
             false_positives = {w: n for w, n in false_positives.items() if n}
@@ -418,7 +446,7 @@ def train_model(
                         "and a haze-like offset of 0-0.04 (strongest in blue); a third of the mine-free chips "
                         "recoloured (level 0.05-0.35 x 0.7-1.3 per band, contrast 0.3-1.2); noise sd 0.005",
         "max_epochs": epochs, "patience": patience, "epochs_run": len(history), "best_epoch": best[1],
-        "seed": seed, "threads": threads, "torch": torch.__version__, "seconds": round(seconds, 1),
+        "seed": seed, "threads": threads, "device": str(on), "torch": torch.__version__, "seconds": round(seconds, 1),
         "command": command,
     }
     card = ModelCard(

@@ -140,7 +140,7 @@ def test_train_command_writes_weights_and_a_model_card_with_metrics_per_epoch(cu
     training = card["training"]
     assert training["holdout_bbox"] == [float(v) for v in _holdout(sample_region).split(",")]
     assert training["split"]["held out"]["pixels"] > 0 and training["command"].startswith("mtg train")
-    assert training["seed"] == 0 and training["threads"] == 2
+    assert training["seed"] == 0 and training["threads"] == 2 and training["device"] == "cpu"
     # the trained model maps the cube
     mtg("segment", "--cube", cube, "-o", str(tmp_path / "out"), "--model", str(tmp_path / "model"))
     assert (tmp_path / "out" / "mine_polygons.parquet").exists()
@@ -148,9 +148,11 @@ def test_train_command_writes_weights_and_a_model_card_with_metrics_per_epoch(cu
 
 @pytest.mark.slow
 def test_training_is_reproducible(cube, sample_region, tmp_path):
+    """The same call gives the same weights: on the CPU here, on the GPU where one is present (``auto``)."""
     from mtg.pipeline.train import train_model
 
-    kw = {"epochs": 1, "chip": 48, "batch": 8, "chips_per_epoch": 16, "block": 100, "holdout": None}
+    kw = {"epochs": 1, "chip": 48, "batch": 8, "chips_per_epoch": 16, "block": 100, "holdout": None,
+          "device": "auto"}
     labels = sample_region.truth / "mine_polygons.parquet"
     a = train_model(cube, labels, tmp_path / "a", **kw)
     b = train_model(cube, labels, tmp_path / "b", **kw)
@@ -158,6 +160,7 @@ def test_training_is_reproducible(cube, sample_region, tmp_path):
     wb = torch.load(tmp_path / "b" / "weights.pt", weights_only=True)
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert a.card.metrics["epochs"][0]["loss"] == b.card.metrics["epochs"][0]["loss"]
+    assert a.card.training["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def test_training_input_errors_are_named(cube, sample_region, tmp_path):
@@ -168,6 +171,11 @@ def test_training_input_errors_are_named(cube, sample_region, tmp_path):
         train_model(cube, labels, tmp_path / "m", holdout=(0.0, 0.0, 1.0, 1.0), epochs=1)
     with pytest.raises(MtgError, match="train.chip 60 must be a multiple of 8"):
         train_model(cube, labels, tmp_path / "m", chip=60)
+    with pytest.raises(MtgError, match="--device 'gpu' must be auto, cpu or cuda"):
+        train_model(cube, labels, tmp_path / "m", device="gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(MtgError, match="--device cuda: torch sees no GPU"):
+            train_model(cube, labels, tmp_path / "m", device="cuda")
     bad = gpd.read_parquet(labels)
     bad.loc[0, "feature_type"] = "quarry"
     bad.to_parquet(tmp_path / "bad.parquet")
