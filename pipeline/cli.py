@@ -621,6 +621,8 @@ def train(
     threads: Annotated[Optional[int], typer.Option(help="Torch threads (fixed, for reproducible weights).")] = None,
     device: Annotated[Optional[str], typer.Option(
         help="cpu (the default), cuda, or auto (CUDA where available); weights reproduce on the same device.")] = None,
+    norm: Annotated[Optional[str], typer.Option(
+        help="group (group normalisation, the default) or batch (batch normalisation with precise BN).")] = None,
     storage_options: CubeStorageOpt = None,
     config: ConfigOpt = None,
     quiet: QuietOpt = False,
@@ -646,14 +648,15 @@ def train(
         "train.holdout": box, "train.epochs": epochs, "train.learning_rate": learning_rate,
         "train.patience": patience, "train.chip": chip,
         "train.chips_per_epoch": chips_per_epoch, "train.batch": batch, "train.seed": seed, "train.threads": threads,
-        "train.device": device,
+        "train.device": device, "train.norm": norm,
     })
     t, s = cfg.train, cfg.segment
     result = train_model(
-        cube, labels, out, bands=model_bands, init=init, holdout=t.holdout, epochs=t.epochs, patience=t.patience, chip=t.chip,
-        chips_per_epoch=t.chips_per_epoch, batch=t.batch, positive_fraction=t.positive_fraction,
-        val_fraction=t.val_fraction, block=t.block, learning_rate=t.learning_rate, widths=t.widths, seed=t.seed,
-        threads=t.threads, device=t.device, class_column=t.class_column, threshold=s.threshold, tile=s.tile, overlap=s.overlap,
+        cube, labels, out, bands=model_bands, init=init, holdout=t.holdout, epochs=t.epochs, patience=t.patience,
+        chip=t.chip, chips_per_epoch=t.chips_per_epoch, batch=t.batch, positive_fraction=t.positive_fraction,
+        val_fraction=t.val_fraction, block=t.block, learning_rate=t.learning_rate, widths=t.widths, norm=t.norm,
+        seed=t.seed, threads=t.threads, device=t.device, class_column=t.class_column, threshold=s.threshold,
+        tile=s.tile, overlap=s.overlap,
         storage_options=parse_storage_options(storage_options) if storage_options else None,
         command=" ".join(["mtg", *sys.argv[1:]]),
     )

@@ -220,6 +220,7 @@ class TrainConfig(_Section):
     block: int = Field(default=256, ge=8)
     learning_rate: float = Field(default=2e-3, gt=0)
     widths: tuple[int, ...] = (16, 32, 64, 128)
+    norm: Literal["group", "batch"] = "group"
     seed: int = 0
     threads: int = Field(default=2, ge=1)
     device: Literal["cpu", "cuda", "auto"] = "cpu"

@@ -14,7 +14,7 @@ import logging
 from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -52,6 +52,7 @@ class Architecture(_Card):
     in_channels: int = Field(ge=1)
     n_classes: int = Field(ge=2)
     widths: list[int]
+    norm: Literal["batch", "group"] = "batch"
     parameters: int = Field(ge=1)
 
 
@@ -144,7 +145,7 @@ class LoadedModel:
         self.card = read_card(folder)
         self.device = torch.device(device)
         arch = self.card.architecture
-        net = UNet(arch.in_channels, arch.n_classes, arch.widths)
+        net = UNet(arch.in_channels, arch.n_classes, arch.widths, arch.norm)
         try:
             state = torch.load(folder / self.card.weights, map_location="cpu", weights_only=True)
             net.load_state_dict(state)

@@ -238,6 +238,7 @@ def train_model(
     block: int = 256,
     learning_rate: float = 2e-3,
     widths: tuple[int, ...] = (16, 32, 64, 128),
+    norm: str = "group",
     seed: int = 0,
     threads: int = 2,
     device: str = "cpu",
@@ -284,6 +285,9 @@ def train_model(
         Initial AdamW learning rate, decayed to 0 over ``epochs`` on a cosine.
     widths : tuple of int
         U-Net channels per level.
+    norm : {"group", "batch"}
+        Group normalisation (per chip; the default) or batch normalisation (statistics re-estimated at the end of
+        every epoch, "precise BN").
     seed, threads : int
         Random seed and torch threads (both fixed for reproducible weights).
     device : str
@@ -340,10 +344,11 @@ def train_model(
     channels = input_channels(image, bands, indices)
     start_card = read_card(init) if init is not None else None
     if start_card is not None:
-        given = (list(bands), list(indices), classes, list(widths))
-        have = (start_card.inputs.bands, start_card.inputs.indices, start_card.classes, start_card.architecture.widths)
+        given = (list(bands), list(indices), classes, list(widths), norm)
+        have = (start_card.inputs.bands, start_card.inputs.indices, start_card.classes, start_card.architecture.widths,
+                start_card.architecture.norm)
         if given != have:
-            raise MtgError(f"--init {init}: its bands, indices, classes and widths {have} differ from this "
+            raise MtgError(f"--init {init}: its bands, indices, classes, widths and norm {have} differ from this "
                            f"training's {given}")
         mean = np.asarray(start_card.inputs.mean, dtype=np.float32)[:, None, None]
         std = np.asarray(start_card.inputs.std, dtype=np.float32)[:, None, None]
@@ -360,7 +365,9 @@ def train_model(
                       std, on)[0]
     val_y = torch.from_numpy(np.stack([truth[r:r + chip, c:c + chip] for r, c in val_windows]).astype(np.int64))
 
-    net = UNet(channels.shape[0], len(classes), widths).to(on, memory_format=torch.channels_last)
+    if norm not in ("group", "batch"):
+        raise MtgError(f"train.norm {norm!r} must be group or batch")
+    net = UNet(channels.shape[0], len(classes), widths, norm).to(on, memory_format=torch.channels_last)
     if start_card is not None:
         net.load_state_dict(torch.load(resolve_model_dir(init) / start_card.weights, map_location="cpu",
                                        weights_only=True))
@@ -391,9 +398,11 @@ def train_model(
             loss.backward()
             optimiser.step()
             losses.append(loss.item())
-            recent = [*recent[-(BN_BATCHES - 1):], x]
+            if norm == "batch":
+                recent = [*recent[-(BN_BATCHES - 1):], x]
         schedule.step()
-        _recalibrate_batch_norm(net, recent)
+        if norm == "batch":
+            _recalibrate_batch_norm(net, recent)
         net.eval()
         tp = fp = fn = 0
         val_losses = []
@@ -452,7 +461,7 @@ def train_model(
     card = ModelCard(
         name=Path(out).name,
         architecture=Architecture(in_channels=channels.shape[0], n_classes=len(classes), widths=list(widths),
-                                  parameters=sum(p.numel() for p in net.parameters())),
+                                  norm=norm, parameters=sum(p.numel() for p in net.parameters())),
         inputs=Inputs(bands=list(bands), indices=list(indices), composite=COMPOSITE,
                       resolution_m=regions[0].resolution_m, mean=mean.ravel().tolist(), std=std.ravel().tolist()),
         classes=classes, training=training,

@@ -17,7 +17,7 @@ import xarray as xr
 
 from mtg.pipeline.errors import MtgError
 from mtg.pipeline.features import model_channels
-from mtg.pipeline.model_store import read_card
+from mtg.pipeline.model_store import read_card, shipped_model_dir
 from mtg.pipeline.segment import class_probabilities
 from mtg.pipeline.zarr_store import open_cube
 
@@ -132,6 +132,7 @@ def test_train_command_writes_weights_and_a_model_card_with_metrics_per_epoch(cu
     assert card["inputs"]["bands"] == ["B02", "B03", "B04", "B08", "B11", "B12"]
     assert card["inputs"]["indices"] == ["NDVI", "NDWI", "BSI"] and len(card["inputs"]["mean"]) == 9
     assert card["classes"] == ["background", "pit", "dump", "tailings", "other"]
+    assert card["architecture"]["norm"] == "group"  # the default of new models
     epochs = card["metrics"]["epochs"]
     assert [e["epoch"] for e in epochs] == [1, 2]
     assert all({"loss", "val_iou", "val_f1", "val_precision", "val_recall"} <= set(e) for e in epochs)
@@ -171,6 +172,9 @@ def test_training_input_errors_are_named(cube, sample_region, tmp_path):
         train_model(cube, labels, tmp_path / "m", holdout=(0.0, 0.0, 1.0, 1.0), epochs=1)
     with pytest.raises(MtgError, match="train.chip 60 must be a multiple of 8"):
         train_model(cube, labels, tmp_path / "m", chip=60)
+    with pytest.raises(MtgError, match=r"--init .*mine_unet_sample: its bands, indices, classes, widths and norm "
+                                        r"\(.*'batch'\) differ from this training's \(.*'group'\)"):
+        train_model(cube, labels, tmp_path / "m", init=shipped_model_dir(), epochs=1)
     with pytest.raises(MtgError, match="--device 'gpu' must be auto, cpu or cuda"):
         train_model(cube, labels, tmp_path / "m", device="gpu")
     if not torch.cuda.is_available():
