@@ -863,6 +863,9 @@ def indicators(
     cumulative: Annotated[bool, typer.Option(
         help="The period files hold only each period's new footprints (as Amazon Mining Watch's yearly layers): "
              "a period's footprint is the union of its files and all earlier ones.")] = False,
+    coverage_period: Annotated[Optional[list[str]], typer.Option(
+        help="PERIOD=FILE: polygons of the ground that period's layers cover; a site outside them has a missing "
+             "area there (not 0) and missing_share says how much of it was not covered.")] = None,
     countries: Annotated[Optional[Path], typer.Option(help="Country boundary polygons.")] = None,
     country_col: Annotated[Optional[str], typer.Option(help="Country-name column of --countries.")] = None,
     quiet: QuietOpt = False,
@@ -878,7 +881,9 @@ def indicators(
     result = run_indicators(run_dir or Path("."), out, sites=sites, volumes=volumes, waste_deposits=waste_deposits,
                             footprints_before=footprints_before or (), footprints_after=footprints_after or (),
                             footprint_periods=parse_periods(footprints_period) if footprints_period else None,
-                            cumulative=cumulative, countries=countries, country_col=country_col)
+                            cumulative=cumulative,
+                            coverage_periods=parse_periods(coverage_period, "--coverage-period")
+                            if coverage_period else None, countries=countries, country_col=country_col)
     report.print(f"site indicators: [bold]{result.parquet}[/] and {result.csv} ({result.n_sites} sites); "
                  f"{result.seconds:.1f} s")
 

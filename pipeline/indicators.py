@@ -357,7 +357,8 @@ def site_indicators(sites: str | Path, *, members: str | Path | None = None, vol
                     waste_deposits: str | Path | None = None, footprints_before: Sequence[str | Path] = (),
                     footprints_after: Sequence[str | Path] = (), timeline: str | Path | None = None,
                     footprint_periods: dict[str, list[Path]] | None = None, cumulative: bool = False,
-                    countries: str | Path | None = None, country_col: str | None = None):
+                    coverage_periods: dict[str, list[Path]] | None = None, countries: str | Path | None = None,
+                    country_col: str | None = None):
     """:func:`indicators` of files: a sites file (its members file beside it, or ``members``), the volume stage's
     ``site_volumes.parquet`` and ``waste_deposits.parquet``, footprint files, the timeline's
     ``site_timeline.parquet`` and a country boundary file.
@@ -365,7 +366,8 @@ def site_indicators(sites: str | Path, *, members: str | Path | None = None, vol
     With ``footprint_periods`` (footprint files by period label, :func:`mtg.pipeline.layer_series.layer_series`,
     ``cumulative`` when they hold only each period's new footprints) the area before and after are those of the
     first and last period, the onset and expansion come from the layers instead of ``timeline``, and the
-    per-site series is in ``attrs["area_series"]`` of the returned table."""
+    per-site series is in ``attrs["area_series"]`` of the returned table; ``coverage_periods`` (polygon files by
+    period label) say which ground each period's layers cover."""
     from mtg.pipeline.io import members_path, read_polygons, read_sites
 
     sites_path = Path(sites)
@@ -385,6 +387,8 @@ def site_indicators(sites: str | Path, *, members: str | Path | None = None, vol
     try:
         before = footprint_layers(footprints_before, member_table, sites_path.parent)
         after = footprint_layers(footprints_after, member_table, sites_path.parent)
+        if coverage_periods and not footprint_periods:
+            raise MtgError("a coverage by period needs footprints by period")
         if footprint_periods:
             if footprints_before or footprints_after:
                 raise MtgError("give footprints by period or footprints before and after, not both")
@@ -392,7 +396,10 @@ def site_indicators(sites: str | Path, *, members: str | Path | None = None, vol
 
             layers = {label: footprint_layers(paths, member_table, sites_path.parent)
                       for label, paths in footprint_periods.items()}
-            series, site_timeline, measured = layer_series(frame, member_table, layers, cumulative=cumulative)
+            covered = {label: pd.concat([read_polygons(path).to_crs("EPSG:4326") for path in paths])
+                       for label, paths in (coverage_periods or {}).items()}
+            series, site_timeline, measured = layer_series(frame, member_table, layers, cumulative=cumulative,
+                                                           coverage=covered)
             before, after = (measured[0], measured[-1]) if len(measured) > 1 else ({}, {})
         table = indicators(frame, member_table, site_volumes=volumes_table, waste_deposits=deposits,
                            footprints_before=before, footprints_after=after, timeline=site_timeline,
@@ -424,8 +431,8 @@ def run_indicators(run: str | Path, out: str | Path | None = None, *, sites: str
                    volumes: str | Path | None = None, waste_deposits: str | Path | None = None,
                    footprints_before: Sequence[str | Path] = (), footprints_after: Sequence[str | Path] = (),
                    timeline: str | Path | None = None, footprint_periods: dict[str, list[Path]] | None = None,
-                   cumulative: bool = False, countries: str | Path | None = None,
-                   country_col: str | None = None) -> IndicatorsResult:
+                   cumulative: bool = False, coverage_periods: dict[str, list[Path]] | None = None,
+                   countries: str | Path | None = None, country_col: str | None = None) -> IndicatorsResult:
     """Indicators of a run folder: ``RUN/sites/sites.parquet``, ``RUN/volumes/*`` and
     ``RUN/timeline/site_timeline.parquet`` (when present) into ``RUN/indicators`` (or ``out``); explicit paths win
     over the run folder's. With ``footprint_periods`` the per-site series of the layers
@@ -442,7 +449,7 @@ def run_indicators(run: str | Path, out: str | Path | None = None, *, sites: str
     table = site_indicators(sites, volumes=volumes, waste_deposits=waste_deposits,
                             footprints_before=footprints_before, footprints_after=footprints_after,
                             timeline=timeline, footprint_periods=footprint_periods, cumulative=cumulative,
-                            countries=countries, country_col=country_col)
+                            coverage_periods=coverage_periods, countries=countries, country_col=country_col)
     folder = Path(out) if out is not None else run / "indicators"
     series = table.attrs.pop("area_series", None)
     parquet, csv = write_site_indicators(table, folder)

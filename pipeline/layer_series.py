@@ -9,8 +9,13 @@ period's layers are its whole footprint. Polygons go to sites as the indicators 
 linked, else to the site each overlaps most), and a site's area is the geodesic area of the union of its polygons.
 
 The series has the timeline's columns (:data:`mtg.pipeline.timeline.SERIES_COLUMNS`): ``area_m2``; ``new_m2``
-from the growth of a cumulative series (NaN for whole-footprint layers and the first period); ``area_sigma_m2``,
-``missing_share`` and ``revegetated_m2`` are NaN, since published layers carry neither uncertainty nor coverage.
+from the growth of a cumulative series (NaN for whole-footprint layers and the first period); ``area_sigma_m2``
+and ``revegetated_m2`` are NaN, since published layers carry no uncertainty. A layer says where mines are, not
+where its makers looked: without a coverage a site absent from a period's layer counts as 0 there and
+``missing_share`` is NaN. With a coverage of the period (``--coverage-period 2021=FILE``: polygons of the ground
+the layer's producer mapped, e.g. its monitoring area or cloud-free mosaic), ``missing_share`` is the share of
+the site's footprint (geodesic area; a site of points only: its location) outside the coverage, and a site wholly
+outside it has a missing area (NaN), not 0, as an unseen period of :mod:`mtg.pipeline.timeline`.
 The summary is the timeline's (:func:`mtg.pipeline.timeline.summary_table`, onset at any area above 0).
 """
 
@@ -26,13 +31,14 @@ from mtg.pipeline.errors import MtgError
 from mtg.pipeline.timeline import SERIES_COLUMNS, Period, summary_table
 
 
-def parse_periods(specs: list[str]) -> dict[str, list[Path]]:
+def parse_periods(specs: list[str], option: str = "--footprints-period") -> dict[str, list[Path]]:
     """``LABEL=FILE`` options into files by period label, periods in time order (a label may repeat).
 
     Raises
     ------
     MtgError
-        Naming a spec without ``=`` or with a label that is not a year (``2021``) or quarter (``2025Q3``).
+        Naming the ``option`` and a spec without ``=`` or with a label that is not a year (``2021``) or quarter
+        (``2025Q3``).
     """
     periods: dict[str, list[Path]] = {}
     for spec in specs:
@@ -42,7 +48,7 @@ def parse_periods(specs: list[str]) -> dict[str, list[Path]]:
         except ValueError:
             label = ""
         if not sep or not label.strip() or not path.strip():
-            raise MtgError(f"--footprints-period {spec!r}: give PERIOD=FILE, PERIOD a year (2021) or quarter (2025Q3)")
+            raise MtgError(f"{option} {spec!r}: give PERIOD=FILE, PERIOD a year (2021) or quarter (2025Q3)")
         periods.setdefault(label.strip(), []).append(Path(path.strip()))
     return dict(sorted(periods.items(), key=lambda item: pd.Period(item[0]).start_time))
 
@@ -53,8 +59,34 @@ def period_of(label: str) -> Period:
     return Period(label, p.start_time.normalize(), p.end_time.normalize(), np.array([], dtype=np.int64))
 
 
-def layer_series(sites: Any, members: Any, periods: dict[str, dict[str, Any]], *,
-                 cumulative: bool) -> tuple[pd.DataFrame, pd.DataFrame, list[dict[str, Any]]]:
+def coverage_shares(sites: Any, coverage: Any) -> pd.Series:
+    """The share of each site inside ``coverage`` (by ``site_id``): the geodesic area of its footprint inside over
+    its area; a site of points only (no footprint): 1 when its ``lon``/``lat`` lies inside, else 0.
+
+    Parameters
+    ----------
+    sites : geopandas.GeoDataFrame
+        Sites in EPSG:4326 (footprint or null geometry, ``lon``, ``lat``).
+    coverage : shapely geometry
+        The covered ground, EPSG:4326.
+    """
+    import shapely
+    from pyproj import Geod
+
+    geod = Geod(ellps="WGS84")
+    shares = []
+    for geom, lon, lat in zip(sites.geometry, sites["lon"], sites["lat"]):
+        if geom is None or geom.is_empty:
+            shares.append(float(coverage.covers(shapely.Point(lon, lat))))
+            continue
+        whole = abs(geod.geometry_area_perimeter(geom)[0])
+        inside = abs(geod.geometry_area_perimeter(geom.intersection(coverage))[0]) if whole else 0.0
+        shares.append(min(inside / whole, 1.0) if whole else float(coverage.covers(geom.representative_point())))
+    return pd.Series(shares, index=sites["site_id"].astype(str).to_numpy(), dtype=np.float64)
+
+
+def layer_series(sites: Any, members: Any, periods: dict[str, dict[str, Any]], *, cumulative: bool,
+                 coverage: dict[str, Any] | None = None) -> tuple[pd.DataFrame, pd.DataFrame, list[dict[str, Any]]]:
     """Per-site areas of each period's footprint layers (module docstring).
 
     Parameters
@@ -67,6 +99,9 @@ def layer_series(sites: Any, members: Any, periods: dict[str, dict[str, Any]], *
         By period label in time order, the period's polygon layers by name.
     cumulative : bool
         The layers hold only what was new in their period.
+    coverage : dict, optional
+        By period label, the ground its layers cover (a GeoDataFrame of polygons, any CRS); periods left out have
+        no known coverage.
 
     Returns
     -------
@@ -85,15 +120,26 @@ def layer_series(sites: Any, members: Any, periods: dict[str, dict[str, Any]], *
         areas[label] = epoch_areas(sites, members, so_far) * 1e6
     frame = pd.DataFrame(areas)
     frame = frame[frame.notna().any(axis=1)].fillna(0.0)
-    rows = []
+    frame.index = frame.index.astype(str)
     labels = list(periods)
+    missing = pd.DataFrame(np.nan, index=frame.index, columns=labels)
+    unknown = sorted(set(coverage or {}) - set(labels))
+    if unknown:
+        raise MtgError(f"coverage given for period(s) {unknown} without footprint layers ({', '.join(labels)})")
+    for label, covered in (coverage or {}).items():
+        site_rows = sites[sites["site_id"].astype(str).isin(frame.index)]
+        shares = coverage_shares(site_rows, covered.to_crs("EPSG:4326").union_all())
+        missing[label] = 1.0 - shares.reindex(frame.index)
+        frame.loc[missing[label] >= 1.0, label] = np.nan  # wholly outside: not seen, not 0
+    rows = []
     for site_id, row in frame.iterrows():
         for k, label in enumerate(labels):
             p = period_of(label)
             grown = row[label] - row[labels[k - 1]] if k and cumulative else np.nan
             rows.append({"site_id": str(site_id), "period": label, "start": p.start.date().isoformat(),
                          "end": p.end.date().isoformat(), "area_m2": float(row[label]), "area_sigma_m2": np.nan,
-                         "missing_share": np.nan, "new_m2": grown, "revegetated_m2": np.nan})
+                         "missing_share": float(missing.loc[site_id, label]), "new_m2": grown,
+                         "revegetated_m2": np.nan})
     series = pd.DataFrame(rows, columns=SERIES_COLUMNS)
     if series.empty:
         raise MtgError(f"no polygon of the period layers ({', '.join(labels)}) overlaps a site")

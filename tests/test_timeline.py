@@ -155,10 +155,17 @@ def test_amazon_mining_watch_yearly_layers_give_per_site_series(tmp_path):
         layer[layer.intersects(region)].to_parquet(files[label])
     sites = link_sites(list(files.values()), None, tmp_path / "sites.parquet", cut=1000.0).out
     args = [a for label, path in files.items() for a in ("--footprints-period", f"{label}={path}")]
+    # the last layer's coverage: the region (the layers were cut to the polygons that touch it)
+    coverage = f"2025Q3={folder / 'boundaries' / 'known_positive_regions.geojson'}"
     proc = subprocess.run([MTG, "indicators", "--sites", str(sites), "-o", str(tmp_path / "ind"), *args,
-                           "--cumulative", "--quiet"], capture_output=True, text=True, timeout=300)
+                           "--cumulative", "--coverage-period", coverage, "--quiet"],
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     series = pd.read_parquet(tmp_path / "ind" / "site_area_series.parquet")
+    missing = series.pivot(index="site_id", columns="period", values="missing_share")
+    assert missing[["2018", "2021", "2024"]].isna().all().all()  # no coverage given: unknown
+    assert missing["2025Q3"].between(0.0, 1.0).all() and (missing["2025Q3"] < 1.0).all()
+    assert (missing["2025Q3"] == 0.0).mean() > 0.8, "most sites lie wholly inside the region"
     totals = series.groupby("period", sort=False)["area_m2"].sum()
     union, so_far = [], None
     for label in AMW_LAYERS:
