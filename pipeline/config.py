@@ -204,6 +204,7 @@ class TimelineOptions(_Section):
     stop: float = Field(default=0.1, gt=0, lt=1)
     band: float = Field(default=0.2, gt=0, lt=0.5)
     zone_m: float = Field(default=250.0, ge=0)
+    tiles: bool = False  # planned runs (mtg run --plan): map each tile's periods too (one segmentation per period)
 
 
 class TrainConfig(_Section):

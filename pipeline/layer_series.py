@@ -86,7 +86,8 @@ def coverage_shares(sites: Any, coverage: Any) -> pd.Series:
 
 
 def layer_series(sites: Any, members: Any, periods: dict[str, dict[str, Any]], *, cumulative: bool,
-                 coverage: dict[str, Any] | None = None) -> tuple[pd.DataFrame, pd.DataFrame, list[dict[str, Any]]]:
+                 coverage: dict[str, Any] | None = None,
+                 min_area_m2: float = 1e-9) -> tuple[pd.DataFrame, pd.DataFrame, list[dict[str, Any]]]:
     """Per-site areas of each period's footprint layers (module docstring).
 
     Parameters
@@ -102,6 +103,8 @@ def layer_series(sites: Any, members: Any, periods: dict[str, dict[str, Any]], *
     coverage : dict, optional
         By period label, the ground its layers cover (a GeoDataFrame of polygons, any CRS); periods left out have
         no known coverage.
+    min_area_m2 : float
+        The onset is the first period whose area reaches this (default: any area).
 
     Returns
     -------
@@ -143,4 +146,4 @@ def layer_series(sites: Any, members: Any, periods: dict[str, dict[str, Any]], *
     series = pd.DataFrame(rows, columns=SERIES_COLUMNS)
     if series.empty:
         raise MtgError(f"no polygon of the period layers ({', '.join(labels)}) overlaps a site")
-    return series, summary_table(series, [period_of(label) for label in labels], 1e-9), measured
+    return series, summary_table(series, [period_of(label) for label in labels], min_area_m2), measured

@@ -9,7 +9,10 @@ output is a function of the inputs only (no times, no paths), so a tile redone a
 
 Files of a tile folder: ``footprints.parquet`` (EPSG:4326), ``part_volumes.parquet``, ``deposits.parquet``
 (EPSG:4326), ``probability.zarr`` and ``tile.json`` (what the tile found, its dh statistics, and why volumes were not
-computed when they were not).
+computed when they were not). With ``timeline.tiles`` also ``periods.parquet`` (EPSG:4326): per period of the
+tile's acquisitions (:mod:`mtg.pipeline.timeline`: one composite and segmentation per period, the Markov rule), the
+owned ground decoded as mining (``kind`` ``mining``, one polygon per connected area) and the owned ground seen in
+the period (``kind`` ``seen``); the world stage turns them into per-site series.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any
 
 import dask
 import geopandas as gpd
+import numpy as np
 import pandas as pd
 import shapely
 import torch
@@ -46,6 +50,8 @@ log = logging.getLogger(__name__)
 TILE_FILES = ("footprints.parquet", "part_volumes.parquet", "deposits.parquet", "tile.json", "probability.zarr")
 #: Stages whose seconds a tile measures (the plan predicts the same ones).
 STAGES = ("ingest", "segment", "volumes")
+#: The tile's per-period layers, written with ``timeline.tiles`` (checksummed in the manifest when present).
+PERIODS_FILE = "periods.parquet"
 
 
 @dataclass(frozen=True)
@@ -170,6 +176,11 @@ def run_tile(task: TileTask, config: RunConfig, out: str, scratch: str | None = 
             polygons = gpd.read_parquet(seg.polygons)
             parts = owned_parts(polygons, owned, task.tile_id)
             seconds["segment"] = time.perf_counter() - start
+            periods = None
+            if config.timeline.tiles:
+                start = time.perf_counter()
+                periods = period_layers(ingest.reflectance_url, config, owned, task.tile_id)
+                seconds["timeline"] = time.perf_counter() - start
 
             start = time.perf_counter()
             record: dict[str, Any] = {"tile_id": task.tile_id, "epsg": task.epsg, "bounds": list(task.bounds),
@@ -183,15 +194,48 @@ def run_tile(task: TileTask, config: RunConfig, out: str, scratch: str | None = 
             parts.to_parquet(folder / "footprints.parquet", index=False)
             part_volumes.to_parquet(folder / "part_volumes.parquet", index=False)
             deposits.to_parquet(folder / "deposits.parquet", index=False)
+            if periods is not None:
+                periods.to_parquet(folder / PERIODS_FILE, index=False)
             shutil.move(str(seg.probability), folder / "probability.zarr")
             (folder / "tile.json").write_text(json.dumps(record, indent=2, sort_keys=True, default=float) + "\n")
     finally:
         torch.set_num_threads(threads)
         stages.setLevel(level)
-    checksums = {name: file_checksum(tile_dir / name) for name in TILE_FILES}
+    checksums = {name: file_checksum(tile_dir / name) for name in (*TILE_FILES, PERIODS_FILE)
+                 if (tile_dir / name).exists()}
     written = sum(p.stat().st_size for p in tile_dir.rglob("*") if p.is_file())
     return {"tile_id": task.tile_id, "seconds": seconds, "bytes_written": written, "checksums": checksums,
             "n_footprints": record["footprints"], "volumes": record["volumes"]}
+
+
+def period_layers(cube: str, config: RunConfig, owned: shapely.Geometry, tile_id: str) -> gpd.GeoDataFrame:
+    """The owned ground mining and seen in each period of a tile's cube (module docstring), EPSG:4326.
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        ``period``, ``kind`` (``mining``: one row per connected area decoded as mining; ``seen``: the ground with a
+        clear view in the period), ``geometry``; in period order.
+    """
+    from mtg.pipeline.timeline import UNSEEN, mask_polygons, timeline
+    from mtg.pipeline.zarr_store import open_cube
+
+    years = timeline(open_cube(cube), name=f"tile {tile_id}", segment_options=config.segment,
+                     options=config.timeline)
+    mining = years.maps["mining"].values
+    transform, crs = years.maps.rio.transform(), years.maps.rio.crs
+    rows = []
+    for t, label in enumerate(years.periods):
+        for kind, mask in (("mining", mining[t] == 1), ("seen", mining[t] != UNSEEN)):
+            geom = mask_polygons(mask.astype(np.int32), [kind], transform).get(kind)
+            if geom is not None:
+                rows.append({"period": label, "kind": kind, "geometry": geom})
+    frame = gpd.GeoDataFrame(rows, columns=["period", "kind", "geometry"], geometry="geometry", crs=crs)
+    clipped = owned_polygons(frame, owned)
+    mined = clipped["kind"] == "mining"
+    areas = clipped[mined].explode(index_parts=False)
+    return gpd.GeoDataFrame(pd.concat([areas, clipped[~mined]]).sort_values(["period", "kind"], kind="stable")
+                            .reset_index(drop=True), geometry="geometry", crs="EPSG:4326")
 
 
 def _tile_volumes(config, source, aoi, ingest, parts, task, owned, record):  # noqa: ANN001, ANN202

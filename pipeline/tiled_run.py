@@ -42,14 +42,16 @@ from mtg.pipeline.dask_cluster import dask_scheduler
 from mtg.pipeline.errors import MtgError, describe
 from mtg.pipeline.plan import read_plan
 from mtg.pipeline.table_io import METADATA_KEY, atomic_write
-from mtg.pipeline.tile_run import STAGES, TILE_FILES, run_tile, task_from_row
+from mtg.pipeline.tile_run import PERIODS_FILE, STAGES, TILE_FILES, run_tile, task_from_row
 from mtg.pipeline.world_stage import WorldResult, run_world_stage
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.parquet"
 STATES = ("pending", "running", "done", "failed", "skipped")
-MANIFEST_COLUMNS = ("tile_id", "state", "attempts", "error", *(f"{s}_s" for s in STAGES), "bytes_written",
+#: Measured stages: the planned ones and the tiles' timeline (``timeline.tiles``).
+MEASURED = (*STAGES, "timeline")
+MANIFEST_COLUMNS = ("tile_id", "state", "attempts", "error", *(f"{s}_s" for s in MEASURED), "bytes_written",
                     "n_footprints", "volumes", "checksums", "code_version")
 
 
@@ -139,26 +141,28 @@ def write_manifest(out: Path, manifest: pd.DataFrame, meta: dict[str, Any]) -> N
     atomic_write(out / MANIFEST, write)
 
 
-def _tile_complete(folder: Path) -> bool:
-    return all((folder / name).exists() for name in TILE_FILES)
+def _tile_complete(folder: Path, periods: bool) -> bool:
+    return all((folder / name).exists() for name in (*TILE_FILES, *((PERIODS_FILE,) if periods else ())))
 
 
 #: Values of a tile that has not run yet.
-_FRESH = {"state": "pending", "attempts": 0, "error": "", **{f"{s}_s": float("nan") for s in STAGES},
+_FRESH = {"state": "pending", "attempts": 0, "error": "", **{f"{s}_s": float("nan") for s in MEASURED},
           "bytes_written": 0, "n_footprints": 0, "volumes": "", "checksums": "", "code_version": ""}
 
 
-def reconcile(plan: gpd.GeoDataFrame, previous: pd.DataFrame | None, out: Path) -> pd.DataFrame:
-    """The manifest this run starts from: done tiles whose folders are complete stay done, tiles without scenes
-    are skipped, every other tile is pending (its attempts kept)."""
+def reconcile(plan: gpd.GeoDataFrame, previous: pd.DataFrame | None, out: Path, periods: bool = False) -> pd.DataFrame:
+    """The manifest this run starts from: done tiles whose folders are complete (with ``periods``, holding their
+    period layers too) stay done, tiles without scenes are skipped, every other tile is pending (its attempts
+    kept)."""
     manifest = pd.DataFrame({"tile_id": plan["tile_id"].astype(str).to_numpy()})
     if previous is not None:
-        manifest = manifest.merge(previous[list(MANIFEST_COLUMNS)], on="tile_id", how="left")
+        manifest = manifest.merge(previous[[c for c in MANIFEST_COLUMNS if c in previous]], on="tile_id",
+                                  how="left")
     for column, fresh in _FRESH.items():
         manifest[column] = manifest[column].fillna(fresh) if column in manifest else fresh
     manifest["attempts"] = manifest["attempts"].astype(int)
     done = manifest["state"] == "done"
-    complete = manifest["tile_id"].map(lambda t: _tile_complete(out / "tiles" / t))
+    complete = manifest["tile_id"].map(lambda t: _tile_complete(out / "tiles" / t, periods))
     if (done & ~complete).any():
         log.warning("%d tiles marked done have incomplete folders: running them again", int((done & ~complete).sum()))
     manifest.loc[~(done & complete), "state"] = "pending"
@@ -242,7 +246,7 @@ def run_plan(plan_path: str | Path, config: RunConfig, progress: bool = True) ->
     if previous is not None and previous_meta.get("plan_digest") != digest:
         raise MtgError(f"{out} holds a run of another plan ({previous_meta.get('plan', '?')}); give another --out, "
                        "or the plan it was run with")
-    manifest = reconcile(plan, previous, out)
+    manifest = reconcile(plan, previous, out, config.timeline.tiles)
     run_meta = {"plan": str(Path(plan_path)), "plan_digest": digest, "catalog": meta["catalog"], "time": meta["time"]}
     write_manifest(out, manifest, run_meta)
     scratch = _clean_scratch(out)

@@ -10,7 +10,9 @@
    the tile's variogram (:func:`mtg.kernels.dh_statistics.volume_sigma`, as for one site of one run); the errors of
    different tiles are independent and add in quadrature. A site with a part in a tile that measured no volumes
    gets no volumes (NaN), not a partial sum. Waste deposits cut by tile edges are merged like footprints.
-4. **Land use, indicators, verification, report and STAC catalog**, as in a single-region run, in the same places
+4. **Timeline** (with ``timeline.tiles``): the tiles' per-period layers become per-site series
+   (:func:`world_timeline`), which give the indicators their onset, expansion and area before and after.
+5. **Land use, indicators, verification, report and STAC catalog**, as in a single-region run, in the same places
    of the run folder (the layout of the README), so ``mtg report``, ``mtg publish`` and ``mtg plan --check`` read a
    world run as they read any run.
 
@@ -44,7 +46,8 @@ from mtg.pipeline.report import write_report
 from mtg.pipeline.results_catalog import write_results_catalog
 from mtg.pipeline.run import run_countries
 from mtg.pipeline.run_paths import portable_path
-from mtg.pipeline.table_io import atomic_write, atomic_write_all
+from mtg.pipeline.table_io import atomic_write, atomic_write_all, to_geoparquet
+from mtg.pipeline.tile_run import PERIODS_FILE
 from mtg.pipeline.tiling import merge_across_seams
 from mtg.pipeline.verify import write_verification
 
@@ -52,6 +55,8 @@ log = logging.getLogger(__name__)
 
 #: Member source name of the merged footprints in the world's sites.
 FOOTPRINTS_SOURCE = "segment/mine_polygons.parquet"
+#: The tiles' areas decoded as mining per period (``timeline.tiles``), as the world's timeline writes them.
+TIMELINE_SOURCE = "timeline/period_footprints.parquet"
 #: Sums over a site's parts (the rest of ``site_volumes.parquet`` is derived from them).
 PART_SUMS = ("excavated_m3", "deposited_m3", "net_m3", "excavated_area_m2", "deposited_area_m2", "area_m2")
 #: Volume error columns and the area each is computed over.
@@ -75,6 +80,9 @@ class TileOutputs:
         ``tile_id`` -> the tile's dh statistics (``tile.json``'s ``dh``), for tiles that measured volumes.
     volumes : dict
         ``tile_id`` -> ``"computed"`` or why a tile measured no volumes.
+    periods : geopandas.GeoDataFrame or None
+        The tiles' owned period layers (:data:`mtg.pipeline.tile_run.PERIODS_FILE`: ``period``, ``kind``, EPSG:4326);
+        None when a tile has none.
     """
 
     parts: gpd.GeoDataFrame
@@ -82,6 +90,7 @@ class TileOutputs:
     deposits: gpd.GeoDataFrame
     dh: dict[str, dict[str, Any]]
     volumes: dict[str, str]
+    periods: gpd.GeoDataFrame | None
 
 
 @dataclass(frozen=True)
@@ -109,6 +118,7 @@ def read_tile_outputs(out: Path, tile_ids: list[str]) -> TileOutputs:
         Naming the tile folder when one of its files is missing or unreadable.
     """
     parts, volumes, deposits, dh, states = [], [], [], {}, {}
+    periods: list[gpd.GeoDataFrame] | None = []
     for tile_id in sorted(tile_ids):
         folder = out / "tiles" / tile_id
         try:
@@ -116,6 +126,10 @@ def read_tile_outputs(out: Path, tile_ids: list[str]) -> TileOutputs:
             parts.append(gpd.read_parquet(folder / "footprints.parquet"))
             table = pd.read_parquet(folder / "part_volumes.parquet")
             frame = gpd.read_parquet(folder / "deposits.parquet")
+            if periods is not None and (folder / PERIODS_FILE).exists():
+                periods.append(gpd.read_parquet(folder / PERIODS_FILE))
+            else:
+                periods = None
         except (OSError, ValueError) as err:
             raise MtgError(f"tile folder {folder} is incomplete or unreadable ({err}); rerun the same command to "
                            f"redo the tile") from None
@@ -134,7 +148,10 @@ def read_tile_outputs(out: Path, tile_ids: list[str]) -> TileOutputs:
                     else pd.DataFrame({"part_id": pd.Series([], dtype="string")}))
     deposit_frame = (gpd.GeoDataFrame(pd.concat(deposits, ignore_index=True), geometry="geometry", crs="EPSG:4326")
                      if deposits else empty)
-    return TileOutputs(parts=part_frame, part_volumes=volume_frame, deposits=deposit_frame, dh=dh, volumes=states)
+    period_frame = (gpd.GeoDataFrame(pd.concat(periods, ignore_index=True), geometry="geometry", crs="EPSG:4326")
+                    if periods else None)
+    return TileOutputs(parts=part_frame, part_volumes=volume_frame, deposits=deposit_frame, dh=dh, volumes=states,
+                       periods=period_frame)
 
 
 def merge_footprints(parts: gpd.GeoDataFrame) -> tuple[gpd.GeoDataFrame, np.ndarray]:
@@ -236,6 +253,46 @@ def merge_deposits(deposits: gpd.GeoDataFrame, part_site: dict[str, Any]) -> gpd
     return gpd.GeoDataFrame(merged[[*columns, "geometry"]], geometry="geometry", crs="EPSG:4326")
 
 
+def world_timeline(out: Path, linked: Any, periods: gpd.GeoDataFrame | None,
+                   config: RunConfig) -> tuple[pd.DataFrame | None, dict[str, Any] | None, dict[str, Any] | None]:
+    """Per-site series of the tiles' period layers (:func:`mtg.pipeline.layer_series.layer_series`): each connected
+    area decoded as mining goes to the site it overlaps most, a site's area is the geodesic area of the union of
+    its areas, and the ground the tiles saw in a period is that period's coverage (a site wholly unseen has a
+    missing area, not 0). Writes ``timeline/site_series.parquet``, ``timeline/site_timeline.parquet`` and
+    ``timeline/period_footprints.parquet``.
+
+    Returns
+    -------
+    (DataFrame or None, dict or None, dict or None)
+        The per-site summary for the indicators, and the first and last periods' layers (area before and after);
+        all None when no tile has period layers or no mining area overlaps a site.
+    """
+    from mtg.pipeline.layer_series import layer_series
+
+    if periods is None:
+        log.warning("timeline.tiles is set but some tiles have no period layers: the world has no timeline")
+        return None, None, None
+    labels = sorted(periods["period"].unique(), key=lambda label: pd.Period(label).start_time)
+    mining = periods[periods["kind"] == "mining"]
+    layers = {label: {f"{TIMELINE_SOURCE}#{label}": mining[mining["period"] == label].reset_index(drop=True)}
+              for label in labels}
+    coverage = {label: periods[(periods["kind"] == "seen") & (periods["period"] == label)] for label in labels}
+    try:
+        series, summary, measured = layer_series(linked.sites, linked.members, layers, cumulative=False,
+                                                 coverage=coverage, min_area_m2=config.segment.min_area_m2)
+    except MtgError as err:
+        log.warning("no timeline: %s", err)
+        return None, None, None
+    folder = out / "timeline"
+    metadata = {"source": "the tiles' period layers (timeline.tiles)", "periods": labels}
+    atomic_write_all({folder / "site_series.parquet": lambda p: series.to_parquet(p, index=False),
+                      folder / "site_timeline.parquet": lambda p: summary.to_parquet(p, index=False),
+                      folder / TIMELINE_SOURCE.split("/")[-1]: lambda p: to_geoparquet(mining, p, metadata)})
+    log.info("timeline: %d sites over %d periods (%s)", series["site_id"].nunique(), len(labels), ", ".join(labels))
+    first, last = (measured[0], measured[-1]) if len(measured) > 1 else (None, None)
+    return summary, first, last
+
+
 def run_world_stage(out: Path, tile_ids: list[str], config: RunConfig, n_planned: int,
                     failed: dict[str, str] | None = None) -> WorldResult:
     """Merge the finished tiles ``tile_ids`` of the run folder ``out`` into the world inventory and its tables,
@@ -297,13 +354,18 @@ def run_world_stage(out: Path, tile_ids: list[str], config: RunConfig, n_planned
         log.warning("no tile measured volumes (%s): the world has no volumes",
                     "; ".join(sorted(set(tiles.volumes.values()))) or "no tiles")
 
+    timeline = before = after = None
+    if config.timeline.tiles:
+        timeline, before, after = world_timeline(out, linked, tiles.periods, config)
+
     lu = config.landuse
     countries = run_countries(lu.countries, out)
     tables = land_use(linked, countries=countries, options=lu)
     tables.summary["sites"] = "sites/sites.parquet"
     write_land_use_tables(tables, out / "landuse", {**linked.metadata, "sites": "sites/sites.parquet"})
     table = indicators(linked, site_volumes=volumes, waste_deposits=None if volumes is None else deposits,
-                       countries=countries, country_col=lu.country_col)
+                       footprints_before=before, footprints_after=after, timeline=timeline, countries=countries,
+                       country_col=lu.country_col)
     parquet, _ = write_site_indicators(table, out / "indicators")
     if config.verify.reported:
         vc = config.verify
