@@ -48,7 +48,7 @@ from mtg.pipeline.run import run_countries
 from mtg.pipeline.run_paths import portable_path
 from mtg.pipeline.table_io import atomic_write, atomic_write_all, to_geoparquet
 from mtg.pipeline.tile_run import PERIODS_FILE
-from mtg.pipeline.tiling import merge_across_seams
+from mtg.pipeline.tiling import geodesic_areas, merge_across_seams
 from mtg.pipeline.verify import write_verification
 
 log = logging.getLogger(__name__)
@@ -285,9 +285,11 @@ def world_timeline(out: Path, linked: Any, periods: gpd.GeoDataFrame | None,
         return None, None, None
     folder = out / "timeline"
     metadata = {"source": "the tiles' period layers (timeline.tiles)", "periods": labels}
+    areas = mining[["period", "geometry"]].reset_index(drop=True)
+    areas.insert(1, "area_m2", geodesic_areas(areas))
     atomic_write_all({folder / "site_series.parquet": lambda p: series.to_parquet(p, index=False),
                       folder / "site_timeline.parquet": lambda p: summary.to_parquet(p, index=False),
-                      folder / TIMELINE_SOURCE.split("/")[-1]: lambda p: to_geoparquet(mining, p, metadata)})
+                      out / TIMELINE_SOURCE: lambda p: to_geoparquet(areas, p, metadata)})
     log.info("timeline: %d sites over %d periods (%s)", series["site_id"].nunique(), len(labels), ", ".join(labels))
     first, last = (measured[0], measured[-1]) if len(measured) > 1 else (None, None)
     return summary, first, last
