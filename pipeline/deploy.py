@@ -38,6 +38,7 @@ import yaml
 
 from mtg.pipeline.config import RunConfig
 from mtg.pipeline.errors import MtgError, describe, one_line
+from mtg.pipeline.plan import segmentation_seconds
 
 #: Images built from ``deploy/docker`` (tags follow the package version).
 DEFAULT_IMAGE = "ghcr.io/mine-the-gap/mtg:0.1.0"
@@ -108,7 +109,7 @@ def size_cluster(plan: Any, *, target_hours: float = 6.0, worker_cores: int = 4,
     active = plan[plan["scenes"] > 0]
     if not len(active):
         raise MtgError("the plan has no tile with scenes: nothing to run")
-    segment_s = float(active["est_segment_s"].sum())
+    segment_s = segmentation_seconds(active)
     cpu_s = float(active["est_cpu_s"].sum()) - (segment_s if gpus else 0.0)
     gpu_s = float(active["est_gpu_s"].sum()) if gpus else 0.0
     longest = float(active["est_cpu_s"].max())

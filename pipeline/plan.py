@@ -50,7 +50,8 @@ DTYPE_BYTES = {"uint8": 1, "uint16": 2, "int16": 2, "float32": 4}
 #: The calibration shipped with the package (``mtg plan --calibrate`` on the project's 2-core CI-like machine).
 DEFAULT_CALIBRATION = "plan_calibration.json"
 #: Plan columns of estimated seconds, by stage.
-ESTIMATE_COLUMNS = {"ingest": "est_ingest_s", "segment": "est_segment_s", "volumes": "est_volumes_s"}
+ESTIMATE_COLUMNS = {"ingest": "est_ingest_s", "segment": "est_segment_s", "volumes": "est_volumes_s",
+                    "timeline": "est_timeline_s"}
 
 
 @dataclass(frozen=True)
@@ -195,6 +196,30 @@ def _items_by_tile(source: CatalogSource, collection: str, boxes: list[shapely.P
     return found
 
 
+def timeline_periods(time_range: str, period: str) -> int:
+    """How many calendar periods (``year`` or ``quarter``) the ``START/END`` range touches.
+
+    Raises
+    ------
+    MtgError
+        When the range is open at either end.
+    """
+    from mtg.pipeline.timeline import FREQUENCIES
+
+    start, stop = parse_time_range(time_range)
+    if start is None or stop is None:
+        raise MtgError(f"timeline.tiles: --time {time_range!r} must have a start and an end to plan the periods")
+    first, last = (pd.Timestamp(t).tz_localize(None).to_period(FREQUENCIES[period]) for t in (start, stop))
+    return last.ordinal - first.ordinal + 1
+
+
+def segmentation_seconds(plan: gpd.GeoDataFrame) -> float:
+    """The planned CPU seconds of segmentation: the tiles' ``est_segment_s`` and their timeline's (plans made before
+    the timeline had a column count none)."""
+    timeline = plan["est_timeline_s"].sum() if "est_timeline_s" in plan else 0.0
+    return float(plan["est_segment_s"].sum() + timeline)
+
+
 def make_plan(aoi: gpd.GeoDataFrame, config: RunConfig, *, catalog: str, time_range: str,
               estimate_scenes: bool = False, calibration: Calibration | None = None) -> gpd.GeoDataFrame:
     """The work tiles of ``aoi`` with what each reads and the estimated seconds of each stage.
@@ -266,10 +291,13 @@ def make_plan(aoi: gpd.GeoDataFrame, config: RunConfig, *, catalog: str, time_ra
     tiles["est_segment_s"] = overhead["segment"] + tiles["pixels"] / cal.segment_px_per_s
     tiles["est_volumes_s"] = np.where(tiles["dem_items"] >= 2,
                                       overhead["volumes"] + tiles["dem_bytes"] / cal.volume_bytes_per_s, 0.0)
+    # timeline.tiles: one more segmentation per period, at the calibrated segmentation rate
+    periods = timeline_periods(time_range, config.timeline.period) if config.timeline.tiles else 0
+    tiles["est_timeline_s"] = periods * tiles["est_segment_s"]
     for column in ESTIMATE_COLUMNS.values():
         tiles[column] = np.where(has_data, tiles[column], 0.0)
     tiles["est_cpu_s"] = tiles[list(ESTIMATE_COLUMNS.values())].sum(axis=1)
-    tiles["est_gpu_s"] = np.where(has_data, tiles["pixels"] / (cfg.gpu_segment_mpx_s * 1e6), 0.0)
+    tiles["est_gpu_s"] = np.where(has_data, (1 + periods) * tiles["pixels"] / (cfg.gpu_segment_mpx_s * 1e6), 0.0)
     tiles["est_output_bytes"] = np.where(has_data, tiles["pixels"] * cal.output_bytes_per_px, 0.0)
     columns = [c for c in tiles.columns if c != "geometry"] + ["geometry"]
     return tiles[columns]
@@ -284,7 +312,7 @@ def plan_summary(plan: gpd.GeoDataFrame, cfg: PlanConfig, workers: int, gpus: in
     if workers < 1 or gpus < 0:
         raise MtgError(f"--workers {workers} must be at least 1 and --gpus {gpus} at least 0")
     active = plan[plan["scenes"] > 0]
-    segment_s = float(active["est_segment_s"].sum())
+    segment_s = segmentation_seconds(active)
     cpu_s = float(active["est_cpu_s"].sum()) - (segment_s if gpus else 0.0)
     gpu_s = float(active["est_gpu_s"].sum()) if gpus else 0.0
     bytes_read = float((active["bytes_read"] + active["dem_file_bytes"]).sum())
@@ -457,10 +485,12 @@ def check_plan(plan: gpd.GeoDataFrame, manifest: pd.DataFrame) -> tuple[pd.DataF
         raise MtgError("the run has no finished tiles of this plan to compare with")
     rows = []
     for stage, column in ESTIMATE_COLUMNS.items():
-        rows.append({"stage": stage, "predicted_s": float(merged[column].sum()),
-                     "measured_s": float(merged[f"{stage}_s"].sum())})
+        predicted = float(merged[column].sum()) if column in merged else 0.0
+        measured = float(merged[f"{stage}_s"].sum()) if f"{stage}_s" in merged else 0.0
+        if predicted or measured:  # a stage neither planned nor run (the tiles' timeline) is left out
+            rows.append({"stage": stage, "predicted_s": predicted, "measured_s": measured})
     rows.append({"stage": "total", "predicted_s": float(merged["est_cpu_s"].sum()),
-                 "measured_s": float(merged[[f"{s}_s" for s in ESTIMATE_COLUMNS]].sum(axis=1).sum())})
+                 "measured_s": float(merged[[f"{r['stage']}_s" for r in rows]].sum(axis=1).sum())})
     table = pd.DataFrame(rows)
     table["ratio"] = table["measured_s"] / table["predicted_s"]
     return table, {"tiles": len(merged), "ratio": float(table["ratio"].iloc[-1])}

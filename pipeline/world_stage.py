@@ -90,7 +90,7 @@ class TileOutputs:
     deposits: gpd.GeoDataFrame
     dh: dict[str, dict[str, Any]]
     volumes: dict[str, str]
-    periods: gpd.GeoDataFrame | None
+    periods: gpd.GeoDataFrame | None = None
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,7 @@ def world(tmp_path_factory):
     return root
 
 
-def _plan(world: Path, out: Path, *districts: str) -> Path:
+def _plan(world: Path, out: Path, *districts: str, config: Path | None = None) -> Path:
     """A plan over the mine points (300 m buffers, 3 km tiles) of ``districts`` (default all)."""
     points = gpd.read_parquet(world / "truth" / "mine_points.parquet")
     if districts:
@@ -62,7 +62,7 @@ def _plan(world: Path, out: Path, *districts: str) -> Path:
     points.to_parquet(aoi)
     first, last = json.loads((world / "world.json").read_text())["time_range"]
     mtg("plan", "--catalog", str(world / "catalog.json"), "--aoi", str(aoi), "--buffer", "300m", "--tile-km", "3",
-        "--time", f"{first}/{last}", "-o", str(out))
+        "--time", f"{first}/{last}", "-o", str(out), *(("--config", str(config)) if config else ()))
     return out
 
 
@@ -324,9 +324,13 @@ def test_a_planned_run_with_tile_timelines_gives_per_site_series(world, tmp_path
     and by areas outside the sites' footprints); a done tile without period layers is redone."""
     from mtg.pipeline.tiled_run import reconcile
 
-    plan = _plan(world, tmp_path / "plan.parquet", "PIL")
     config = tmp_path / "run.yaml"
     config.write_text("timeline: {tiles: true}\n")
+    plan = _plan(world, tmp_path / "plan.parquet", "PIL", config=config)
+    frame, meta = read_plan(plan)
+    years = [int(y[:4]) for y in meta["time"].split("/")]
+    # the plan counts one more segmentation per year of the time range in every tile
+    np.testing.assert_allclose(frame["est_timeline_s"], (years[1] - years[0] + 1) * frame["est_segment_s"])
     out = tmp_path / "run"
     mtg(*_run_args(plan, out, world), "--config", str(config))
     manifest, _ = read_manifest(out)
@@ -347,8 +351,9 @@ def test_a_planned_run_with_tile_timelines_gives_per_site_series(world, tmp_path
            "series": series.groupby("period")["area_m2"].sum().round().to_dict()})
     assert 0.9 * segmented <= last.sum() <= 1.05 * segmented, (last.sum(), segmented)  # measured 0.991
     np.testing.assert_allclose(table.loc[last.index, "area_after_km2"], last / 1e6, rtol=1e-9)
+    check = mtg("plan", "--check", str(out)).stdout
+    assert "timeline" in check and "measured/predicted" in check
     # a rerun with the timeline on redoes a done tile whose folder lacks its period layers
-    frame, _ = read_plan(plan)
     first = done["tile_id"].iloc[0]
     (out / "tiles" / first / "periods.parquet").unlink()
     again = reconcile(frame, manifest, out, periods=True).set_index("tile_id")
