@@ -2,9 +2,10 @@
 
 The card says what the model expects and how it was made: input bands and indices, their normalisation, the
 classes, the architecture, the training data and command, and the metrics per epoch and on held-out ground.
-A model trained on the sample region ships in the package as the default (``mtg/pipeline/models/mine_unet_sample``)
-so that ``mtg run`` and ``mtg segment`` work offline, and one trained on sample-world districts beside it
-(``--model mine_unet_world``); :func:`load_model` keeps one loaded copy per process and device.
+The default ships in the package (``mtg/pipeline/models/mine_unet_world``: trained on 24 sample-world districts and
+the west of the sample region) so that ``mtg run`` and ``mtg segment`` work offline; the first model, trained on
+the sample region alone, ships beside it (``--model mine_unet_sample``). :func:`load_model` keeps one loaded copy
+per process and device.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from mtg.pipeline.table_io import atomic_folder
 
 log = logging.getLogger(__name__)
 
-SHIPPED_MODEL = "mine_unet_sample"
+SHIPPED_MODEL = "mine_unet_world"
 WEIGHTS = "weights.pt"
 CARD = "model_card.json"
 

@@ -17,7 +17,7 @@ import xarray as xr
 
 from mtg.pipeline.errors import MtgError
 from mtg.pipeline.features import model_channels
-from mtg.pipeline.model_store import read_card, shipped_model_dir
+from mtg.pipeline.model_store import read_card, resolve_model_dir
 from mtg.pipeline.segment import class_probabilities
 from mtg.pipeline.zarr_store import open_cube
 
@@ -174,7 +174,7 @@ def test_training_input_errors_are_named(cube, sample_region, tmp_path):
         train_model(cube, labels, tmp_path / "m", chip=60)
     with pytest.raises(MtgError, match=r"--init .*mine_unet_sample: its bands, indices, classes, widths and norm "
                                         r"\(.*'batch'\) differ from this training's \(.*'group'\)"):
-        train_model(cube, labels, tmp_path / "m", init=shipped_model_dir(), epochs=1)
+        train_model(cube, labels, tmp_path / "m", init=resolve_model_dir("mine_unet_sample"), epochs=1)
     with pytest.raises(MtgError, match="--device 'gpu' must be auto, cpu or cuda"):
         train_model(cube, labels, tmp_path / "m", device="gpu")
     if not torch.cuda.is_available():
