@@ -70,18 +70,21 @@ def coverage_shares(sites: Any, coverage: Any) -> pd.Series:
     coverage : shapely geometry
         The covered ground, EPSG:4326.
     """
+    import geopandas as gpd
     import shapely
-    from pyproj import Geod
 
-    geod = Geod(ellps="WGS84")
-    shares = []
-    for geom, lon, lat in zip(sites.geometry, sites["lon"], sites["lat"]):
-        if geom is None or geom.is_empty:
-            shares.append(float(coverage.covers(shapely.Point(lon, lat))))
-            continue
-        whole = abs(geod.geometry_area_perimeter(geom)[0])
-        inside = abs(geod.geometry_area_perimeter(geom.intersection(coverage))[0]) if whole else 0.0
-        shares.append(min(inside / whole, 1.0) if whole else float(coverage.covers(geom.representative_point())))
+    from mtg.pipeline.tiling import geodesic_areas
+
+    has_footprint = (sites.geometry.notna() & ~sites.geometry.is_empty).to_numpy()
+    points = shapely.points(sites["lon"].to_numpy(), sites["lat"].to_numpy())
+    shares = coverage.covers(points).astype(np.float64)  # sites of points only: their location
+    footprints = sites[has_footprint]
+    whole = np.asarray(geodesic_areas(footprints))
+    inside = np.asarray(geodesic_areas(gpd.GeoDataFrame(geometry=footprints.geometry.intersection(coverage),
+                                                         crs=footprints.crs)))
+    with np.errstate(divide="ignore", invalid="ignore"):  # a footprint of no area: where its point lies
+        shares[has_footprint] = np.where(whole > 0, np.minimum(inside / whole, 1.0),
+                                         coverage.covers(footprints.geometry.representative_point().to_numpy()))
     return pd.Series(shares, index=sites["site_id"].astype(str).to_numpy(), dtype=np.float64)
 
 

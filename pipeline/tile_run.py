@@ -179,7 +179,7 @@ def run_tile(task: TileTask, config: RunConfig, out: str, scratch: str | None = 
             periods = None
             if config.timeline.tiles:
                 start = time.perf_counter()
-                periods = period_layers(ingest.reflectance_url, config, owned, task.tile_id)
+                periods = tile_periods(ingest.reflectance_url, config, owned, task.tile_id)
                 seconds["timeline"] = time.perf_counter() - start
 
             start = time.perf_counter()
@@ -208,7 +208,7 @@ def run_tile(task: TileTask, config: RunConfig, out: str, scratch: str | None = 
             "n_footprints": record["footprints"], "volumes": record["volumes"]}
 
 
-def period_layers(cube: str, config: RunConfig, owned: shapely.Geometry, tile_id: str) -> gpd.GeoDataFrame:
+def tile_periods(cube: str, config: RunConfig, owned: shapely.Geometry, tile_id: str) -> gpd.GeoDataFrame:
     """The owned ground mining and seen in each period of a tile's cube (module docstring), EPSG:4326.
 
     Returns
@@ -217,15 +217,15 @@ def period_layers(cube: str, config: RunConfig, owned: shapely.Geometry, tile_id
         ``period``, ``kind`` (``mining``: one row per connected area decoded as mining; ``seen``: the ground with a
         clear view in the period), ``geometry``; in period order.
     """
-    from mtg.pipeline.timeline import UNSEEN, mask_polygons, timeline
+    from mtg.pipeline.timeline import UNSEEN, mask_polygons, period_maps
     from mtg.pipeline.zarr_store import open_cube
 
-    years = timeline(open_cube(cube), name=f"tile {tile_id}", segment_options=config.segment,
-                     options=config.timeline)
-    mining = years.maps["mining"].values
-    transform, crs = years.maps.rio.transform(), years.maps.rio.crs
+    maps, _, periods = period_maps(open_cube(cube), name=f"tile {tile_id}", client=None,
+                                   segment_options=config.segment, options=config.timeline)
+    mining = maps["mining"].values
+    transform, crs = maps.rio.transform(), maps.rio.crs
     rows = []
-    for t, label in enumerate(years.periods):
+    for t, label in enumerate(p.label for p in periods):
         for kind, mask in (("mining", mining[t] == 1), ("seen", mining[t] != UNSEEN)):
             geom = mask_polygons(mask.astype(np.int32), [kind], transform).get(kind)
             if geom is not None:

@@ -340,16 +340,24 @@ def timeline(cube: xr.Dataset, *, sites: Any = None, name: str = "the cube", cli
     seg = stage_options(SegmentOptions, segment_options)
     if sites is not None and "site_id" not in sites.columns:
         raise MtgError("the sites given to timeline have no site_id column")
-    ds, periods = cube_periods(cube, name, seg.time, opts.period)
-    probabilities = period_probabilities(ds, periods, name=name, options=seg.model_copy(update={"time": None}))
-    probabilities = client.compute(probabilities).result() if client is not None else probabilities.compute()
-    probability = probabilities["probability"].values
-    states, coded = decode(probability, probabilities, opts)
-    tables = site_timeline(probability, states, periods, probabilities.rio.transform(), probabilities.rio.crs,
+    maps, states, periods = period_maps(cube, name=name, client=client, segment_options=seg, options=opts)
+    tables = site_timeline(maps["probability"].values, states, periods, maps.rio.transform(), maps.rio.crs,
                            sites=sites, threshold=seg.threshold, min_area_m2=seg.min_area_m2, options=opts)
+    return Timeline(maps=maps, sites=tables, periods=[p.label for p in periods])
+
+
+def period_maps(cube: xr.Dataset, *, name: str, client: Any, segment_options: SegmentOptions,
+                options: TimelineOptions) -> tuple[xr.Dataset, np.ndarray, list[Period]]:
+    """Each period's ``probability`` and decoded ``mining`` (computed, with the cube's CRS), the decoded states
+    (``(period, y, x)`` bool) and the periods: :func:`timeline` without the per-site tables."""
+    ds, periods = cube_periods(cube, name, segment_options.time, options.period)
+    probabilities = period_probabilities(ds, periods, name=name,
+                                         options=segment_options.model_copy(update={"time": None}))
+    probabilities = client.compute(probabilities).result() if client is not None else probabilities.compute()
+    states, coded = decode(probabilities["probability"].values, probabilities, options)
     maps = probabilities.assign(mining=coded["mining"])
     maps["mining"].encoding["grid_mapping"] = "spatial_ref"
-    return Timeline(maps=maps, sites=tables, periods=[p.label for p in periods])
+    return maps, states, periods
 
 
 def run_timeline(cube: str, out: str | Path, *, sites: str | Path | None = None,
